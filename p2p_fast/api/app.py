@@ -1,0 +1,121 @@
+"""Routes of the HTTP listener. Health and metrics for operators; ``/v1`` JSON for clients and ``p2p-ctl``.
+
+Every error is JSON (``{"error": ..., "detail": ...}``) with a 4xx/5xx code; request bodies are size-limited before
+they are parsed. Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+
+
+def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+class BodyLimit:
+    """Reject bodies over ``limit`` bytes with 413 before any handler reads them (Content-Length or streamed)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    await _error(400, "bad Content-Length header")(scope, receive, send)
+                    return
+                if too_big:
+                    await _error(413, f"request body over the {self.limit}-byte limit")(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _error(413, f"request body over the {self.limit}-byte limit")(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(node: Any) -> Any:
+    app = FastAPI(title="p2p-fast node API", version=__version__,
+                  description="Health, metrics and the task API of one p2p-fast node.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "problem": e.get("msg")}
+                    for e in exc.errors()]
+        return _error(422, "invalid request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal error", type(exc).__name__)
+
+    @app.get("/healthz", response_class=PlainTextResponse, summary="The process is alive")
+    async def healthz() -> str:
+        return "ok\n"
+
+    @app.get("/readyz", summary="Bootstrapped and connected to at least one peer")
+    async def readyz() -> Response:
+        if node.ready():
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("not ready: not bootstrapped or no peers\n", status_code=503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/status", summary="Node status")
+    async def status() -> dict[str, Any]:
+        return node.status()
+
+    @app.get("/v1/peers", summary="Connected peers")
+    async def peers() -> list[dict[str, Any]]:
+        return node.peers()
+
+    @app.get("/v1/capabilities", summary="This node's capabilities and the live network's")
+    async def capabilities() -> dict[str, Any]:
+        network: dict[str, list[str]] = {}
+        for rec in node.book.live():
+            for cap in rec.capabilities:
+                network.setdefault(cap, []).append(rec.peer_id)
+        return {"node": node.capabilities, "network": network}
+
+    return app
+
+
+def wrap(app: Any, max_body: int) -> Any:
+    return BodyLimit(app, max_body)

@@ -1,0 +1,109 @@
+"""Joining the network from bootstrap addresses, and re-joining when the node has lost every peer.
+
+Each configured address may be an IP or a DNS name, with or without ``/p2p/<id>``. A name is resolved on every round
+(a Kubernetes headless service has one A record per pod, and pods come and go) and every address it yields is
+dialed. Without an ID we first learn it (``probe``). A round runs at start, whenever the peer count is zero (with
+backoff), and every ``REFRESH_EVERY`` seconds while we are connected to none of the bootstrap peers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from .. import metrics
+from ..multiaddrs import PeerAddr, parse_peer_multiaddr
+from .probe import ProbeError, probe_peer_id
+from .resolve import resolve
+
+log = logging.getLogger(__name__)
+REFRESH_EVERY = 30.0
+MAX_BACKOFF = 30.0
+
+
+class Bootstrapper:
+    def __init__(self, host: IHost, addrs: list[str], interval: float, dial_timeout: float) -> None:
+        self.host = host
+        self.targets: list[PeerAddr] = [parse_peer_multiaddr(a) for a in addrs]
+        self.interval = interval
+        self.dial_timeout = dial_timeout
+        self.bootstrap_peers: set[ID] = set()
+        self.rounds = 0
+        self.done_first_round = trio.Event()
+        self._known_ids: dict[str, ID] = {}  # "ip:port" -> peer id learned by probing
+
+    async def dial_addr(self, addr: multiaddr.Multiaddr, peer_id: ID | None) -> ID | None:
+        key = str(addr)
+        if peer_id is None:
+            peer_id = self._known_ids.get(key)
+        if peer_id is not None and peer_id in self.host.get_connected_peers():
+            return peer_id
+        if peer_id == self.host.get_id():
+            return None
+        with trio.move_on_after(self.dial_timeout) as scope:
+            try:
+                if peer_id is None:
+                    peer_id = await probe_peer_id(self.host, addr)
+                    if peer_id == self.host.get_id():
+                        return None  # our own address behind a shared name
+                    self._known_ids[key] = peer_id
+                await self.host.connect(PeerInfo(peer_id, [addr]))
+                return peer_id
+            except ProbeError as exc:
+                metrics.DIAL_FAILURES.labels("probe").inc()
+                log.info("bootstrap %s: %s", addr, exc)
+            except Exception as exc:
+                metrics.DIAL_FAILURES.labels("dial").inc()
+                self._known_ids.pop(key, None)  # the pod behind this address may have a new identity
+                log.info("bootstrap dial %s failed: %s", addr, exc)
+        if scope.cancelled_caught:
+            metrics.DIAL_FAILURES.labels("timeout").inc()
+            log.info("bootstrap dial %s timed out after %.1fs", addr, self.dial_timeout)
+        return None
+
+    async def run_round(self) -> int:
+        """Dial every address of every target, concurrently; return how many peers we reached."""
+        self.rounds += 1
+        metrics.BOOTSTRAP_ROUNDS.inc()
+        reached: list[ID] = []
+
+        async def one(addr: multiaddr.Multiaddr, pid: ID | None) -> None:
+            got = await self.dial_addr(addr, pid)
+            if got is not None:
+                reached.append(got)
+
+        async with trio.open_nursery() as nursery:
+            for target in self.targets:
+                addrs = await resolve(target)
+                if not addrs:
+                    log.info("bootstrap name %s does not resolve (yet)", target.host)
+                for addr in addrs:
+                    nursery.start_soon(one, addr, target.peer_id)
+        self.bootstrap_peers.update(reached)
+        return len(reached)
+
+    async def run(self) -> None:
+        if not self.targets:
+            self.done_first_round.set()
+            return
+        backoff = self.interval
+        since_refresh = 0.0
+        while True:
+            connected = set(self.host.get_connected_peers())
+            need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= REFRESH_EVERY)
+            if need or self.rounds == 0:
+                n = await self.run_round()
+                self.done_first_round.set()
+                since_refresh = 0.0
+                if n == 0 and not self.host.get_connected_peers():
+                    await trio.sleep(backoff)
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+                    continue
+                backoff = self.interval
+            await trio.sleep(self.interval)
+            since_refresh += self.interval

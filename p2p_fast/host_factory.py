@@ -1,0 +1,78 @@
+"""Build the py-libp2p host for a node: TCP, Noise and/or TLS, Yamux, connection limits, metrics channel.
+
+This is the transport layer of the node. Everything here is py-libp2p configured, not re-implemented: the order of
+``network.security`` is the order we propose security protocols in, ``node.max_connections`` becomes the swarm's
+hard cap (inbound and outbound) with pruning watermarks below it, and ``network.connection_timeout`` bounds dials
+and upgrades.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
+from libp2p.security.tls.transport import TLSTransport
+
+from .config import Config
+from .muxer import muxer_options
+
+
+def security_options(cfg: Config, key_pair: KeyPair) -> "OrderedDict[Any, Any]":
+    """Security transports in the configured order of preference."""
+    opts: OrderedDict[Any, Any] = OrderedDict()
+    for name in cfg.network.security:
+        if name == "noise":
+            opts[NOISE_PROTOCOL_ID] = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+        elif name == "tls":
+            opts[TLS_PROTOCOL_ID] = TLSTransport(key_pair)
+    return opts
+
+
+def connection_config(cfg: Config) -> ConnectionConfig:
+    cap = cfg.node.max_connections
+    high = max(1, int(cap * 0.9))
+    low = max(0, int(cap * 0.5))
+    timeout = cfg.network.connection_timeout
+    return ConnectionConfig(
+        max_connections=cap,
+        high_watermark=high,
+        low_watermark=low,
+        min_connections=min(low, 4),
+        dial_timeout=timeout,
+        connection_timeout=timeout,
+        inbound_upgrade_timeout=timeout,
+        outbound_upgrade_timeout=timeout,
+        outbound_stream_protocol_negotiation_timeout=timeout,
+        inbound_stream_protocol_negotiation_timeout=timeout,
+        grace_period=max(5.0, timeout),
+    )
+
+
+def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
+    host = cfg.node.listen_host
+    proto = "ip6" if ":" in host else "ip4"
+    return [multiaddr.Multiaddr(f"/{proto}/{host}/tcp/{cfg.node.listen_port}")]
+
+
+def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
+    announce = [multiaddr.Multiaddr(a) for a in cfg.network.announce_addrs] or None
+    return new_host(
+        key_pair=key_pair,
+        sec_opt=security_options(cfg, key_pair),
+        muxer_opt=muxer_options(),
+        listen_addrs=listen_addrs(cfg),
+        connection_config=connection_config(cfg),
+        enable_metrics=True,
+        psk=psk,
+        announce_addrs=announce,
+        negotiate_timeout=max(1, int(cfg.network.connection_timeout)),
+    )

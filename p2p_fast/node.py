@@ -1,0 +1,352 @@
+"""The node: one py-libp2p host and the behaviours every role runs on it.
+
+Layering (one way): ``host_factory`` (transport, security, muxer) -> py-libp2p services (Pubsub/GossipSub, Kademlia,
+Identify, Ping, mDNS, relay) -> our behaviours (presence, health, discovery, tasks) -> the application (console,
+HTTP API) which only talks to :class:`Node`'s public methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import socket
+import time
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, AsyncIterator
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+
+from . import __version__, metrics
+from .config import Config
+from .discovery.bootstrap import Bootstrapper
+from .discovery.connector import Connector
+from .gossip import Gossip
+from .health import HealthMonitor
+from .host_factory import build_host
+from .identity import load_or_create_identity
+from .multiaddrs import is_relayed
+from .netif import ipv4_addresses
+from .protocol.codec import DecodeError, decode, encode
+from .protocol.messages import CapabilityAdvertisement, GossipText, HeartBeat
+from .protocol.presence import PeerBook, Presence
+
+log = logging.getLogger(__name__)
+KAD_PROTOCOL = "/ipfs/kad/1.0.0"
+
+
+class NodeStartError(RuntimeError):
+    """The node cannot start for a reason the user can fix (port in use, data dir locked, ...)."""
+
+
+class DataDirLock:
+    """An exclusive lock on the data dir: two nodes sharing one identity would confuse everybody."""
+
+    def __init__(self, data_dir: os.PathLike[str] | str) -> None:
+        self.path = os.path.join(data_dir, "node.lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NodeStartError(
+                f"data dir {os.path.dirname(self.path)} is in use by another p2p-node (pid {other}); "
+                "give this one its own --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NodeStartError(
+                    f"listen port {port} on {host} is already in use; stop the other process or use "
+                    "--listen-port 0 to pick a free port") from None
+            raise NodeStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class Node:
+    """A running p2p-fast node. Use ``async with node.running(): ...``."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.role = cfg.node.role
+        self.data_dir = cfg.data_path
+        self.started_at = time.monotonic()
+        self.host: IHost | None = None
+        self.gossip: Gossip | None = None
+        self.dht: KadDHT | None = None
+        self.health: HealthMonitor | None = None
+        self.bootstrapper: Bootstrapper | None = None
+        self.connector: Connector | None = None
+        self.book = PeerBook(cfg.node.heartbeat_interval)
+        self.presence: Presence | None = None
+        self.nat: Any = None
+        self.tasks: Any = None  # the task service, when the role runs one
+        self.gossip_log: list[tuple[float, str, str]] = []
+        self.gossip_listeners: list[Any] = []
+        self._seq = 0
+        self._lock = DataDirLock(self.data_dir)
+        self._nursery: trio.Nursery | None = None
+
+    # -- identity and addresses ---------------------------------------------------------------------------------
+    @property
+    def peer_id(self) -> ID:
+        assert self.host is not None
+        return self.host.get_id()
+
+    def listen_addrs(self) -> list[multiaddr.Multiaddr]:
+        assert self.host is not None
+        return list(self.host.get_addrs())
+
+    def advertised_addrs(self) -> list[str]:
+        """Concrete addresses others can dial: a 0.0.0.0 listener stands for every local IPv4 address."""
+        out: list[str] = []
+        for a in self.listen_addrs():
+            text = str(a)
+            if "/ip4/0.0.0.0/" in text:
+                out.extend(text.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/") for ip in ipv4_addresses())
+            else:
+                out.append(text)
+        return out
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self.cfg.node.capabilities)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator["Node"]:
+        cfg = self.cfg
+        self._lock.acquire()
+        try:
+            _check_port_free(cfg.node.listen_host, cfg.node.listen_port)
+            key_pair = load_or_create_identity(self.data_dir)
+            from .host_factory import listen_addrs
+            from .pnet import load_psk
+
+            psk = load_psk(cfg)
+            self.host = host = build_host(cfg, key_pair, psk=psk)
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(host.run(listen_addrs=listen_addrs(cfg)))
+                if not host.get_addrs():
+                    raise NodeStartError(f"could not listen on {cfg.node.listen_host}:{cfg.node.listen_port}")
+                self._nursery = nursery = await stack.enter_async_context(trio.open_nursery())
+                channel = getattr(host, "get_metric_recv_channel", lambda: None)()
+                if channel is not None:
+                    nursery.start_soon(metrics.consume_libp2p_metrics, channel)
+                self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())
+                self.dht = KadDHT(host, self._dht_mode(), enable_random_walk=False)
+                await stack.enter_async_context(background_trio_service(self.dht))
+                self.health = HealthMonitor(host, cfg.node.heartbeat_interval, cfg.network.connection_timeout)
+                self.connector = Connector(host, target_peers=min(cfg.gossip.degree_high, cfg.node.max_connections),
+                                           dial_timeout=cfg.network.connection_timeout)
+                self.bootstrapper = Bootstrapper(host, cfg.network.bootstrap_peers, cfg.network.rebootstrap_interval,
+                                                 cfg.network.connection_timeout)
+                self.presence = Presence(self, self.book)
+                await self.presence.start()
+                await self.gossip.subscribe(cfg.topic("gossip"), self._on_gossip_text)
+                from .nat import start_nat_services
+
+                self.nat = await start_nat_services(self, stack, nursery)
+                nursery.start_soon(self.health.run)
+                nursery.start_soon(self.bootstrapper.run)
+                nursery.start_soon(self.connector.run)
+                nursery.start_soon(self.presence.run)
+                nursery.start_soon(self._watch_peers)
+                if cfg.network.enable_mdns:
+                    self._start_mdns_bridge(stack)
+                metrics.NODE_INFO.labels(str(host.get_id()), self.role, __version__).set(1)
+                log.info("node up: role=%s id=%s addrs=%s", self.role, host.get_id(),
+                         " ".join(map(str, host.get_addrs())))
+                try:
+                    yield self
+                finally:
+                    log.info("node stopping")
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._lock.release()
+
+    def _dht_mode(self) -> DHTMode:
+        mode = self.cfg.network.dht_mode
+        if mode == "client":
+            return DHTMode.CLIENT
+        return DHTMode.SERVER
+
+    def _start_mdns_bridge(self, stack: AsyncExitStack) -> None:
+        """py-libp2p's mDNS only fills the peerstore and emits an event; we dial what it finds."""
+        assert self.connector is not None
+        connector = self.connector
+
+        def on_found(info: PeerInfo) -> None:
+            log.info("mDNS found %s", info.peer_id)
+            connector.offer_now(info)
+
+        peerDiscovery.register_peer_discovered_handler(on_found)
+        stack.callback(peerDiscovery.unregister_peer_discovered_handler, on_found)
+
+    async def _watch_peers(self) -> None:
+        """Keep gauges, the DHT routing table and the connector in step with who we are connected to."""
+        assert self.host is not None and self.dht is not None and self.connector is not None
+        host, dht = self.host, self.dht
+        known: set[ID] = set()
+        while True:
+            peers = set(host.get_connected_peers())
+            metrics.PEERS.set(len(peers))
+            metrics.CONNECTIONS.set(sum(len(c) for c in host.get_network().get_connections_map().values()))
+            metrics.UPTIME.set(time.monotonic() - self.started_at)
+            metrics.DHT_PEERS.set(dht.get_routing_table_size())
+            if peers - known and self.presence is not None:
+                self.presence.poke()
+            for pid in peers:
+                if dht.routing_table.peer_in_table(pid):
+                    continue
+                try:
+                    protocols = host.get_peerstore().get_protocols(pid)
+                except Exception:
+                    continue
+                if KAD_PROTOCOL in protocols:
+                    try:
+                        await dht.add_peer(pid)
+                    except Exception as exc:
+                        log.debug("routing table refused %s: %s", pid, exc)
+            for rec in self.book.live():
+                try:
+                    pid = ID.from_base58(rec.peer_id)
+                except Exception:
+                    continue
+                addrs = []
+                for a in rec.addrs:
+                    try:
+                        addrs.append(multiaddr.Multiaddr(a))
+                    except Exception:
+                        continue
+                self.connector.offer(pid, addrs)
+            known = peers
+            await trio.sleep(1.0)
+
+    # -- messages -------------------------------------------------------------------------------------------------
+    def advertisement(self) -> CapabilityAdvertisement:
+        self._seq += 1
+        slots, free, queued, load = self._load()
+        return CapabilityAdvertisement(
+            peer_id=str(self.peer_id), role=self.role, capabilities=self.capabilities, slots=slots,
+            free_slots=free, queue_depth=queued, load=load, addrs=self.advertised_addrs(), seq=self._seq)
+
+    def heartbeat(self) -> HeartBeat:
+        self._seq += 1
+        _slots, free, queued, load = self._load()
+        return HeartBeat(peer_id=str(self.peer_id), seq=self._seq, free_slots=free, queue_depth=queued, load=load,
+                         timestamp=time.time())
+
+    def _load(self) -> tuple[int, int, int, float]:
+        if self.tasks is not None:
+            return self.tasks.load()
+        return 0, 0, 0, os.getloadavg()[0]
+
+    async def publish_text(self, text: str) -> None:
+        assert self.gossip is not None
+        msg = GossipText(sender=str(self.peer_id), text=text, sent_at=time.time())
+        await self.gossip.publish(self.cfg.topic("gossip"), encode(msg))
+
+    async def _on_gossip_text(self, sender: ID, data: bytes) -> None:
+        try:
+            msg = decode(data)
+        except DecodeError as exc:
+            metrics.MESSAGES_REJECTED.labels(self.cfg.topic("gossip"), exc.reason).inc()
+            log.warning("dropped gossip from %s: %s", sender, exc)
+            return
+        if not isinstance(msg, GossipText):
+            metrics.MESSAGES_REJECTED.labels(self.cfg.topic("gossip"), "wrong-type").inc()
+            return
+        self.gossip_log.append((msg.sent_at, str(sender), msg.text))
+        del self.gossip_log[:-1000]
+        for listener in list(self.gossip_listeners):
+            listener(str(sender), msg.text, msg.sent_at)
+
+    # -- views for the console and the API ------------------------------------------------------------------------
+    def peers(self) -> list[dict[str, Any]]:
+        assert self.host is not None and self.health is not None
+        network = self.host.get_network()
+        out = []
+        for pid in self.host.get_connected_peers():
+            conns = network.get_connections(pid)
+            addr = ""
+            relayed = False
+            for conn in conns:
+                addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
+                if addrs:
+                    addr = str(addrs[0])
+                    relayed = relayed or is_relayed(addrs[0])
+            rec = self.book.get(str(pid))
+            rtt = self.health.rtt.get(pid)
+            out.append({
+                "peer_id": str(pid),
+                "addr": addr,
+                "relayed": relayed,
+                "role": rec.role if rec else "?",
+                "capabilities": rec.capabilities if rec else [],
+                "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
+                "live": bool(rec and self.book.is_live(rec)),
+            })
+        out.sort(key=lambda p: p["peer_id"])
+        return out
+
+    def status(self) -> dict[str, Any]:
+        assert self.host is not None and self.gossip is not None and self.dht is not None
+        conns = self.host.get_network().get_connections_map()
+        doc: dict[str, Any] = {
+            "role": self.role,
+            "peer_id": str(self.peer_id),
+            "version": __version__,
+            "listen_addrs": [str(a) for a in self.listen_addrs()],
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "peers": len(conns),
+            "connections": sum(len(c) for c in conns.values()),
+            "topics": self.gossip.mesh_sizes(),
+            "dht": {"mode": self.dht.mode.name.lower() if hasattr(self.dht.mode, "name") else str(self.dht.mode),
+                    "routing_table": self.dht.get_routing_table_size()},
+            "live_peers": len(self.book.live()),
+            "capabilities": self.capabilities,
+            "ready": self.ready(),
+        }
+        if self.nat is not None:
+            doc["nat"] = self.nat.status()
+        if self.tasks is not None:
+            doc["tasks"] = self.tasks.counts()
+        return doc
+
+    def ready(self) -> bool:
+        """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no
+        bootstrap addresses of its own is ready as soon as it listens: it *is* the entry point)."""
+        if self.host is None or self.bootstrapper is None:
+            return False
+        if not self.cfg.network.bootstrap_peers:
+            return True
+        return self.bootstrapper.done_first_round.is_set() and bool(self.host.get_connected_peers())
