@@ -175,6 +175,9 @@ class Node:
                 from .nat import start_nat_services
 
                 self.nat = await start_nat_services(self, stack, nursery)
+                from .tasks import start_task_service
+
+                self.tasks = await start_task_service(self, stack, nursery)
                 nursery.start_soon(self.health.run)
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)
