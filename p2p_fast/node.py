@@ -158,7 +158,7 @@ class Node:
                 if not host.get_addrs():
                     raise NodeStartError(f"could not listen on {cfg.node.listen_host}:{cfg.node.listen_port}")
                 self._nursery = nursery = await stack.enter_async_context(trio.open_nursery())
-                channel = getattr(host, "get_metric_recv_channel", lambda: None)()
+                channel = host.get_metrics_recv_channel()  # type: ignore[attr-defined]
                 if channel is not None:
                     nursery.start_soon(metrics.consume_libp2p_metrics, channel)
                 self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())

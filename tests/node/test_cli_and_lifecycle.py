@@ -1,0 +1,136 @@
+"""The p2p-node command: config errors, port conflicts, piped console, signals, health endpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from harness import REPO, node_config, wait_until
+
+
+def run_node(args, stdin_text: str | None = None, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "p2p_fast", *args], input=(stdin_text or "").encode(),
+                          capture_output=True, timeout=timeout, cwd=str(REPO), env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("body, key, problem", [
+    ("node:\n  role: worker\n  listen_prot: 4001\n", "node.listen_prot", "unknown key"),
+    ("nodes:\n  role: worker\n", "nodes", "unknown key"),
+    ("node:\n  listen_port: '4001'\n", "node.listen_port", "must be an integer"),
+    ("node:\n  capabilities: compute\n", "node.capabilities", "must be a list"),
+    ("network:\n  enable_mdns: 'yes'\n", "network.enable_mdns", "must be true or false"),
+    ("node:\n  listen_port: 70000\n", "node.listen_port", "must be <= 65535"),
+    ("node:\n  max_connections: 0\n", "node.max_connections", "must be >= 1"),
+    ("node:\n  role: miner\n", "node.role", "must be one of bootstrap, relay, worker"),
+    ("network:\n  bootstrap_peers: ['/ip4/127.0.0.1']\n", "network.bootstrap_peers[0]", "missing /tcp/<port>"),
+    ("network:\n  security: [noise, ssl]\n", "network.security[1]", "must be one of noise, tls"),
+    ("gossip:\n  degree: 20\n", "gossip.degree", "degree_low <= degree <= degree_high"),
+    ("http:\n  listen: localhost\n", "http.listen", "HOST:PORT"),
+    ("node: [unclosed\n", "", "not valid YAML"),
+])
+def test_config_errors_exit_2_naming_file_key_and_problem(tmp_path, body, key, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    res = run_node(["--config", str(path), "--console", "off"], timeout=30)
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert str(path) in err and key in err and problem in err, err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file_and_bad_flag(tmp_path):
+    res = run_node(["--config", str(tmp_path / "nope.yaml")], timeout=30)
+    assert res.returncode == 2 and "file not found" in res.stderr.decode()
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text(yaml.safe_dump(node_config("worker")))
+    res = run_node(["--config", str(cfg), "--listen-port", "99999"], timeout=30)
+    assert res.returncode == 2 and "node.listen_port" in res.stderr.decode()
+
+
+def test_every_shipped_role_config_is_valid():
+    from p2p_fast.config import load_config
+
+    for role in ("bootstrap", "relay", "worker"):
+        cfg = load_config(REPO / "node" / f"{role}.yaml")
+        assert cfg.node.role == role
+
+
+def test_listen_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        cfg = tmp_path / "w.yaml"
+        cfg.write_text(yaml.safe_dump(node_config("worker")))
+        res = run_node(["--config", str(cfg), "--listen-port", str(port), "--data-dir", str(tmp_path / "d"),
+                        "--console", "off"], timeout=30)
+    err = res.stderr.decode()
+    assert res.returncode == 1, err
+    assert f"listen port {port}" in err and "already in use" in err and "Traceback" not in err
+
+
+def test_piped_console_runs_commands_in_order_and_exits_0(tmp_path, cluster):
+    boot = cluster.start("boot", node_config("bootstrap"))
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(yaml.safe_dump(node_config("worker", network={"bootstrap_peers": [boot.addr(with_id=False)]})))
+    res = run_node(["--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+                   stdin_text="help\nstatus\npeers\ncapabilities\n", timeout=60)
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert out.index("commands:") < out.index("role:         worker") < out.index("connected peer(s)")
+    assert boot.peer_id in out
+    assert "this node (worker): compute, storage" in out
+
+
+def test_piped_unknown_command_exits_1_with_message(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(yaml.safe_dump(node_config("bootstrap")))
+    res = run_node(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], stdin_text="frobnicate\n")
+    assert res.returncode == 1
+    assert "unknown command 'frobnicate'" in res.stdout.decode()
+
+
+def test_sigterm_stops_within_5s_with_exit_0_and_health_endpoints(cluster):
+    boot = cluster.start("boot", node_config("bootstrap"))
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr()]}))
+    assert httpx.get(w.http + "/healthz").text == "ok\n"
+    wait_until(lambda: httpx.get(w.http + "/readyz").status_code == 200, 30, "worker ready")
+    metrics = httpx.get(w.http + "/metrics").text
+    for name in ("p2p_peers", "p2p_messages_in_total", "p2p_ping_rtt_seconds_bucket", "p2p_dial_failures_total",
+                 "swarm_dial_attempt"):
+        assert name in metrics, name
+    wait_until(lambda: 'p2p_messages_in_total{topic="p2p-network/heartbeat"}' in httpx.get(w.http + "/metrics").text,
+               20, "heartbeat messages counted")
+    start = time.monotonic()
+    assert w.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - start < 5
+    assert boot.stop(signal.SIGINT, timeout=10) == 0
+
+
+def test_readyz_is_503_while_bootstrap_unreachable(cluster):
+    with socket.socket() as s:  # a port with nobody behind it
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [f"/ip4/127.0.0.1/tcp/{dead}"]}))
+    r = httpx.get(w.http + "/readyz")
+    assert r.status_code == 503 and "not ready" in r.text
+    wait_until(lambda: 'p2p_dial_failures_total{reason="probe"}' in httpx.get(w.http + "/metrics").text, 20,
+               "dial failures counted")
+
+
+def test_json_log_format(cluster):
+    boot = cluster.start("boot", node_config("bootstrap"), extra_args=["--log-format", "json"])
+    wait_until(lambda: "node up" in boot.stderr(), 10, "startup log line")
+    lines = [ln for ln in boot.stderr().splitlines() if ln.startswith("{")]
+    docs = [json.loads(ln) for ln in lines]
+    up = next(d for d in docs if d["msg"].startswith("node up"))
+    assert up["level"] == "info" and up["logger"] == "p2p_fast.node" and "ts" in up
