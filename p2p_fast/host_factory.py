@@ -39,14 +39,17 @@ def security_options(cfg: Config, key_pair: KeyPair) -> "OrderedDict[Any, Any]":
 
 def connection_config(cfg: Config) -> ConnectionConfig:
     cap = cfg.node.max_connections
-    high = max(1, int(cap * 0.9))
-    low = max(0, int(cap * 0.5))
+    # Prune only above the hard cap: pruning at a lower watermark would make a small cap (2) hold just 1 peer.
+    high = cap
+    low = max(0, cap // 2)
     timeout = cfg.network.connection_timeout
     return ConnectionConfig(
         max_connections=cap,
         high_watermark=high,
         low_watermark=low,
-        min_connections=min(low, 4),
+        # py-libp2p reserves (min_connections) slots for outbound dials by capping inbound at max - min; a
+        # bootstrap is almost all inbound, so reserve none: max_connections is then the real cap both ways.
+        min_connections=0,
         dial_timeout=timeout,
         connection_timeout=timeout,
         inbound_upgrade_timeout=timeout,

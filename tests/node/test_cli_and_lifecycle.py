@@ -134,3 +134,14 @@ def test_json_log_format(cluster):
     docs = [json.loads(ln) for ln in lines]
     up = next(d for d in docs if d["msg"].startswith("node up"))
     assert up["level"] == "info" and up["logger"] == "p2p_fast.node" and "ts" in up
+
+
+def test_max_connections_is_enforced(cluster):
+    boot = cluster.start("boot", node_config("bootstrap", node={"max_connections": 2}))
+    workers = [cluster.start(f"w{i}", node_config("worker", network={"bootstrap_peers": [boot.addr()]}))
+               for i in range(4)]
+    wait_until(lambda: sum(1 for w in workers if boot.peer_id in {p["peer_id"] for p in w.peers()}) >= 2, 30,
+               "two workers connected to the bootstrap")
+    for _ in range(10):  # stays at the cap while the others keep trying
+        assert boot.status()["connections"] <= 2
+        time.sleep(0.3)
