@@ -38,7 +38,7 @@ fi
 P2P_FAST_REQUIRE_EXTENSIONS=1 "$PY" setup.py -q build_ext --inplace >/dev/null
 
 # The go-libp2p daemon for interop tests (from the hivemind wheel on PyPI; only the binary is extracted).
-if [[ -x scripts/fetch-p2pd.sh ]]; then
+if [[ "${P2P_FAST_FETCH_P2PD:-0}" == 1 && -x scripts/fetch-p2pd.sh ]]; then
     scripts/fetch-p2pd.sh || echo "warning: could not fetch the go-libp2p daemon; interop tests will skip" >&2
 fi
 export PATH="$VENV/bin:$PATH"
