@@ -22,6 +22,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
 from libp2p.security.tls.transport import TLSTransport
 
+from . import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
 from .config import Config
 from .muxer import muxer_options
 
