@@ -109,7 +109,7 @@ class Node:
         self.presence: Presence | None = None
         self.nat: Any = None
         self.tasks: Any = None  # the task service, when the role runs one
-        self.gossip_log: list[tuple[float, str, str]] = []
+        self.gossip_log: list[dict[str, Any]] = []  # recent broadcast texts, newest last
         self.gossip_listeners: list[Any] = []
         self._seq = 0
         self._lock = DataDirLock(self.data_dir)
@@ -288,7 +288,8 @@ class Node:
         if not isinstance(msg, GossipText):
             metrics.MESSAGES_REJECTED.labels(self.cfg.topic("gossip"), "wrong-type").inc()
             return
-        self.gossip_log.append((msg.sent_at, str(sender), msg.text))
+        self.gossip_log.append({"sender": str(sender), "text": msg.text, "sent_at": msg.sent_at,
+                                "received_at": time.time()})
         del self.gossip_log[:-1000]
         for listener in list(self.gossip_listeners):
             listener(str(sender), msg.text, msg.sent_at)

@@ -9,12 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+
+
+class GossipBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=1024 * 1024)
 
 
 def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
@@ -105,6 +111,20 @@ def create_app(node: Any) -> Any:
     @app.get("/v1/peers", summary="Connected peers")
     async def peers() -> list[dict[str, Any]]:
         return node.peers()
+
+    @app.get("/v1/gossip", summary="Recent broadcast texts received (newest last), with send and receive times")
+    async def gossip(limit: int = 100) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 1000:
+            raise StarletteHTTPException(400, "limit must be between 1 and 1000")
+        return node.gossip_log[-limit:]
+
+    @app.post("/v1/gossip", status_code=202, summary="Broadcast a text to every node")
+    async def gossip_send(body: GossipBody) -> dict[str, str]:
+        try:
+            await node.publish_text(body.text)
+        except ValueError as exc:
+            raise StarletteHTTPException(413, str(exc)) from None
+        return {"status": "sent"}
 
     @app.get("/v1/capabilities", summary="This node's capabilities and the live network's")
     async def capabilities() -> dict[str, Any]:
