@@ -1,15 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled twin of ``_seen_py``: same ring-of-sets ``SeenCache`` and linked-list LRU ``ValidationCache``.
+"""Compiled twin of ``_seen_py``: same slot-ring ``SeenCache`` and linked-list LRU ``ValidationCache``.
 
 See ``_seen_py`` for the semantics, which this module reproduces exactly. The C side keeps the generation as a
-``long long``, reads ``CLOCK_MONOTONIC`` / ``CLOCK_REALTIME`` directly when no clock was injected, and links the
-validation entries through C-level fields of a small ``cdef`` class.
+``long long`` and reads the coarse ``CLOCK_MONOTONIC`` / ``CLOCK_REALTIME`` directly when no clock was injected
+(the clocks of ``time.monotonic`` / ``time.time``, at 1-4 ms resolution, nothing against a TTL of minutes).
+Validation entries are linked through borrowed C pointers of a small ``cdef`` class owned by the index dict; an
+evicted entry is reused for the key that evicted it.
 """
 
 cimport cython
 from cpython.dict cimport PyDict_DelItem, PyDict_GetItemWithError, PyDict_SetItem
 from cpython.ref cimport PyObject
-from cpython.set cimport PySet_Add, PySet_Clear, PySet_Discard
+from cpython.list cimport PyList_Append
 from libc.math cimport floor, isinf
 from posix.time cimport clock_gettime, timespec
 
@@ -53,9 +55,9 @@ cdef class SeenCache:
     cdef readonly Py_ssize_t buckets
     cdef double _width
     cdef long long _gen
-    cdef list _ring
-    cdef dict _where
-    cdef set _cur
+    cdef list _ring  # buckets + 1 lists of keys, one per time slot
+    cdef dict _where  # key -> the list it is filed in
+    cdef list _cur
     cdef object _clock
 
     def __init__(self, double ttl_seconds, Py_ssize_t buckets=DEFAULT_BUCKETS, clock=None):
@@ -67,7 +69,7 @@ cdef class SeenCache:
         self.buckets = buckets
         self._width = ttl_seconds / buckets
         self._clock = clock
-        self._ring = [set() for _ in range(buckets + 1)]
+        self._ring = [[] for _ in range(buckets + 1)]
         self._where = {}
         self._gen = <long long>floor(self._now() / self._width)
         self._cur = self._ring[_slot(self._gen, buckets + 1)]
@@ -77,44 +79,43 @@ cdef class SeenCache:
             return _clock_now(MONOTONIC)
         return self._clock()
 
-    cdef int _advance(self) except -1:
-        cdef long long gen = <long long>floor(self._now() / self._width)
+    cdef inline int _advance(self) except -1:
+        cdef double slots = self._now() / self._width
+        cdef long long gen = <long long>slots  # floor(slots), without a libm call
+        if gen > slots:
+            gen -= 1
+        if gen > self._gen:
+            self._rotate(gen)
+        return 0
+
+    cdef int _rotate(self, long long gen) except -1:
+        """Expire the slots between the current one and ``gen``, then make ``gen`` current."""
         cdef long long step
         cdef Py_ssize_t nslots = self.buckets + 1
-        cdef set bucket
-        if gen <= self._gen:
-            return 0
+        cdef list bucket
         if gen - self._gen >= nslots:
             for bucket in self._ring:
-                PySet_Clear(bucket)
+                del bucket[:]
             self._where.clear()
         else:
             for step in range(self._gen + 1, gen + 1):
-                bucket = <set>self._ring[_slot(step, nslots)]
+                bucket = <list>self._ring[_slot(step, nslots)]
                 for key in bucket:
-                    PyDict_DelItem(self._where, key)
-                PySet_Clear(bucket)
+                    if PyDict_GetItemWithError(self._where, key) == <PyObject *>bucket:
+                        PyDict_DelItem(self._where, key)
+                del bucket[:]
         self._gen = gen
-        self._cur = <set>self._ring[_slot(gen, nslots)]
-        return 0
-
-    cdef inline int _touch(self, object key, PyObject *held) except -1:
-        if held != <PyObject *>self._cur:
-            PySet_Discard(<object>held, key)
-            PySet_Add(self._cur, key)
-            PyDict_SetItem(self._where, key, self._cur)
+        self._cur = <list>self._ring[_slot(gen, nslots)]
         return 0
 
     def add(self, key):
         """add(key) -> bool: remember ``key`` (again); True if it was not remembered before."""
         self._advance()
         cdef PyObject *held = PyDict_GetItemWithError(self._where, key)
-        if held == NULL:
-            PySet_Add(self._cur, key)
+        if held != <PyObject *>self._cur:
             PyDict_SetItem(self._where, key, self._cur)
-            return True
-        self._touch(key, held)
-        return False
+            PyList_Append(self._cur, key)
+        return held == NULL
 
     def has(self, key):
         """has(key) -> bool: whether ``key`` is remembered; a hit refreshes it, as ``LastSeenCache.has`` does."""
@@ -122,7 +123,9 @@ cdef class SeenCache:
         cdef PyObject *held = PyDict_GetItemWithError(self._where, key)
         if held == NULL:
             return False
-        self._touch(key, held)
+        if held != <PyObject *>self._cur:
+            PyDict_SetItem(self._where, key, self._cur)
+            PyList_Append(self._cur, key)
         return True
 
     def __contains__(self, key):
@@ -140,9 +143,9 @@ cdef class SeenCache:
 
     def clear(self):
         """clear() -> None: forget every key."""
-        cdef set bucket
+        cdef list bucket
         for bucket in self._ring:
-            PySet_Clear(bucket)
+            del bucket[:]
         self._where.clear()
 
     def stop(self):
@@ -225,9 +228,13 @@ cdef class ValidationCache:
             self._unlink(e)
             self._link_last(e)
             return
+        e = None
         while self._root.next != <PyObject *>self._root and len(self._index) >= self.max_size:
-            self._drop(<_Entry>self._root.next)
-        e = _Entry.__new__(_Entry)
+            e = <_Entry>self._root.next
+            self._drop(e)
+        if e is None:
+            e = _Entry.__new__(_Entry)
+        # else: the evicted entry is reused for the new key (no allocation on the steady-state path)
         e.key = msg_id
         e.result = result
         e.stamp = stamp

@@ -1,10 +1,12 @@
 """Pure-Python twin of ``_seen_c``: the gossip seen-cache and an O(1) validation-result cache.
 
 ``SeenCache`` replaces py-libp2p's ``Pubsub.seen_messages`` (a ``LastSeenCache``, whose background thread sweeps
-a dict once a minute). Keys live in a ring of ``buckets + 1`` sets, each covering ``ttl / buckets`` seconds of the
-clock; ``_where`` maps a key to the set holding it. Every call first rotates the ring lazily: a set whose time slot
-is over ``ttl`` old is emptied and its keys dropped from ``_where`` (amortised O(1): each key is dropped once).
-A key touched at time t is therefore remembered until some time in ``(t + ttl, t + ttl + ttl / buckets]``.
+a dict once a minute). Time is cut into slots of ``ttl / buckets`` seconds and a ring of ``buckets + 1`` lists
+files each key under the slot it was last touched in; ``_where`` maps a key to that list. Touching a key in a later
+slot re-files it (the old list keeps a stale entry, skipped later). Every call first rotates the ring lazily: the
+lists of slots more than ``buckets`` slots old are walked, their keys still filed there dropped from ``_where``,
+and emptied, so each filing costs O(1) once. A key touched at time t is therefore remembered until some time in
+``(t + ttl, t + ttl + ttl / buckets]``: exactly while ``slot(now) - slot(last touch) <= buckets``.
 
 ``ValidationCache`` replaces ``Pubsub.validation_cache``: same ``get``/``put``/``clear_expired``, same expiry rule
 (``now - result.timestamp > ttl``, wall clock), LRU eviction at ``max_size``, but O(1) ``get``/``put`` instead of
@@ -53,10 +55,10 @@ class SeenCache:
             raise ValueError(f"buckets must be >= 1, got {buckets!r}")
         self.ttl = ttl_seconds
         self.buckets = buckets
-        self._width = ttl_seconds / self.buckets
+        self._width = ttl_seconds / buckets
         self._clock = time.monotonic if clock is None else clock
-        self._ring: list[set[Hashable]] = [set() for _ in range(self.buckets + 1)]
-        self._where: dict[Hashable, set[Hashable]] = {}
+        self._ring: list[list[Hashable]] = [[] for _ in range(buckets + 1)]
+        self._where: dict[Hashable, list[Hashable]] = {}
         self._gen = math.floor(float(self._clock()) / self._width)
         self._cur = self._ring[self._gen % len(self._ring)]
 
@@ -66,37 +68,30 @@ class SeenCache:
             return
         ring = self._ring
         nslots = len(ring)
+        where = self._where
         if gen - self._gen >= nslots:
             for bucket in ring:
                 bucket.clear()
-            self._where.clear()
+            where.clear()
         else:
-            where = self._where
             for step in range(self._gen + 1, gen + 1):
                 bucket = ring[step % nslots]
                 for key in bucket:
-                    del where[key]
+                    if where.get(key) is bucket:  # not touched again since it was filed here
+                        del where[key]
                 bucket.clear()
         self._gen = gen
         self._cur = ring[gen % nslots]
 
-    def _touch(self, key: Hashable, held: set[Hashable]) -> None:
-        cur = self._cur
-        if held is not cur:
-            held.discard(key)
-            cur.add(key)
-            self._where[key] = cur
-
     def add(self, key: Hashable) -> bool:
         """Remember ``key`` (again); True if it was not remembered before."""
         self._advance()
+        cur = self._cur
         held = self._where.get(key)
-        if held is None:
-            self._cur.add(key)
-            self._where[key] = self._cur
-            return True
-        self._touch(key, held)
-        return False
+        if held is not cur:
+            self._where[key] = cur
+            cur.append(key)
+        return held is None
 
     def has(self, key: Hashable) -> bool:
         """Whether ``key`` is remembered; a hit refreshes it, as ``LastSeenCache.has`` does."""
@@ -104,7 +99,10 @@ class SeenCache:
         held = self._where.get(key)
         if held is None:
             return False
-        self._touch(key, held)
+        cur = self._cur
+        if held is not cur:
+            self._where[key] = cur
+            cur.append(key)
         return True
 
     def __contains__(self, key: object) -> bool:
