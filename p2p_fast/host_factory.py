@@ -25,6 +25,7 @@ from libp2p.security.tls.transport import TLSTransport
 from . import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
 from .config import Config
 from .muxer import muxer_options
+from .netif import ipv4_addresses
 
 
 def security_options(cfg: Config, key_pair: KeyPair) -> "OrderedDict[Any, Any]":
@@ -62,9 +63,15 @@ def connection_config(cfg: Config) -> ConnectionConfig:
 
 
 def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
-    host = cfg.node.listen_host
+    """Where to listen. ``0.0.0.0`` with a fixed port becomes one listener per interface address: py-libp2p
+    advertises its listen addresses verbatim (Identify, mDNS), and ``/ip4/0.0.0.0`` is undialable for everyone else.
+    Loopback is left out when the machine has another address, so peers never dial themselves through it."""
+    host, port = cfg.node.listen_host, cfg.node.listen_port
+    if host == "0.0.0.0" and port != 0:
+        ips = ipv4_addresses(include_loopback=False) or ["127.0.0.1"]
+        return [multiaddr.Multiaddr(f"/ip4/{ip}/tcp/{port}") for ip in ips]
     proto = "ip6" if ":" in host else "ip4"
-    return [multiaddr.Multiaddr(f"/{proto}/{host}/tcp/{cfg.node.listen_port}")]
+    return [multiaddr.Multiaddr(f"/{proto}/{host}/tcp/{port}")]
 
 
 def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
@@ -76,6 +83,7 @@ def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
         listen_addrs=listen_addrs(cfg),
         connection_config=connection_config(cfg),
         enable_metrics=True,
+        enable_mDNS=cfg.network.enable_mdns,
         psk=psk,
         announce_addrs=announce,
         negotiate_timeout=max(1, int(cfg.network.connection_timeout)),

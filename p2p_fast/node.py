@@ -206,10 +206,18 @@ class Node:
         """py-libp2p's mDNS only fills the peerstore and emits an event; we dial what it finds."""
         assert self.connector is not None
         connector = self.connector
+        token = trio.lowlevel.current_trio_token()
 
         def on_found(info: PeerInfo) -> None:
-            log.info("mDNS found %s", info.peer_id)
-            connector.offer_now(info)
+            # Called on zeroconf's browser thread, not in trio: hop into the trio loop to queue the dial.
+            addrs = [a for a in info.addrs if "/ip4/0.0.0.0/" not in str(a) and "/ip6/::/" not in str(a)]
+            log.info("mDNS found %s at %s", info.peer_id, " ".join(map(str, addrs)) or "(no dialable address)")
+            if not addrs:
+                return
+            try:
+                trio.from_thread.run_sync(connector.offer_now, PeerInfo(info.peer_id, addrs), trio_token=token)
+            except trio.RunFinishedError:
+                pass
 
         peerDiscovery.register_peer_discovered_handler(on_found)
         stack.callback(peerDiscovery.unregister_peer_discovered_handler, on_found)

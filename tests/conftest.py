@@ -4,6 +4,8 @@ from typing import Iterator
 
 import pytest
 
+pytest_plugins = ["p2p_fast.testbed.pytest_plugin"]
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Cluster  # noqa: E402

@@ -59,7 +59,8 @@ def node_config(role: str, **sections: dict[str, Any]) -> dict[str, Any]:
 
 class NodeProcess:
     def __init__(self, name: str, workdir: Path, config: dict[str, Any], extra_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
+                 env: dict[str, str] | None = None, prefix: Sequence[str] = (),
+                 via: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,8 @@ class NodeProcess:
         self.extra_args = list(extra_args)
         self.env = env or {}
         self.prefix = list(prefix)
+        # How to reach the node's HTTP listener: directly, or e.g. ``testbed_host.call`` for a node in a namespace.
+        self.via = via or (lambda fn: fn())
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -192,7 +195,8 @@ class NodeProcess:
         return wait_until(find, timeout, f"{self.name} to print /{pattern}/")
 
     def get(self, path: str, timeout: float = 5) -> Any:
-        r = httpx.get(self.http + path, timeout=timeout)
+        url = self.http + path
+        r = self.via(lambda: httpx.get(url, timeout=timeout))
         r.raise_for_status()
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
 
@@ -217,6 +221,10 @@ class Cluster:
 
     def start(self, name: str, config: dict[str, Any], **kw: Any) -> NodeProcess:
         return self.add(name, config, **kw).start().wait_started()
+
+    def start_in(self, host: Any, name: str, config: dict[str, Any], **kw: Any) -> NodeProcess:
+        """Start a node inside a test-bed host's network namespace (HTTP reached through ``host.call``)."""
+        return self.start(name, config, prefix=["ip", "netns", "exec", host.ns], via=host.call, **kw)
 
     def close(self) -> None:
         for node in self.nodes:
