@@ -207,6 +207,10 @@ cdef class FrameDecoder:
                     self._len -= used
         finally:
             view_release(&v)
+        if self._len == 0 and self._cap > 65536:  # a big frame went through: do not keep its buffer while idle
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
         return frames
 
     def finish(self):

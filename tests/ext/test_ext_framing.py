@@ -132,6 +132,17 @@ def test_decoder_reassembles_across_chunks(framing_impl) -> None:
         decoder.finish()
 
 
+def test_decoder_big_frame_then_small_ones(framing_impl) -> None:
+    big = bytes(range(256)) * 800  # 200 KiB: the compiled decoder lets go of its grown buffer afterwards
+    stream = framing_impl.encode_frame(big) + framing_impl.encode_frame(b"after")
+    decoder = framing_impl.FrameDecoder()
+    frames = []
+    for i in range(0, len(stream), 60_000):
+        frames += decoder.feed(stream[i : i + 60_000])
+    assert frames == [big, b"after"]
+    assert decoder.feed(b"\x02hi\x01") == [b"hi"] and decoder.feed(b"!") == [b"!"]
+
+
 def test_decoder_holds_partial_frames(framing_impl) -> None:
     decoder = framing_impl.FrameDecoder()
     assert decoder.feed(b"\x05ab") == []
