@@ -69,7 +69,7 @@ class TaskResponse(Message):
     task_id: str
     attempt: int
     worker: str
-    status: int  # 0 ok, 1 failed (task error), 2 rejected (unknown type, no slot, ...), 3 timed out
+    status: int  # TASK_OK .. TASK_INVALID below: 0 ok, 1 failed, 2 rejected, 3 timed out, 4 busy, 5 cancelled, 6 invalid
     error: str
     result: bytes
     result_digest: str
@@ -86,3 +86,80 @@ class GossipText(Message):
     sender: str
     text: str
     sent_at: float
+
+
+# -- task protocol (``/<protocol_version>/task/1.0.0``, see docs/protocol.md) ------------------------------------------
+# TaskResponse.status values.
+TASK_OK = 0  # result is valid; the submitter verifies it and answers with a TaskReceipt
+TASK_FAILED = 1  # the task raised on this worker; the submitter retries elsewhere
+TASK_REJECTED = 2  # this worker cannot run the type (unknown type, capability missing, payload too big)
+TASK_TIMED_OUT = 3  # the worker stopped the task at timeout_s (its process is killed)
+TASK_BUSY = 4  # no free slot right now; not an attempt, the submitter picks another worker
+TASK_CANCELLED = 5  # stopped on the submitter's TaskCancel (or because its stream went away)
+TASK_INVALID = 6  # the payload is wrong for the type (deterministic): retrying cannot help
+
+
+@register
+@dataclass
+class TaskReceipt(Message):
+    """The submitter's signed acknowledgement of one verified result: the worker's proof of a credit.
+
+    ``signature`` is the submitter's node-key signature over this message encoded with ``signature=b""``
+    (see ``p2p_fast.tasks.ledger.receipt_bytes``)."""
+
+    TYPE: ClassVar[int] = 6
+    KINDS: ClassVar[str] = "sussusfb"
+    task_id: str
+    attempt: int
+    submitter: str
+    worker: str
+    reward: int
+    result_digest: str
+    issued_at: float
+    signature: bytes
+
+
+@register
+@dataclass
+class TaskCancel(Message):
+    """Submitter -> worker: stop this attempt (timed out on the submitter's clock, cancelled by the user)."""
+
+    TYPE: ClassVar[int] = 7
+    KINDS: ClassVar[str] = "sus"
+    task_id: str
+    attempt: int
+    reason: str
+
+
+@register
+@dataclass
+class BlobPut(Message):
+    """Storage worker -> storage worker (``/<protocol_version>/blob/1.0.0``): keep a replica of a blob."""
+
+    TYPE: ClassVar[int] = 8
+    KINDS: ClassVar[str] = "sb"
+    key: str
+    data: bytes
+
+
+@register
+@dataclass
+class BlobGet(Message):
+    """Storage worker -> storage worker: send me the blob ``key`` if you hold it."""
+
+    TYPE: ClassVar[int] = 9
+    KINDS: ClassVar[str] = "s"
+    key: str
+
+
+@register
+@dataclass
+class BlobReply(Message):
+    """Answer to BlobPut (status only) or BlobGet (status and data). status: 0 ok, 1 not found, 2 error."""
+
+    TYPE: ClassVar[int] = 10
+    KINDS: ClassVar[str] = "subs"
+    key: str
+    status: int
+    data: bytes
+    error: str
