@@ -1,4 +1,13 @@
-"""Decentralized task distribution (capability-based assignment, retries, rewards, durable results, task API)."""
+"""Decentralized task distribution: capability-based assignment, retries, rewards, durable results, task API.
+
+Layout (one way, bottom up): ``builtins`` and ``types`` (what a task is) | ``pool`` (process pool) | ``wire`` (frames
+on streams) | ``journal`` and ``ledger`` (SQLite: tasks, credits, reputation) | ``worker`` (runs tasks for others) and
+``dispatcher`` (gets our tasks done) | ``service`` (``node.tasks``) | ``api`` (HTTP routes). The wire protocol is
+described in ``docs/protocol.md``.
+
+This package's top level stays import-light: process-pool children import ``p2p_fast.tasks._child`` and must not
+pay for libp2p.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,17 @@ from typing import Any
 
 import trio
 
+from .builtins import InvalidPayload
+from .types import task_type
+
+__all__ = ["InvalidPayload", "start_task_service", "task_type"]
+
 
 async def start_task_service(node: Any, stack: AsyncExitStack, nursery: trio.Nursery) -> Any:
-    """Start the task service for ``node`` and return it (``node.tasks``); None while not implemented."""
-    return None
+    """Start the task service for ``node`` and return it (``node.tasks``). Its tasks run in a nursery of its own on
+    ``stack``, stopped and closed (pool children killed, journal committed) when the node stops."""
+    from .service import TaskService
+
+    service = TaskService(node)
+    await service.start(stack)
+    return service

@@ -1,0 +1,159 @@
+"""HTTP routes of the task service (added to the node's FastAPI app by ``node.tasks.install_routes``).
+
+Bodies are strict: unknown fields, wrong JSON types and out-of-range values are 422 with a JSON error naming the
+field; an unknown task type is 400, a payload over ``tasks.max_payload_bytes`` 413, a malformed task id 400 and an
+unknown one 404. Everything runs on the node's own trio loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Literal
+
+from fastapi import Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .dispatcher import TaskSpec, TaskSpecError
+from .journal import FINAL_STATES, STATES
+
+TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_BATCH = 10000
+MAX_WAIT_S = 60.0
+
+
+def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+class TaskSubmit(BaseModel):
+    """One task. ``payload`` is text (UTF-8), or base64 with ``payload_encoding: "base64"``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: str = Field(min_length=1, max_length=64, description="task type: echo, compute, storage, sleep or a plugin")
+    payload: str = Field(default="", description="the task's input")
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    timeout_s: float | None = Field(default=None, gt=0, le=86400, description="per-attempt timeout")
+    max_retries: int | None = Field(default=None, ge=0, le=100, description="retries after the first attempt")
+    reward: int | None = Field(default=None, ge=0, le=10**12, description="credits paid for the verified result")
+
+    def spec(self) -> TaskSpec:
+        if self.payload_encoding == "base64":
+            try:
+                payload = base64.b64decode(self.payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise TaskSpecError("payload is not valid base64") from None
+        else:
+            payload = self.payload.encode("utf-8")
+        return TaskSpec(self.type, payload, self.timeout_s, self.max_retries, self.reward)
+
+
+class TaskBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tasks: list[TaskSubmit] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskLookup(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S, description="wait until all are final, at most this")
+    results: bool = Field(default=True, description="include results and attempts")
+
+
+class Submitted(BaseModel):
+    id: str
+    state: str
+
+
+def _brief(rec: Any) -> dict[str, Any]:
+    return {"id": rec.id, "type": rec.type, "state": rec.state, "worker": rec.worker,
+            "attempts": len(rec.attempts), "error": rec.error}
+
+
+def install_routes(app: Any, service: Any) -> None:
+    def bad_id(task_id: str) -> JSONResponse | None:
+        if not TASK_ID_RE.match(task_id):
+            return _error(400, "malformed task id", "a task id is 32 lowercase hex digits")
+        return None
+
+    @app.post("/v1/tasks", status_code=202, summary="Submit a task", response_model=Submitted,
+              responses={400: {"description": "unknown task type"}, 413: {"description": "payload too large"},
+                         422: {"description": "invalid body"}})
+    async def submit(body: TaskSubmit) -> Any:
+        try:
+            task_id = await service.dispatcher.submit_many([body.spec()])
+        except TaskSpecError as exc:
+            return _error(exc.status, str(exc))
+        return {"id": task_id[0], "state": "pending"}
+
+    @app.post("/v1/tasks/batch", status_code=202, summary="Submit many tasks at once (all or none)")
+    async def submit_batch(body: TaskBatch) -> Any:
+        try:
+            ids = await service.dispatcher.submit_many([t.spec() for t in body.tasks])
+        except TaskSpecError as exc:
+            return _error(exc.status, str(exc))
+        return {"ids": ids}
+
+    @app.post("/v1/tasks/lookup", summary="Several tasks at once, optionally waiting until all are final")
+    async def lookup(body: TaskLookup) -> Any:
+        for task_id in body.ids:
+            if (resp := bad_id(task_id)) is not None:
+                return resp
+        if body.wait_s > 0:
+            import trio
+
+            with trio.move_on_after(body.wait_s):
+                for task_id in body.ids:
+                    await service.wait_record(task_id, None)
+        out = []
+        for task_id in body.ids:
+            rec = service.get(task_id)
+            if rec is None:
+                out.append({"id": task_id, "state": "unknown"})
+            else:
+                out.append(rec.as_dict() if body.results else _brief(rec))
+        return {"tasks": out}
+
+    @app.get("/v1/tasks/{task_id}", summary="One task: state, attempts, worker, result or error")
+    async def get_task(task_id: str, wait: float = Query(default=0.0, ge=0, le=MAX_WAIT_S,
+                                                         description="wait up to this long for a final state")) -> Any:
+        if (resp := bad_id(task_id)) is not None:
+            return resp
+        rec = await service.wait_record(task_id, wait) if wait > 0 else service.get(task_id)
+        if rec is None:
+            return _error(404, f"no task {task_id}")
+        return rec.as_dict(with_payload=True)
+
+    @app.post("/v1/tasks/{task_id}/cancel", summary="Cancel a pending or running task")
+    async def cancel(task_id: str) -> Any:
+        if (resp := bad_id(task_id)) is not None:
+            return resp
+        rec = service.get(task_id)
+        if rec is None:
+            return _error(404, f"no task {task_id}")
+        if rec.state in FINAL_STATES:
+            return _error(409, f"task {task_id} is already {rec.state}")
+        rec = service.cancel(task_id)
+        return rec.as_dict() if rec is not None else _error(409, "task finished meanwhile")
+
+    @app.get("/v1/tasks", summary="Tasks of this node, oldest first, optionally by state")
+    async def list_tasks(state: Literal["pending", "running", "completed", "failed", "cancelled"] | None = None,
+                         limit: int = Query(default=100, ge=1, le=MAX_BATCH),
+                         offset: int = Query(default=0, ge=0)) -> Any:
+        recs = service.list_tasks(state, limit, offset)
+        return {"tasks": [_brief(r) for r in recs], "counts": service.counts(), "states": list(STATES)}
+
+    @app.get("/v1/ledger", summary="Credits earned and spent, reputation, recent receipts")
+    async def ledger(limit: int = Query(default=20, ge=0, le=MAX_BATCH),
+                     verify: bool = Query(default=False, description="re-check every entry's signature")) -> Any:
+        doc: dict[str, Any] = dict(service.ledger.status())
+        doc["reputation"] = service.ledger.reputation_doc()
+        doc["entries"] = service.ledger.entries(limit) if limit else []
+        if verify:
+            doc["verification"] = service.ledger.verify_all()
+        return doc

@@ -1,0 +1,269 @@
+"""The submitter's durable record of its tasks (SQLite in the data dir), shared with the ledger.
+
+One database file, ``<data_dir>/tasks.sqlite3``, holds the task journal, the ledger and reputation, so that "task
+completed" and "credit spent" are one transaction: a crash can never leave a paid task pending or a finished task
+unpaid. Writes happen at once on the event loop (they are small) inside an open transaction; :class:`Database`
+commits them in groups — right after the burst of work that is ready now — and ``durable()`` waits for that commit.
+The journal uses WAL with ``synchronous=NORMAL``: a committed task survives the node being killed (kill -9), an
+operating-system crash may lose the last moments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import trio
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    capability TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reward INTEGER NOT NULL,
+    timeout_s REAL NOT NULL,
+    max_retries INTEGER NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    finished REAL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    result BLOB,
+    error TEXT,
+    attempts TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, created);
+CREATE TABLE IF NOT EXISTS ledger (
+    task_id TEXT NOT NULL,
+    submitter TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('earned', 'spent')),
+    amount INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    result_digest TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    signature BLOB NOT NULL,
+    submitter_key BLOB NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, submitter, direction)
+);
+CREATE TABLE IF NOT EXISTS reputation (
+    peer_id TEXT PRIMARY KEY,
+    successes INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    timeouts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+log = logging.getLogger(__name__)
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
+STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+
+
+class Database:
+    """One SQLite connection with group commit (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(str(path), check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        self.conn.commit()
+        self.dirty = False
+        self._wake = trio.Event()
+        self._done = trio.Event()
+        self._after: list[Callable[[], None]] = []
+        self.commits = 0
+        self.closed = False
+
+    def touch(self) -> None:
+        """Something was written: commit soon."""
+        self.dirty = True
+        self._wake.set()
+
+    async def durable(self) -> None:
+        """Return once everything written so far is committed."""
+        if self.dirty:
+            await self._done.wait()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` right after the commit that makes what was written so far durable."""
+        self._after.append(callback)
+        self.touch()
+
+    def commit_now(self) -> None:
+        if self.closed:
+            return
+        if self.dirty:
+            self.conn.commit()
+            self.dirty = False
+            self.commits += 1
+        done, self._done = self._done, trio.Event()
+        done.set()
+        callbacks, self._after = self._after, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("after-commit callback failed")
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                await trio.lowlevel.cancel_shielded_checkpoint()  # let the rest of this burst write too
+                self.commit_now()
+        finally:
+            self.commit_now()
+
+    def close(self) -> None:
+        try:
+            self.commit_now()
+        finally:
+            self.closed = True
+            self.conn.close()
+
+
+@dataclass
+class Attempt:
+    n: int
+    worker: str
+    started: float
+    ended: float | None = None
+    outcome: str = "running"  # running, ok, failed, invalid, rejected, timeout, disconnected, cancelled, interrupted
+    reason: str = ""
+    counted: bool = True  # counts against max_retries
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "worker": self.worker, "started": self.started, "ended": self.ended,
+                "outcome": self.outcome, "reason": self.reason, "counted": self.counted}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Attempt":
+        return cls(int(d["n"]), str(d["worker"]), float(d["started"]), d.get("ended"), str(d.get("outcome", "")),
+                   str(d.get("reason", "")), bool(d.get("counted", True)))
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    type: str
+    capability: str
+    payload: bytes
+    reward: int
+    timeout_s: float
+    max_retries: int
+    created: float
+    state: str = PENDING
+    worker: str | None = None
+    result: bytes | None = None
+    error: str | None = None
+    finished: float | None = None
+    updated: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    # Not journaled: scheduling state of a live task.
+    waiting_since: float = field(default=0.0, repr=False, compare=False)
+    deadline: float = field(default=0.0, repr=False, compare=False)
+    not_before: float = field(default=0.0, repr=False, compare=False)
+
+    @property
+    def counted_attempts(self) -> int:
+        return sum(1 for a in self.attempts if a.counted)
+
+    def result_text(self) -> str | None:
+        if self.result is None:
+            return None
+        return self.result.decode("utf-8", errors="replace")
+
+    def as_dict(self, with_payload: bool = False) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id, "type": self.type, "state": self.state, "worker": self.worker,
+            "reward": self.reward, "timeout_s": self.timeout_s, "max_retries": self.max_retries,
+            "created": self.created, "finished": self.finished,
+            "attempts": [a.as_dict() for a in self.attempts],
+            "error": self.error,
+        }
+        if self.result is not None:
+            try:
+                doc["result"] = self.result.decode("utf-8")
+                doc["result_encoding"] = "utf-8"
+            except UnicodeDecodeError:
+                import base64
+
+                doc["result"] = base64.b64encode(self.result).decode()
+                doc["result_encoding"] = "base64"
+        else:
+            doc["result"] = None
+        if with_payload:
+            doc["payload_size"] = len(self.payload)
+        return doc
+
+
+_COLUMNS = ("id, type, capability, payload, reward, timeout_s, max_retries, created, updated, finished, state, "
+            "worker, result, error, attempts")
+
+
+class TaskJournal:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.conn = db.conn
+
+    def insert_many(self, records: list[TaskRecord]) -> None:
+        now = time.time()
+        self.conn.executemany(
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(r.id, r.type, r.capability, r.payload, r.reward, r.timeout_s, r.max_retries, r.created, now, None,
+              PENDING, None, None, None, "[]") for r in records])
+        self.db.touch()
+
+    def save_attempts(self, rec: TaskRecord) -> None:
+        self.conn.execute("UPDATE tasks SET attempts=?, updated=? WHERE id=?",
+                          (json.dumps([a.as_dict() for a in rec.attempts]), time.time(), rec.id))
+        self.db.touch()
+
+    def finish(self, rec: TaskRecord) -> None:
+        self.conn.execute(
+            "UPDATE tasks SET state=?, worker=?, result=?, error=?, attempts=?, updated=?, finished=? WHERE id=?",
+            (rec.state, rec.worker, rec.result, rec.error, json.dumps([a.as_dict() for a in rec.attempts]),
+             time.time(), rec.finished, rec.id))
+        self.db.touch()
+
+    def _row(self, row: tuple[Any, ...]) -> TaskRecord:
+        (id_, type_, cap, payload, reward, timeout_s, max_retries, created, updated, finished, state, worker,
+         result, error, attempts) = row
+        return TaskRecord(id_, type_, cap, bytes(payload), int(reward), float(timeout_s), int(max_retries),
+                          float(created), state, worker, bytes(result) if result is not None else None, error,
+                          finished, float(updated), [Attempt.from_dict(a) for a in json.loads(attempts or "[]")])
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def unfinished(self) -> Iterator[TaskRecord]:
+        cur = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state IN (?, ?) ORDER BY created",
+                                (PENDING, RUNNING))
+        for row in cur:
+            yield self._row(row)
+
+    def list(self, state: str | None, limit: int, offset: int) -> list[TaskRecord]:
+        if state:
+            cur = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE state=? ORDER BY created, id LIMIT ? OFFSET ?",
+                (state, limit, offset))
+        else:
+            cur = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks ORDER BY created, id LIMIT ? OFFSET ?",
+                                    (limit, offset))
+        return [self._row(r) for r in cur]
+
+    def state_counts(self) -> dict[str, int]:
+        return {s: n for s, n in self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")}

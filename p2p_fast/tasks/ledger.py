@@ -1,0 +1,192 @@
+"""Rewards: signed receipts, the credit ledger and reputation.
+
+For every verified result the submitter signs a :class:`TaskReceipt` with its node key and records the credit as
+``spent``; the worker checks the signature against the submitter's public key and records it as ``earned``. Each
+entry keeps the signature and the signer's public key, so anybody can re-check the whole ledger
+(:meth:`Ledger.verify_all`), and the primary key ``(task_id, submitter, direction)`` makes counting one task twice
+impossible, whatever arrives late or twice. Reputation (successes, failures, timeouts per worker) is what the
+submitter learned first-hand; assignment prefers workers with a good record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from typing import Any
+
+from libp2p.crypto.keys import PrivateKey, PublicKey
+from libp2p.crypto.serialization import deserialize_public_key
+
+from ..protocol.codec import encode
+from ..protocol.messages import TaskReceipt
+from . import metrics
+from .journal import Database
+
+log = logging.getLogger(__name__)
+RECEIPT_DOMAIN = b"p2p-fast/task-receipt/1\x00"
+
+
+def result_digest(result: bytes) -> str:
+    return hashlib.sha256(result).hexdigest()
+
+
+def receipt_bytes(receipt: TaskReceipt) -> bytes:
+    """What the submitter signs: a domain tag and the receipt encoded with an empty signature."""
+    return RECEIPT_DOMAIN + encode(replace(receipt, signature=b""))
+
+
+def sign_receipt(receipt: TaskReceipt, key: PrivateKey) -> TaskReceipt:
+    return replace(receipt, signature=key.sign(receipt_bytes(receipt)))
+
+
+def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
+    try:
+        return bool(key.verify(receipt_bytes(receipt), receipt.signature))
+    except Exception:
+        return False
+
+
+class Ledger:
+    """Credits earned (as a worker) and spent (as a submitter), plus reputation of the workers we used."""
+
+    def __init__(self, db: Database, own_id: str) -> None:
+        self.db = db
+        self.conn = db.conn
+        self.own_id = own_id
+        self.earned = self.spent = self.n_earned = self.n_spent = 0
+        for direction, total, count in self.conn.execute(
+                "SELECT direction, COALESCE(SUM(amount), 0), COUNT(*) FROM ledger GROUP BY direction"):
+            if direction == "earned":
+                self.earned, self.n_earned = int(total), int(count)
+            else:
+                self.spent, self.n_spent = int(total), int(count)
+        self.reputation: dict[str, list[int]] = {
+            pid: [s, f, t] for pid, s, f, t in self.conn.execute(
+                "SELECT peer_id, successes, failures, timeouts FROM reputation")}
+        self._rep_dirty: set[str] = set()
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        metrics.CREDITS.labels("earned").set(self.earned)
+        metrics.CREDITS.labels("spent").set(self.spent)
+        metrics.CREDITS.labels("balance").set(self.earned - self.spent)
+
+    # -- entries ----------------------------------------------------------------------------------------------------
+    def record_spent(self, receipt: TaskReceipt, own_key: bytes) -> bool:
+        """The submitter's side; False when this task was already paid (it never is paid twice)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+            "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,?,?,?,?,?,?,?,0)",
+            (receipt.task_id, receipt.submitter, receipt.worker, "spent", receipt.reward, receipt.attempt,
+             receipt.result_digest, receipt.issued_at, receipt.signature, own_key))
+        if cur.rowcount != 1:
+            return False
+        self.db.touch()
+        self.spent += receipt.reward
+        self.n_spent += 1
+        self._publish_gauges()
+        return True
+
+    def record_earned(self, receipt: TaskReceipt, submitter_key: PublicKey) -> str | None:
+        """The worker's side: check and credit a receipt. Returns why it was refused, or None when credited (or
+        already credited before: a receipt delivered twice is still one credit)."""
+        if receipt.worker != self.own_id:
+            return "receipt names another worker"
+        if not verify_receipt(receipt, submitter_key):
+            return "bad signature"
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+            "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,?,?,?,?,?,?,?,1)",
+            (receipt.task_id, receipt.submitter, receipt.worker, "earned", receipt.reward, receipt.attempt,
+             receipt.result_digest, receipt.issued_at, receipt.signature, submitter_key.serialize()))
+        if cur.rowcount == 1:
+            self.db.touch()
+            self.earned += receipt.reward
+            self.n_earned += 1
+            self._publish_gauges()
+        else:
+            metrics.RECEIPTS_DUPLICATE.inc()
+        return None
+
+    def mark_delivered(self, task_ids: list[str]) -> None:
+        self.conn.executemany("UPDATE ledger SET delivered=1 WHERE task_id=? AND submitter=? AND direction='spent'",
+                              [(t, self.own_id) for t in task_ids])
+        self.db.touch()
+
+    def undelivered(self, worker: str, limit: int = 10000) -> list[TaskReceipt]:
+        rows = self.conn.execute(
+            "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature FROM ledger "
+            "WHERE direction='spent' AND delivered=0 AND worker=? LIMIT ?", (worker, limit)).fetchall()
+        return [TaskReceipt(t, int(a), s, w, int(m), d, float(i), bytes(sig)) for t, a, s, w, m, d, i, sig in rows]
+
+    def entries(self, limit: int = 100, direction: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT task_id, submitter, worker, direction, amount, attempt, result_digest, issued_at, signature "
+             "FROM ledger")
+        args: tuple[Any, ...] = ()
+        if direction:
+            q += " WHERE direction=?"
+            args = (direction,)
+        q += " ORDER BY issued_at DESC LIMIT ?"
+        rows = self.conn.execute(q, args + (limit,)).fetchall()
+        return [{"task_id": t, "submitter": s, "worker": w, "direction": d, "amount": a, "attempt": n,
+                 "result_digest": g, "issued_at": i, "signature": bytes(sig).hex()}
+                for t, s, w, d, a, n, g, i, sig in rows]
+
+    def verify_all(self) -> dict[str, int]:
+        """Re-check every entry's signature with the key stored beside it."""
+        ok = bad = 0
+        for t, a, s, w, m, d, i, sig, key in self.conn.execute(
+                "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature, "
+                "submitter_key FROM ledger"):
+            receipt = TaskReceipt(t, int(a), s, w, int(m), d, float(i), bytes(sig))
+            try:
+                pub = deserialize_public_key(bytes(key))
+            except Exception:
+                bad += 1
+                continue
+            if verify_receipt(receipt, pub):
+                ok += 1
+            else:
+                bad += 1
+        return {"verified": ok, "bad": bad}
+
+    # -- reputation -------------------------------------------------------------------------------------------------
+    def note(self, worker: str, outcome: str) -> None:
+        """outcome: success, failure or timeout."""
+        rec = self.reputation.setdefault(worker, [0, 0, 0])
+        rec[{"success": 0, "failure": 1, "timeout": 2}[outcome]] += 1
+        self._rep_dirty.add(worker)
+
+    def flush_reputation(self) -> None:
+        if not self._rep_dirty:
+            return
+        self.conn.executemany(
+            "INSERT INTO reputation (peer_id, successes, failures, timeouts) VALUES (?,?,?,?) "
+            "ON CONFLICT(peer_id) DO UPDATE SET successes=excluded.successes, failures=excluded.failures, "
+            "timeouts=excluded.timeouts",
+            [(p, *self.reputation[p]) for p in self._rep_dirty])
+        self._rep_dirty.clear()
+        self.db.touch()
+
+    def score(self, worker: str) -> float:
+        """0..1, 0.5 for a stranger: (successes + 1) / (all + 2), timeouts weigh double."""
+        s, f, t = self.reputation.get(worker, (0, 0, 0))
+        return (s + 1) / (s + f + 2 * t + 2)
+
+    def status(self) -> dict[str, Any]:
+        rep = self.reputation
+        return {
+            "balance": self.earned - self.spent,
+            "earned": self.earned,
+            "spent": self.spent,
+            "receipts_earned": self.n_earned,
+            "receipts_spent": self.n_spent,
+            "workers_rated": len(rep),
+            "reputation": " ".join(f"{p[-6:]}:{s}/{f}/{t}" for p, (s, f, t) in sorted(rep.items())) or "-",
+        }
+
+    def reputation_doc(self) -> dict[str, dict[str, Any]]:
+        return {p: {"successes": s, "failures": f, "timeouts": t, "score": round(self.score(p), 3)}
+                for p, (s, f, t) in sorted(self.reputation.items())}
+

@@ -1,0 +1,21 @@
+"""Prometheus metrics of the task service (default registry, served at ``/metrics`` with the node's own)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SUBMITTED = Counter("p2p_tasks_submitted_total", "Tasks accepted from clients on this node", ["type"])
+ASSIGNED = Counter("p2p_tasks_assigned_total", "Attempts sent to a worker (or run locally)", ["type"])
+COMPLETED = Counter("p2p_tasks_completed_total", "Tasks completed with a verified result", ["type"])
+FAILED = Counter("p2p_tasks_failed_total", "Tasks that failed for good", ["type"])
+RETRIED = Counter("p2p_tasks_retried_total", "Attempts that failed and were rescheduled", ["type", "reason"])
+LATE = Counter("p2p_tasks_late_results_total", "Results for an attempt that was no longer current (ignored)")
+LATENCY = Histogram("p2p_task_latency_seconds", "Submission to final state",
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+QUEUE_DEPTH = Gauge("p2p_tasks_queue_depth", "Submitted tasks waiting for a worker")
+RUNNING = Gauge("p2p_tasks_in_flight", "Attempts of our tasks running on workers")
+EXECUTED = Counter("p2p_tasks_executed_total", "Attempts this node ran as a worker", ["type", "status"])
+WORKER_RUNNING = Gauge("p2p_tasks_worker_running", "Tasks this worker is running now")
+CREDITS = Gauge("p2p_credits", "Ledger totals of this node", ["kind"])
+RECEIPTS_DUPLICATE = Counter("p2p_receipts_duplicate_total", "Receipts received again for a task already credited")
+RECEIPTS_REJECTED = Counter("p2p_receipts_rejected_total", "Receipts refused (bad signature, wrong worker)")

@@ -1,0 +1,132 @@
+"""Length-prefixed frames of codec messages on a libp2p stream, with batched writes.
+
+A frame is ``uvarint(length) + codec message``. :class:`FrameReader` reads big chunks and splits them, so many small
+frames cost one muxer read; :class:`FrameWriter` queues frames and one writer task sends everything queued in a
+single ``stream.write`` (one Noise/Yamux frame for a burst of task requests or responses). Every frame is bounded:
+an over-long length prefix closes the stream (framing cannot be trusted after it), while a frame that is the right
+length but does not decode is dropped with a logged reason and a counter, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from .. import metrics
+from ..protocol.codec import DecodeError, Message, decode, encode
+from ..protocol.varint import decode_uvarint, encode_uvarint
+
+log = logging.getLogger(__name__)
+FRAME_OVERHEAD = 64 * 1024  # room for the fields around a payload of max_payload_bytes
+
+
+class FrameError(Exception):
+    """The byte stream cannot be split into frames any more (oversized or corrupt length)."""
+
+
+class StreamClosed(Exception):
+    pass
+
+
+class FrameReader:
+    def __init__(self, stream: Any, max_frame: int, label: str) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self.label = label
+        self.buf = bytearray()
+        self.pos = 0
+
+    async def _fill(self) -> None:
+        try:
+            chunk = await self.stream.read(256 * 1024)
+        except Exception as exc:  # StreamEOF, StreamReset, closed connection
+            raise StreamClosed(type(exc).__name__) from None
+        if not chunk:
+            raise StreamClosed("EOF")
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += chunk
+
+    async def read_frames(self) -> list[bytes]:
+        """At least one raw frame (more when several arrived together)."""
+        out: list[bytes] = []
+        while not out:
+            while True:
+                buf, pos = self.buf, self.pos
+                if pos >= len(buf):
+                    break
+                try:
+                    length, start = decode_uvarint(buf, pos)
+                except ValueError as exc:
+                    if str(exc) == "truncated varint":
+                        break
+                    raise FrameError(f"bad frame length: {exc}") from None
+                if length > self.max_frame:
+                    raise FrameError(f"frame of {length} bytes over the {self.max_frame}-byte limit")
+                end = start + length
+                if end > len(buf):
+                    break
+                out.append(bytes(buf[start:end]))
+                self.pos = end
+            if not out:
+                await self._fill()
+        return out
+
+    def decode(self, frame: bytes) -> Message | None:
+        """Decode one frame; a bad one is logged, counted and skipped (None)."""
+        try:
+            return decode(frame, max_size=self.max_frame)
+        except DecodeError as exc:
+            metrics.MESSAGES_REJECTED.labels(self.label, exc.reason).inc()
+            log.warning("dropped a frame on %s: %s", self.label, exc)
+            return None
+
+
+def frame(msg: Message, max_frame: int) -> bytes:
+    body = encode(msg, max_size=max_frame)
+    return encode_uvarint(len(body)) + body
+
+
+class FrameWriter:
+    """Queue frames from any task; ``run`` (one task per stream) writes whatever is queued in one go."""
+
+    def __init__(self, stream: Any, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self.pending: list[bytes] = []
+        self._wake = trio.Event()
+        self.closed = False
+
+    def send(self, msg: Message) -> None:
+        if self.closed:
+            raise StreamClosed("writer closed")
+        self.pending.append(frame(msg, self.max_frame))
+        self._wake.set()
+
+    def send_raw(self, data: bytes) -> None:
+        if self.closed:
+            raise StreamClosed("writer closed")
+        self.pending.append(data)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write until cancelled or the stream fails (then ``closed`` is set and the exception ends the task)."""
+        try:
+            while True:
+                if not self.pending:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    # Let the tasks that are ready right now queue their frames too: one write for the burst.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    continue
+                data = b"".join(self.pending)
+                self.pending = []
+                try:
+                    await self.stream.write(data)
+                except Exception as exc:
+                    raise StreamClosed(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            self.closed = True
