@@ -352,6 +352,8 @@ class Node:
             doc["nat"] = self.nat.status()
         if self.tasks is not None:
             doc["tasks"] = self.tasks.counts()
+            if hasattr(self.tasks, "ledger_status"):
+                doc["ledger"] = self.tasks.ledger_status()
         return doc
 
     def ready(self) -> bool:
