@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._ext import SeenCache, ValidationCache, message_id
+
 
 class _Tuning:
     def constructor_kwargs(self) -> dict[str, Any]:
-        try:
-            from ._ext import message_id
-        except ImportError:  # hot paths not built yet: py-libp2p's defaults serve
-            return {}
+        """The message id is part of our wire protocol: every node of a network must use the same function
+        (XXH64 over from, seqno and data; see docs/protocol.md). Peers that use another one still receive full
+        messages through the mesh, but cannot match our IHAVE/IWANT ids."""
         return {"msg_id_constructor": message_id}
 
     def after_construct(self, pubsub: Any, seen_ttl: float) -> None:
-        try:
-            from ._ext import SeenCache, ValidationCache
-        except ImportError:
-            return
         old = pubsub.seen_messages
         pubsub.seen_messages = SeenCache(seen_ttl)
         stop = getattr(old, "stop", None)

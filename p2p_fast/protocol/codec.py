@@ -20,7 +20,7 @@ import struct
 from dataclasses import fields as dc_fields
 from typing import Any, ClassVar
 
-from .varint import decode_uvarint, encode_uvarint
+from .._ext import decode_uvarint, encode_uvarint
 
 CODEC_VERSION = 1
 DEFAULT_MAX_SIZE = 1024 * 1024
