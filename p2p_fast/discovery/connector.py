@@ -32,9 +32,12 @@ class Connector:
         """A peer we might connect to (from an advertisement or discovery). Never blocks."""
         if peer_id == self.host.get_id():
             return
-        direct = [a for a in addrs if not is_relayed(a)]
-        if direct:
-            self.candidates[peer_id] = direct
+        # Circuit addresses last: the swarm dials them only if the direct ones fail or are slow (p2p_fast.nat).
+        ordered = [a for a in addrs if not is_relayed(a)] + [a for a in addrs if is_relayed(a)]
+        if ordered:
+            if ordered != self.candidates.get(peer_id):
+                self._failed_until.pop(peer_id, None)  # new addresses (e.g. a relay reservation): worth a try now
+            self.candidates[peer_id] = ordered
 
     def offer_now(self, info: PeerInfo) -> None:
         """Dial soon regardless of the target count (mDNS finds are few and local)."""

@@ -1,15 +1,16 @@
-"""NAT traversal: circuit relay v2 (hop on the relay role, reservations on unreachable workers), AutoNAT, DCUtR.
+"""NAT traversal: circuit relay v2 (HOP on the relay role, reservations on unreachable workers), AutoNAT, DCUtR.
 
-Placeholder wiring until the NAT traversal work lands: no relay services are started yet.
+Built on what py-libp2p 0.8.1 ships (``libp2p.relay.circuit_v2``, ``libp2p.host.autonat``), configured and, where
+py-libp2p is buggy, corrected in small subclasses and wrappers -- each correction documented where it is made and
+shown by a test in ``tests/nat/test_libp2p_relay_bugs.py``:
+
+- :mod:`.circuit`  dialing ``/p2p-circuit`` addresses through the ordinary swarm (``host.connect``)
+- :mod:`.relay`    the circuit relay protocol (HOP service limits, STOP side)
+- :mod:`.autonat`  reachability by dial-back
+- :mod:`.dcutr`    hole punching, with counters
+- :mod:`.service`  the behaviour tying them to a node: :func:`start_nat_services`
 """
 
-from __future__ import annotations
+from .service import NatService, start_nat_services
 
-from contextlib import AsyncExitStack
-from typing import Any
-
-import trio
-
-
-async def start_nat_services(node: Any, stack: AsyncExitStack, nursery: trio.Nursery) -> Any:
-    return None
+__all__ = ["NatService", "start_nat_services"]

@@ -1,0 +1,113 @@
+"""DCUtR (hole punching): py-libp2p's ``DCUtRProtocol`` with counters for status and a shorter relay grace period.
+
+py-libp2p drives the upgrade itself: every 2 s it looks for peers we reach only through a relay and runs
+``initiate_hole_punch`` (first a plain direct dial -- "unilateral upgrade" -- then the CONNECT/SYNC exchange and
+simultaneous TCP dials from our listen port to the peer's NAT-predicted address). The peer that receives SYNC dials
+too (``_handle_dcutr_stream``). After a verified direct connection it closes the relayed one after a grace period.
+
+One correction (test in ``tests/nat/test_libp2p_relay_bugs.py``): py-libp2p takes "our TCP listen addresses" --
+the source address hole-punch dials bind to, and the port of our NAT-predicted address -- from ``host.get_addrs()``,
+which returns the *announced* addresses when ``announce_addrs`` is set. A node announcing, say, a port-forwarded
+address then binds its dials to an address it does not own (EADDRNOTAVAIL) and predicts the wrong port. We point
+``libp2p.relay.circuit_v2.dcutr._local_tcp_listen_addrs`` at the transport's real listen addresses
+(``host.get_transport_addrs()``); everything else in DCUtR is unchanged.
+
+We keep all of that and count what happens: ``attempts``/``successes`` are hole punches (the SYNC-timed dials, on
+either side), ``unilateral`` are upgrades where a plain direct dial sufficed. The grace period before the relayed
+connection is closed drops from py-libp2p's 60 s to :data:`RELAY_CLOSE_GRACE` (streams already open on it finish,
+new ones prefer the direct connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import libp2p.relay.circuit_v2.dcutr as _dcutr
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+from ..multiaddrs import is_relayed
+
+log = logging.getLogger(__name__)
+
+RELAY_CLOSE_GRACE = 10.0
+HOLE_PUNCH_DIAL_TIMEOUT = 5
+
+STOCK_LOCAL_TCP_LISTEN_ADDRS = _dcutr._local_tcp_listen_addrs
+
+
+def _local_tcp_listen_addrs(host: Any) -> list[tuple[int, str, int]]:
+    """Our TCP listen addresses as (family, ip, port), from the transport's listeners (not the announced list)."""
+    out: list[tuple[int, str, int]] = []
+    try:
+        addrs = host.get_transport_addrs()
+    except Exception:
+        return STOCK_LOCAL_TCP_LISTEN_ADDRS(host)
+    for addr in addrs:
+        if is_relayed(addr):
+            continue
+        parsed = _dcutr._tcp_ip_port(addr)
+        if parsed is not None:
+            out.append(parsed)
+    return out
+
+
+def apply_listen_addr_fix() -> None:
+    _dcutr._local_tcp_listen_addrs = _local_tcp_listen_addrs
+
+
+def undo_listen_addr_fix() -> None:
+    """For the test that demonstrates the bug."""
+    _dcutr._local_tcp_listen_addrs = STOCK_LOCAL_TCP_LISTEN_ADDRS
+
+
+apply_listen_addr_fix()
+
+
+class HolePuncher(DCUtRProtocol):
+    def __init__(self, host: Any, dial_timeout: int = HOLE_PUNCH_DIAL_TIMEOUT) -> None:
+        super().__init__(host, dial_timeout=dial_timeout)
+        self.attempts = 0
+        self.successes = 0
+        self.unilateral = 0
+        self.events: deque[dict[str, Any]] = deque(maxlen=32)
+
+    def _direct_addr(self, peer_id: ID) -> str | None:
+        for conn in self.host.get_network().get_connections(peer_id):
+            try:
+                for a in conn.get_transport_addresses():
+                    if not is_relayed(a):
+                        return str(a)
+            except Exception:
+                continue
+        return None
+
+    def _record(self, peer_id: ID, kind: str, ok: bool) -> None:
+        addr = self._direct_addr(peer_id) if ok else None
+        self.events.append({"peer_id": str(peer_id), "kind": kind, "ok": ok, "addr": addr, "at": time.time()})
+        log.info("DCUtR %s with %s: %s%s", kind, peer_id, "direct" if ok else "failed", f" via {addr}" if addr else "")
+
+    async def _perform_hole_punch(self, peer_id: ID, addrs: list[Any], as_responder: bool = False) -> bool:
+        self.attempts += 1
+        ok = await super()._perform_hole_punch(peer_id, addrs, as_responder=as_responder)
+        if ok:
+            self.successes += 1
+        self._record(peer_id, "hole-punch", ok)
+        return ok
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        ok = await super()._try_unilateral_upgrade(peer_id)
+        if ok:
+            self.unilateral += 1
+            self._record(peer_id, "unilateral", True)
+        return ok
+
+    async def _close_relayed_conns_after_grace(self, peer_id: ID, grace: float = RELAY_CLOSE_GRACE) -> None:
+        await super()._close_relayed_conns_after_grace(peer_id, grace)
+
+    def counts(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "successes": self.successes, "unilateral": self.unilateral,
+                "recent": list(self.events)[-8:]}
