@@ -136,6 +136,36 @@ async def run_node(cfg: Any, console_mode: str) -> int:
     return exit_code
 
 
+def find_running_node(cfg: Any) -> str | None:
+    """The HTTP URL of a node already running on this config's data dir (its lock is held), else None."""
+    from .node import DataDirLock, NodeStartError
+    from .remote import running_node_url
+
+    lock = DataDirLock(cfg.data_path)
+    try:
+        lock.acquire()
+    except NodeStartError:
+        return running_node_url(cfg.data_path)
+    lock.release()
+    return None
+
+
+async def run_remote_console(url: str, console_mode: str) -> int:
+    """Drive the node that already runs on this data dir through its HTTP API (see ``remote``)."""
+    import httpx
+
+    from .console import Console, read_stdin_line
+    from .remote import RemoteNode
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        node = await RemoteNode.connect(url, client)
+        log.info("a node already runs on this data dir; sending commands to it at %s", url)
+        console = Console(node)
+        if console_mode == "interactive":
+            console.out(f"connected to the running {node.role} node at {url}; type 'help' for commands")
+        return await console.run_lines(read_stdin_line, wait_ready=30 if console_mode == "piped" else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -149,10 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api.server import HttpListenError
     from .identity import IdentityError
     from .node import NodeStartError
+    from .remote import RemoteError
 
+    console_mode = _console_mode(args.console)
     try:
-        return trio.run(run_node, cfg, _console_mode(args.console))
-    except (NodeStartError, HttpListenError, IdentityError) as exc:
+        url = find_running_node(cfg) if console_mode != "off" else None
+        if url is not None:
+            return trio.run(run_remote_console, url, console_mode)
+        return trio.run(run_node, cfg, console_mode)
+    except (NodeStartError, HttpListenError, IdentityError, RemoteError) as exc:
         print(f"p2p-node: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:

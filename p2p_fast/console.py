@@ -7,6 +7,7 @@ gets every result and an exit code that says whether all succeeded.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
@@ -73,7 +74,7 @@ class Console:
             self._nursery = nursery
             if wait_ready:
                 with trio.move_on_after(wait_ready):
-                    while not self.node.ready():
+                    while not await _value(self.node.ready()):
                         await trio.sleep(0.1)
             while not self.quit_requested:
                 line = await next_line()
@@ -95,11 +96,11 @@ class Console:
             if cmd == "help":
                 self.out(HELP)
             elif cmd == "peers":
-                self.out(_fmt_peers(self.node.peers()))
+                self.out(_fmt_peers(await _value(self.node.peers())))
             elif cmd == "status":
-                self.out(_fmt_status(self.node.status()))
+                self.out(_fmt_status(await _value(self.node.status())))
             elif cmd == "capabilities":
-                self._capabilities()
+                await self._capabilities()
             elif cmd == "gossip":
                 if not rest:
                     raise ValueError("usage: gossip <text>")
@@ -115,12 +116,10 @@ class Console:
             self.failures += 1
             self.out(f"error: {exc}")
 
-    def _capabilities(self) -> None:
-        self.out(f"this node ({self.node.role}): {', '.join(self.node.capabilities) or '-'}")
-        network: dict[str, list[str]] = {}
-        for rec in self.node.book.live():
-            for cap in rec.capabilities:
-                network.setdefault(cap, []).append(rec.peer_id)
+    async def _capabilities(self) -> None:
+        view = await _value(self.node.capability_view())
+        self.out(f"this node ({self.node.role}): {', '.join(view['node']) or '-'}")
+        network: dict[str, list[str]] = view["network"]
         if not network:
             self.out("no live peer has advertised capabilities yet")
         for cap, peers in sorted(network.items()):
@@ -148,6 +147,11 @@ class Console:
         else:
             self.failures += 1
             self.out(f"task {task_id} {record.get('state')}: {record.get('error')}")
+
+
+async def _value(result: Any) -> Any:
+    """Console commands work against the in-process node (plain values) and a remote one (awaitables)."""
+    return await result if inspect.isawaitable(result) else result
 
 
 async def read_stdin_line() -> str | None:

@@ -356,6 +356,14 @@ class Node:
                 doc["ledger"] = self.tasks.ledger_status()
         return doc
 
+    def capability_view(self) -> dict[str, Any]:
+        """This node's capabilities, and which live peers offer each capability."""
+        network: dict[str, list[str]] = {}
+        for rec in self.book.live():
+            for cap in rec.capabilities:
+                network.setdefault(cap, []).append(rec.peer_id)
+        return {"node": self.capabilities, "network": network}
+
     def ready(self) -> bool:
         """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no
         bootstrap addresses of its own is ready as soon as it listens: it *is* the entry point)."""

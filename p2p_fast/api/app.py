@@ -128,11 +128,7 @@ def create_app(node: Any) -> Any:
 
     @app.get("/v1/capabilities", summary="This node's capabilities and the live network's")
     async def capabilities() -> dict[str, Any]:
-        network: dict[str, list[str]] = {}
-        for rec in node.book.live():
-            for cap in rec.capabilities:
-                network.setdefault(cap, []).append(rec.peer_id)
-        return {"node": node.capabilities, "network": network}
+        return node.capability_view()
 
     return app
 

@@ -145,3 +145,19 @@ def test_max_connections_is_enforced(cluster):
     for _ in range(10):  # stays at the cap while the others keep trying
         assert boot.status()["connections"] <= 2
         time.sleep(0.3)
+
+
+def test_second_p2p_node_on_a_running_nodes_config_drives_it_through_its_api(cluster):
+    """As in a pod: `echo "task compute test_payload" | p2p-node --config /app/config.yaml` beside the running node."""
+    boot = cluster.start("boot", node_config("bootstrap"))
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr()]}))
+    wait_until(lambda: w.status()["live_peers"] >= 1, 30, "worker to see the bootstrap")
+    res = run_node(["--config", str(w.config_path), "--data-dir", str(w.data_dir)],
+                   stdin_text="status\npeers\ncapabilities\ntask compute test_payload\n", timeout=90)
+    out = res.stdout.decode()
+    assert res.returncode == 0, out + res.stderr.decode()[-3000:]
+    assert f"peer id:      {w.peer_id}" in out  # the running node's identity, not a new one
+    assert boot.peer_id in out
+    assert "this node (worker): compute, storage" in out
+    assert "completed by" in out
+    assert w.proc.poll() is None  # the running node is unaffected
