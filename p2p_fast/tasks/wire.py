@@ -16,7 +16,8 @@ import trio
 
 from .. import metrics
 from ..protocol.codec import DecodeError, Message, decode, encode
-from ..protocol.varint import decode_uvarint, encode_uvarint
+from .._ext import FrameDecoder, encode_uvarint
+from .._ext import FrameError as ExtFrameError
 
 log = logging.getLogger(__name__)
 FRAME_OVERHEAD = 64 * 1024  # room for the fields around a payload of max_payload_bytes
@@ -31,49 +32,29 @@ class StreamClosed(Exception):
 
 
 class FrameReader:
+    """Splits a stream into frames with the shared (compiled) ``FrameDecoder``."""
+
     def __init__(self, stream: Any, max_frame: int, label: str) -> None:
         self.stream = stream
         self.max_frame = max_frame
         self.label = label
-        self.buf = bytearray()
-        self.pos = 0
-
-    async def _fill(self) -> None:
-        try:
-            chunk = await self.stream.read(256 * 1024)
-        except Exception as exc:  # StreamEOF, StreamReset, closed connection
-            raise StreamClosed(type(exc).__name__) from None
-        if not chunk:
-            raise StreamClosed("EOF")
-        if self.pos:
-            del self.buf[:self.pos]
-            self.pos = 0
-        self.buf += chunk
+        self.decoder = FrameDecoder(max_frame)
 
     async def read_frames(self) -> list[bytes]:
         """At least one raw frame (more when several arrived together)."""
-        out: list[bytes] = []
-        while not out:
-            while True:
-                buf, pos = self.buf, self.pos
-                if pos >= len(buf):
-                    break
-                try:
-                    length, start = decode_uvarint(buf, pos)
-                except ValueError as exc:
-                    if str(exc) == "truncated varint":
-                        break
-                    raise FrameError(f"bad frame length: {exc}") from None
-                if length > self.max_frame:
-                    raise FrameError(f"frame of {length} bytes over the {self.max_frame}-byte limit")
-                end = start + length
-                if end > len(buf):
-                    break
-                out.append(bytes(buf[start:end]))
-                self.pos = end
-            if not out:
-                await self._fill()
-        return out
+        while True:
+            try:
+                chunk = await self.stream.read(256 * 1024)
+            except Exception as exc:  # StreamEOF, StreamReset, closed connection
+                raise StreamClosed(type(exc).__name__) from None
+            if not chunk:
+                raise StreamClosed("EOF")
+            try:
+                frames = self.decoder.feed(chunk)
+            except ExtFrameError as exc:
+                raise FrameError(str(exc)) from None
+            if frames:
+                return frames
 
     def decode(self, frame: bytes) -> Message | None:
         """Decode one frame; a bad one is logged, counted and skipped (None)."""
