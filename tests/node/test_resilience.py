@@ -35,3 +35,19 @@ def test_kill9_bootstrap_network_keeps_gossiping_and_restart_rejoins_with_same_i
         wait_until(lambda w=w: boot_id in {p["peer_id"] for p in w.peers()}, 40, f"{w.name} to reconnect to boot")
     wait_until(lambda: boot.status()["live_peers"] >= 3, 30, "restarted bootstrap to see the workers again")
     _gossip_reaches(boot, workers, "bootstrap-is-back")
+
+
+def test_node_rebootstraps_when_its_peer_count_falls_to_zero(cluster):
+    boot = cluster.start("boot", node_config("bootstrap"))
+    port = int(boot.addr().split("/tcp/")[1].split("/")[0])
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr(with_id=False)]}))
+    wait_until(lambda: boot.peer_id in {p["peer_id"] for p in w.peers()}, 30, "worker to join")
+    boot.kill9()
+    wait_until(lambda: w.status()["peers"] == 0, 30, "worker to notice it has no peers left")
+    boot.config["node"]["listen_port"] = port
+    boot.start().wait_started()
+    wait_until(lambda: boot.peer_id in {p["peer_id"] for p in w.peers()}, 30, "worker to re-bootstrap")
+    assert w.get("/readyz") == "ready\n"
+    metrics = w.get("/metrics")
+    rounds = [float(ln.split()[-1]) for ln in metrics.splitlines() if ln.startswith("p2p_bootstrap_rounds_total ")]
+    assert rounds and rounds[0] >= 2, rounds
