@@ -84,12 +84,18 @@ def install_routes(app: Any, service: Any) -> None:
     @app.post("/v1/tasks", status_code=202, summary="Submit a task", response_model=Submitted,
               responses={400: {"description": "unknown task type"}, 413: {"description": "payload too large"},
                          422: {"description": "invalid body"}})
-    async def submit(body: TaskSubmit) -> Any:
+    async def submit(body: TaskSubmit, wait: float = Query(
+            default=0.0, ge=0, le=MAX_WAIT_S,
+            description="wait up to this long and answer 200 with the finished task (one round trip)")) -> Any:
         try:
-            task_id = await service.dispatcher.submit_many([body.spec()])
+            (task_id,) = await service.dispatcher.submit_many([body.spec()])
         except TaskSpecError as exc:
             return _error(exc.status, str(exc))
-        return {"id": task_id[0], "state": "pending"}
+        if wait > 0:
+            rec = await service.wait_record(task_id, wait)
+            if rec is not None and rec.state in FINAL_STATES:
+                return JSONResponse(rec.as_dict(), status_code=200)
+        return {"id": task_id, "state": "pending"}
 
     @app.post("/v1/tasks/batch", status_code=202, summary="Submit many tasks at once (all or none)")
     async def submit_batch(body: TaskBatch) -> Any:

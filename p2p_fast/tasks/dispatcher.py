@@ -47,6 +47,7 @@ BUSY_PENALTY = 0.25
 RECENT_KEEP = 20000
 LOOKUP_EVERY = 10.0
 ID_LEN = 32
+RECEIPT_BATCH_S = 0.02
 
 
 class TaskSpecError(ValueError):
@@ -128,6 +129,8 @@ class Dispatcher:
         self.retried = 0
         self._seq = itertools.count()
         self._wake = trio.Event()
+        self.receipts: list[tuple[Link, TaskReceipt]] = []
+        self._receipts_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
@@ -136,6 +139,7 @@ class Dispatcher:
         self._resume()
         nursery.start_soon(self._assign_loop)
         nursery.start_soon(self._watchdog)
+        nursery.start_soon(self._receipt_sender)
 
     def _resume(self) -> None:
         """Pick up the tasks a previous run of this node accepted but did not finish."""
@@ -206,11 +210,15 @@ class Dispatcher:
             max_retries=cfg.max_retries if s.max_retries is None else s.max_retries, created=now, updated=now)
             for s in specs]
         self.journal.insert_many(records)
-        await self.db.durable()  # accepted means journaled
+        self.db.commit_now()  # accepted means journaled (WAL, no fsync: ~0.1 ms, cheaper than a scheduler hop)
         for rec in records:
             self.active[rec.id] = rec
             self._enqueue(rec)
             metrics.SUBMITTED.labels(rec.type).inc()
+        for cap in {r.capability for r in records}:  # assign right away: saves a scheduler round per task
+            q = self.queues.get(cap)
+            if q:
+                self._assign(cap, q)
         return [r.id for r in records]
 
     # -- queues -----------------------------------------------------------------------------------------------------
@@ -516,6 +524,8 @@ class Dispatcher:
                     self._on_response(link, msg)
                 elif msg is not None:
                     log.warning("unexpected %s from worker %s", type(msg).__name__, link.peer_id)
+            # One commit for everything this read finished; waiters and receipts follow right after it.
+            self.db.commit_now()
 
     def _link_broken(self, link: Link, reason: str, sent: bool) -> None:
         for rec in list(link.inflight.values()):
@@ -596,13 +606,27 @@ class Dispatcher:
         self.db.after_commit(lambda: self._deliver_receipt(link, receipt))
 
     def _deliver_receipt(self, link: Link, receipt: TaskReceipt) -> None:
-        if link.local:
-            self.worker.on_receipt(receipt, None)
-        elif link.state == "open" and link.writer is not None and not link.writer.closed:
-            link.writer.send(receipt)
-        else:
-            return  # stays undelivered; sent when the next stream to this worker opens
-        self.ledger.mark_delivered([receipt.task_id])
+        """Receipts go out in batches (``RECEIPT_BATCH_S``): off the critical path of the next task."""
+        self.receipts.append((link, receipt))
+        self._receipts_wake.set()
+
+    async def _receipt_sender(self) -> None:
+        while True:
+            await self._receipts_wake.wait()
+            self._receipts_wake = trio.Event()
+            await trio.sleep(RECEIPT_BATCH_S)
+            batch, self.receipts = self.receipts, []
+            delivered = []
+            for link, receipt in batch:
+                if link.local:
+                    self.worker.on_receipt(receipt, None)
+                elif link.state == "open" and link.writer is not None and not link.writer.closed:
+                    link.writer.send(receipt)
+                else:
+                    continue  # stays undelivered; sent when the next stream to this worker opens
+                delivered.append(receipt.task_id)
+            if delivered:
+                self.ledger.mark_delivered(delivered)
 
     def _end_attempt(self, rec: TaskRecord, outcome: str, reason: str, counted: bool = True) -> None:
         a = rec.attempts[-1]

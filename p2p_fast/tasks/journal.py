@@ -121,7 +121,7 @@ class Database:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
-                await trio.lowlevel.cancel_shielded_checkpoint()  # let the rest of this burst write too
+                # Everything written since the wake-up (a whole batch of responses read in one go) commits together.
                 self.commit_now()
         finally:
             self.commit_now()

@@ -1,0 +1,347 @@
+"""Echo-task throughput and round-trip latency: p2p-fast (1 bootstrap + 3 workers) against Dask and Ray.
+
+Workload, the same for every engine, in one run of this script: 5000 no-op (echo) tasks submitted at once and
+gathered (throughput, tasks/s), then 200 sequential round trips (submit one, wait for its result; p50/p99 ms).
+
+p2p-fast is measured two ways:
+* ``p2p-fast (node API)``: the submitting node runs inside this process (like Ray's and Dask's drivers) and uses
+  ``node.tasks.submit_many`` / ``submit`` + ``wait``; it is a capability-less client node joined to the network of
+  1 bootstrap + 3 worker processes, so every task crosses the network to a worker.
+* ``p2p-fast (HTTP API)``: this process is an HTTP client of the bootstrap node (``POST /v1/tasks/batch`` +
+  ``/v1/tasks/lookup`` for the batch; ``POST /v1/tasks?wait=`` per round trip).
+
+Dask distributed: ``LocalCluster(n_workers=3, threads_per_worker=1)``; Ray: ``ray.init(num_cpus=3)``. A column whose
+package is not installed is skipped. Usage::
+
+    python bench/tasks/bench_tasks.py [--runs 3] [--tasks 5000] [--round-trips 200] [--write]
+
+``--write`` puts the table into bench/RESULTS.md under "## Tasks" (the rest of that file is left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def summary(values: list[float], digits: int = 0) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f}, {len(values)})"
+
+
+def node_cfg(role: str, caps: list[str], boot: str | None, slots: int = 2) -> dict[str, Any]:
+    return {
+        "node": {"role": role, "listen_port": 0, "listen_host": "127.0.0.1", "heartbeat_interval": 1,
+                 "capabilities": caps, "max_connections": 100},
+        "network": {"enable_mdns": False, "enable_relay": False, "connection_timeout": 10,
+                    "rebootstrap_interval": 1, "bootstrap_peers": [boot] if boot else []},
+        "gossip": {"heartbeat_interval": 0.5},
+        "http": {"listen": "127.0.0.1:0"},
+        "logging": {"level": "warning"},
+        "tasks": {"slots": slots},
+    }
+
+
+class Proc:
+    def __init__(self, name: str, root: Path, cfg: dict[str, Any]) -> None:
+        self.dir = root / name
+        self.dir.mkdir(parents=True)
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        self.stderr = open(self.dir / "stderr.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "p2p_fast", "--config", str(self.dir / "config.yaml"), "--data-dir",
+             str(self.dir / "data"), "--console", "off"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self.stderr, cwd=str(REPO))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.runtime = json.loads((self.dir / "data" / "node.json").read_text())
+                break
+            except (OSError, ValueError):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited: {(self.dir / 'stderr.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        else:
+            raise TimeoutError(f"{name} did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stderr.close()
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+# -- p2p-fast ----------------------------------------------------------------------------------------------------------
+class P2PNetwork:
+    """1 bootstrap + 3 workers, as processes."""
+
+    def __init__(self, root: Path) -> None:
+        import httpx
+
+        self.boot = Proc("boot", root, node_cfg("bootstrap", ["bootstrap", "discovery"], None))
+        addr = self.boot.runtime["listen_addrs"][0]
+        self.workers = [Proc(f"w{i}", root, node_cfg("worker", ["compute"], addr)) for i in range(3)]
+        self.http = self.boot.runtime["http"]
+        wait_until(lambda: len(httpx.get(self.http + "/v1/capabilities").json()["network"].get("compute", [])) == 3,
+                   60, "bootstrap to see 3 workers")
+
+    def close(self) -> None:
+        for p in [*self.workers, self.boot]:
+            p.stop()
+
+
+def bench_p2p_inprocess(net: P2PNetwork, root: Path, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+    """Run the submitting node in a fresh interpreter (a process holds one node: metrics are process-wide)."""
+    out = subprocess.run([sys.executable, __file__, "--client", net.boot.runtime["listen_addrs"][0],
+                          "--client-dir", str(root / f"client-{time.monotonic_ns()}"), "--tasks", str(n_tasks),
+                          "--round-trips", str(n_rt)], capture_output=True, timeout=600, cwd=str(REPO))
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {out.stderr.decode()[-3000:]}")
+    doc = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return doc["throughput"], doc["latency"]
+
+
+def client_main(boot_addr: str, data_dir: str, n_tasks: int, n_rt: int) -> None:
+    import trio
+
+    from p2p_fast.config import load_config_text
+    from p2p_fast.node import Node
+    from p2p_fast.tasks.dispatcher import TaskSpec
+
+    cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
+    cfg.node.data_dir = data_dir
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        node = Node(cfg)
+        async with node.running():
+            with trio.fail_after(60):
+                while len(node.book.with_capability("compute")) < 3:
+                    await trio.sleep(0.1)
+            tasks = node.tasks
+            # warm up: open the streams to every worker
+            ids = await tasks.submit_many([TaskSpec("echo", b"w%d" % i) for i in range(30)])
+            for i in ids:
+                await tasks.wait(i)
+            t0 = time.perf_counter()
+            ids = await tasks.submit_many([TaskSpec("echo", b"%d" % i) for i in range(n_tasks)])
+            for i in ids:
+                rec = await tasks.dispatcher.wait(i)
+                assert rec is not None and rec.state == "completed", rec
+            out["throughput"] = n_tasks / (time.perf_counter() - t0)
+            lat = []
+            for i in range(n_rt):
+                t = time.perf_counter()
+                tid = await tasks.submit("echo", b"rt%d" % i)
+                rec = await tasks.dispatcher.wait(tid)
+                lat.append((time.perf_counter() - t) * 1000)
+                assert rec is not None and rec.state == "completed"
+            out["latency"] = lat
+
+    trio.run(main)
+    print(json.dumps(out))
+
+
+def bench_p2p_http(net: P2PNetwork, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+    import httpx
+
+    with httpx.Client(base_url=net.http, timeout=60) as c:
+        for i in range(20):
+            c.post("/v1/tasks", params={"wait": 10}, json={"type": "echo", "payload": "warm"})
+        t0 = time.perf_counter()
+        ids: list[str] = []
+        for start in range(0, n_tasks, 5000):
+            r = c.post("/v1/tasks/batch", json={"tasks": [{"type": "echo", "payload": str(i)}
+                                                          for i in range(start, min(n_tasks, start + 5000))]})
+            ids += r.json()["ids"]
+        docs = c.post("/v1/tasks/lookup", json={"ids": ids, "wait_s": 60, "results": False}).json()["tasks"]
+        assert all(d["state"] == "completed" for d in docs)
+        thr = n_tasks / (time.perf_counter() - t0)
+        lat = []
+        for i in range(n_rt):
+            t = time.perf_counter()
+            r = c.post("/v1/tasks", params={"wait": 10}, json={"type": "echo", "payload": f"rt{i}"})
+            lat.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    return thr, lat
+
+
+# -- Dask and Ray ------------------------------------------------------------------------------------------------------
+def echo(x: Any) -> Any:
+    return x
+
+
+def bench_dask(n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.gather(client.map(echo, range(30), pure=False))
+        t0 = time.perf_counter()
+        client.gather(client.map(echo, range(n_tasks), pure=False))
+        thr = n_tasks / (time.perf_counter() - t0)
+        lat = []
+        for i in range(n_rt):
+            t = time.perf_counter()
+            client.submit(echo, i, pure=False).result()
+            lat.append((time.perf_counter() - t) * 1000)
+    return thr, lat
+
+
+def bench_ray(n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        remote_echo = ray.remote(echo)
+        ray.get([remote_echo.remote(i) for i in range(30)])
+        t0 = time.perf_counter()
+        ray.get([remote_echo.remote(i) for i in range(n_tasks)])
+        thr = n_tasks / (time.perf_counter() - t0)
+        lat = []
+        for i in range(n_rt):
+            t = time.perf_counter()
+            ray.get(remote_echo.remote(i))
+            lat.append((time.perf_counter() - t) * 1000)
+    finally:
+        ray.shutdown()
+    return thr, lat
+
+
+def have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# -- main --------------------------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--round-trips", type=int, default=200)
+    ap.add_argument("--only", action="append", help="p2p-node, p2p-http, dask, ray (repeatable)")
+    ap.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
+    ap.add_argument("--client", help=argparse.SUPPRESS)
+    ap.add_argument("--client-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        client_main(args.client, args.client_dir, args.tasks, args.round_trips)
+        return 0
+    engines = args.only or ["p2p-node", "p2p-http", "dask", "ray"]
+    res: dict[str, dict[str, list[float]]] = {}
+
+    def record(name: str, thr: float, lat: list[float]) -> None:
+        r = res.setdefault(name, {"thr": [], "p50": [], "p99": []})
+        r["thr"].append(thr)
+        r["p50"].append(pct(lat, 50))
+        r["p99"].append(pct(lat, 99))
+        print(f"  {name}: {thr:.0f} tasks/s, round trip p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms",
+              flush=True)
+
+    for run in range(args.runs):
+        print(f"run {run + 1}/{args.runs}", flush=True)
+        if "p2p-node" in engines or "p2p-http" in engines:
+            with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
+                net = P2PNetwork(Path(tmp))
+                try:
+                    if "p2p-node" in engines:
+                        record("p2p-fast (node API)", *bench_p2p_inprocess(net, Path(tmp), args.tasks,
+                                                                            args.round_trips))
+                    if "p2p-http" in engines:
+                        record("p2p-fast (HTTP API)", *bench_p2p_http(net, args.tasks, args.round_trips))
+                finally:
+                    net.close()
+        if "dask" in engines:
+            if have("distributed"):
+                record("Dask distributed", *bench_dask(args.tasks, args.round_trips))
+            else:
+                print("  Dask: not installed, skipped")
+        if "ray" in engines:
+            if have("ray"):
+                record("Ray", *bench_ray(args.tasks, args.round_trips))
+            else:
+                print("  Ray: not installed, skipped")
+
+    versions = []
+    for mod, label in (("distributed", "Dask distributed"), ("ray", "Ray")):
+        if have(mod):
+            versions.append(f"{label} {__import__(mod).__version__}")
+    table = [
+        f"{args.tasks} echo tasks submitted at once, then {args.round_trips} sequential round trips; "
+        f"median (min-max, runs) over {args.runs} run(s) of `python bench/tasks/bench_tasks.py"
+        f"{' --runs ' + str(args.runs) if args.runs != 3 else ''}`, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}" + (", " + ", ".join(versions) if versions else "") + ".",
+        "",
+        "| engine | throughput, tasks/s | round trip p50, ms | round trip p99, ms |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in res.items():
+        table.append(f"| {name} | {summary(r['thr'])} | {summary(r['p50'], 2)} | {summary(r['p99'], 2)} |")
+    text = "\n".join(table)
+    print()
+    print(text)
+    if args.write:
+        write_section("Tasks", text)
+    return 0
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the ``## <title>`` section of bench/RESULTS.md."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    lines = old.splitlines()
+    head = f"## {title}"
+    start = next((i for i, line in enumerate(lines) if line.strip() == head), None)
+    if start is None:
+        new = old.rstrip("\n") + f"\n\n{head}\n\n{body}\n"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + [head, "", body, ""] + lines[end:]) + "\n"
+    RESULTS.write_text(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
