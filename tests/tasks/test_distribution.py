@@ -223,3 +223,32 @@ def _sha_rounds(data: bytes, rounds: int) -> str:
     for _ in range(rounds):
         data = hashlib.sha256(data).digest()
     return data.hex()
+
+
+def test_p2p_ctl_talks_to_the_node(net: dict[str, Any]) -> None:
+    boot: NodeProcess = net["boot"]
+
+    def ctl(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+                              capture_output=True, text=True, timeout=120, cwd=str(REPO))
+
+    r = ctl("submit", "echo", "hello", "world")
+    assert r.returncode == 0 and "completed by" in r.stdout and r.stdout.strip().endswith("hello world"), r
+    r = ctl("submit", "echo", "x", "--count", "300")
+    assert r.returncode == 0 and "300 of 300 completed" in r.stdout, r
+    assert "300/300 done" in r.stderr  # the progress bar's last line
+    r = ctl("submit", "sleep", "0", "--no-wait")
+    assert r.returncode == 0
+    task_id = r.stdout.strip()
+    r = ctl("watch", task_id)
+    assert r.returncode == 0 and "slept 0 s" in r.stdout, r
+    r = ctl("submit", "nosuchtype", "x")
+    assert r.returncode == 1 and "unknown task type" in r.stderr
+    r = ctl("status")
+    assert r.returncode == 0 and "ledger: balance" in r.stdout and "tasks: pending" in r.stdout, r
+    r = ctl("peers")
+    assert r.returncode == 0 and ("3 peer(s)" in r.stdout or "4 peer(s)" in r.stdout), r
+    r = ctl("ledger", "--verify")
+    assert r.returncode == 0 and "0 bad" in r.stdout, r
+    r = ctl("--api", "http://127.0.0.1:9", "status")
+    assert r.returncode == 2 and "cannot reach" in r.stderr

@@ -1,0 +1,294 @@
+"""``p2p-ctl``: talk to a running node's HTTP API — status, peers, submit, watch, tasks, ledger.
+
+Which node: ``--api URL``, else ``--data-dir DIR`` (reads the node's ``node.json``), else ``$P2P_API``, else
+http://127.0.0.1:8080. Exit codes: 0 success; 1 a task failed or the node answered an error; 2 bad usage or the node
+cannot be reached.
+
+    p2p-ctl status
+    p2p-ctl submit compute test_payload            # waits and prints the result
+    p2p-ctl submit echo hello --count 1000         # a batch, with a progress bar
+    p2p-ctl submit sleep 5 --no-wait               # prints the id only
+    p2p-ctl watch ID [ID ...]
+    p2p-ctl tasks --state failed
+    p2p-ctl ledger --verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+
+FINAL = ("completed", "failed", "cancelled")
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_api(args: argparse.Namespace) -> str:
+    if args.api:
+        return str(args.api).rstrip("/")
+    if args.data_dir:
+        path = Path(args.data_dir) / "node.json"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CtlError(f"cannot read {path}: {exc} (is a node running on that data dir?)", 2) from None
+        return str(doc["http"]).replace("://0.0.0.0:", "://127.0.0.1:")
+    return os.environ.get("P2P_API", DEFAULT_API).rstrip("/")
+
+
+class Client:
+    def __init__(self, base: str, timeout: float = 30) -> None:
+        self.base = base
+        self.http = httpx.Client(base_url=base, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise CtlError(f"cannot reach the node at {self.base}: {exc}", 2) from None
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = {"error": r.text.strip()}
+        if r.status_code >= 400:
+            detail = doc.get("detail") if isinstance(doc, dict) else None
+            msg = doc.get("error", r.text) if isinstance(doc, dict) else r.text
+            raise CtlError(f"{r.status_code}: {msg}" + (f" {json.dumps(detail)}" if detail else ""))
+        return doc
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total = total
+        self.width = width
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_plain = -1.0
+
+    def update(self, done: int, failed: int, final: bool = False) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        frac = done / self.total if self.total else 1.0
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        line = (f"[{bar}] {done}/{self.total} done" + (f", {failed} failed" if failed else "")
+                + f"  {done / elapsed:.0f} tasks/s  {elapsed:.1f} s")
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if final else ""))
+            sys.stderr.flush()
+        elif final or elapsed - self.last_plain >= 2:
+            self.last_plain = elapsed
+            print(line, file=sys.stderr, flush=True)
+
+
+def watch(client: Client, ids: list[str], timeout: float, quiet: bool = False) -> list[dict[str, Any]]:
+    """Wait until every task is final (or ``timeout``), with a progress bar for more than one task."""
+    docs: dict[str, dict[str, Any]] = {}
+    pending = list(ids)
+    bar = Progress(len(ids)) if len(ids) > 1 and not quiet else None
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        wait = min(1.0, max(0.0, deadline - time.monotonic()))
+        found = []
+        for i in range(0, len(pending), 5000):
+            chunk = pending[i:i + 5000]
+            found += client.call("POST", "/v1/tasks/lookup", json={"ids": chunk, "wait_s": wait, "results": False},
+                                 timeout=wait + 30)["tasks"]
+        for d in found:
+            if d["state"] in FINAL or d["state"] == "unknown":
+                docs[d["id"]] = d
+        pending = [i for i in pending if i not in docs]
+        if bar is not None:
+            bar.update(len(docs), sum(1 for d in docs.values() if d["state"] != "completed"), final=not pending)
+    if pending:
+        raise CtlError(f"{len(pending)} task(s) not finished after {timeout:g} s (first: {pending[0]})")
+    if len(ids) <= 100:  # full records (results) for a handful
+        full = client.call("POST", "/v1/tasks/lookup", json={"ids": ids, "results": True})["tasks"]
+        return list(full)
+    return [docs[i] for i in ids]
+
+
+def _print_task(d: dict[str, Any]) -> None:
+    if d["state"] == "completed":
+        result = d.get("result")
+        print(f"{d['id']} completed by {d.get('worker')}: {result if result is not None else ''}")
+    else:
+        print(f"{d['id']} {d['state']}: {d.get('error')}")
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    s = client.call("GET", "/v1/status")
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{s['role']} {s['peer_id']}  up {s['uptime_s']:.0f} s  peers {s['peers']}  live {s.get('live_peers', 0)}"
+          f"  ready {'yes' if s.get('ready') else 'no'}")
+    print(f"capabilities: {', '.join(s.get('capabilities') or []) or '-'}")
+    for key in ("tasks", "ledger"):
+        if key in s:
+            print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+    return 0
+
+
+def cmd_peers(client: Client, args: argparse.Namespace) -> int:
+    peers = client.call("GET", "/v1/peers")
+    if args.json:
+        print(json.dumps(peers, indent=2))
+        return 0
+    for p in peers:
+        rtt = f"{p['rtt_ms']:.1f} ms" if p.get("rtt_ms") is not None else "-"
+        print(f"{p['peer_id']}  {p.get('addr') or '-'}  role={p.get('role')}  "
+              f"caps={','.join(p.get('capabilities') or []) or '-'}  rtt={rtt}")
+    print(f"{len(peers)} peer(s)")
+    return 0
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    task: dict[str, Any] = {"type": args.type, "payload": " ".join(args.payload)}
+    if args.timeout is not None:
+        task["timeout_s"] = args.timeout
+    if args.retries is not None:
+        task["max_retries"] = args.retries
+    if args.reward is not None:
+        task["reward"] = args.reward
+    ids: list[str] = []
+    for start in range(0, args.count, 5000):
+        n = min(5000, args.count - start)
+        if args.count == 1:
+            ids.append(client.call("POST", "/v1/tasks", json=task)["id"])
+        else:
+            ids += client.call("POST", "/v1/tasks/batch", json={"tasks": [task] * n})["ids"]
+    if not args.wait:
+        for i in ids:
+            print(i)
+        return 0
+    docs = watch(client, ids, args.wait_timeout)
+    return _report(docs, args)
+
+
+def _report(docs: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    failed = [d for d in docs if d["state"] != "completed"]
+    if args.json:
+        print(json.dumps(docs, indent=2))
+    elif len(docs) <= 20:
+        for d in docs:
+            _print_task(d)
+    else:
+        print(f"{len(docs) - len(failed)} of {len(docs)} completed")
+        for d in failed[:10]:
+            _print_task(d)
+    return 1 if failed else 0
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    return _report(watch(client, list(args.ids), args.wait_timeout), args)
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    print(json.dumps(client.call("GET", f"/v1/tasks/{args.id}"), indent=2))
+    return 0
+
+
+def cmd_tasks(client: Client, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    doc = client.call("GET", "/v1/tasks", params=params)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    for t in doc["tasks"]:
+        print(f"{t['id']}  {t['type']:<8} {t['state']:<10} attempts={t['attempts']}  worker={t.get('worker') or '-'}"
+              + (f"  error={t['error']}" if t.get("error") else ""))
+    print(", ".join(f"{k} {v}" for k, v in doc["counts"].items()))
+    return 0
+
+
+def cmd_ledger(client: Client, args: argparse.Namespace) -> int:
+    doc = client.call("GET", "/v1/ledger", params={"verify": args.verify, "limit": args.limit})
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"balance {doc['balance']}  (earned {doc['earned']} in {doc['receipts_earned']} receipts, "
+          f"spent {doc['spent']} in {doc['receipts_spent']})")
+    for peer, r in doc["reputation"].items():
+        print(f"  {peer}: {r['successes']} ok, {r['failures']} failed, {r['timeouts']} timed out "
+              f"(score {r['score']})")
+    if "verification" in doc:
+        v = doc["verification"]
+        print(f"signatures: {v['verified']} verified, {v['bad']} bad")
+        if v["bad"]:
+            return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2p-ctl", description="Control a running p2p-fast node through its HTTP API.")
+    p.add_argument("--api", help=f"the node's API URL (default $P2P_API or {DEFAULT_API})")
+    p.add_argument("--data-dir", help="find the API of the node running on this data dir")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="node status, task counts, ledger")
+    sub.add_parser("peers", help="connected peers")
+    s = sub.add_parser("submit", help="submit a task (or --count of them) and wait for the result(s)")
+    s.add_argument("type")
+    s.add_argument("payload", nargs="*", default=[])
+    s.add_argument("--count", type=int, default=1)
+    s.add_argument("--timeout", type=float, help="per-attempt timeout, s")
+    s.add_argument("--retries", type=int, help="max retries")
+    s.add_argument("--reward", type=int)
+    s.add_argument("--no-wait", dest="wait", action="store_false", help="print the id(s) and return")
+    s.add_argument("--wait-timeout", type=float, default=600)
+    w = sub.add_parser("watch", help="wait for tasks, with a progress bar")
+    w.add_argument("ids", nargs="+")
+    w.add_argument("--wait-timeout", type=float, default=600)
+    g = sub.add_parser("get", help="one task as JSON")
+    g.add_argument("id")
+    t = sub.add_parser("tasks", help="list tasks")
+    t.add_argument("--state", choices=["pending", "running", "completed", "failed", "cancelled"])
+    t.add_argument("--limit", type=int, default=50)
+    lg = sub.add_parser("ledger", help="balance, reputation, receipts")
+    lg.add_argument("--verify", action="store_true", help="re-check every receipt signature")
+    lg.add_argument("--limit", type=int, default=0)
+    return p
+
+
+COMMANDS = {"status": cmd_status, "peers": cmd_peers, "submit": cmd_submit, "watch": cmd_watch, "get": cmd_get,
+            "tasks": cmd_tasks, "ledger": cmd_ledger}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "count", 1) < 1:
+        print("p2p-ctl: --count must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        client = Client(resolve_api(args))
+        try:
+            return COMMANDS[args.command](client, args)
+        finally:
+            client.close()
+    except CtlError as exc:
+        print(f"p2p-ctl: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
