@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import trio
 from libp2p.peer.id import ID
@@ -107,33 +107,32 @@ class Presence:
         """Ask for an advertisement soon (new peers joined): they would otherwise wait a full interval."""
         self._wake.set()
 
-    def _own(self, sender: ID, peer_id: str) -> bool:
-        """A message must come from the peer it describes (gossip signatures prove ``sender``); ours we skip."""
-        return str(sender) == peer_id
+    def _accept(self, topic: str, kind: type, sender: ID, data: bytes) -> Any:
+        """Decode a presence message; None (counted, logged) unless it is a ``kind`` describing its own sender.
 
-    async def _on_ad(self, sender: ID, data: bytes) -> None:
+        Gossip signatures prove ``sender``, so a peer cannot speak for another; our own messages come back to us
+        through our subscription and are skipped."""
         try:
             msg = decode(data)
         except DecodeError as exc:
-            metrics.MESSAGES_REJECTED.labels(self.ads_topic, exc.reason).inc()
-            log.warning("dropped advertisement from %s: %s", sender, exc)
-            return
-        if not isinstance(msg, CapabilityAdvertisement) or not self._own(sender, msg.peer_id):
-            metrics.MESSAGES_REJECTED.labels(self.ads_topic, "wrong-sender-or-type").inc()
-            return
-        if sender != self.node.peer_id:  # type: ignore[attr-defined]
+            metrics.MESSAGES_REJECTED.labels(topic, exc.reason).inc()
+            log.warning("dropped %s message from %s: %s", topic, sender, exc)
+            return None
+        if not isinstance(msg, kind) or str(sender) != msg.peer_id:  # type: ignore[attr-defined]
+            metrics.MESSAGES_REJECTED.labels(topic, "wrong-sender-or-type").inc()
+            return None
+        if sender == self.node.peer_id:  # type: ignore[attr-defined]
+            return None
+        return msg
+
+    async def _on_ad(self, sender: ID, data: bytes) -> None:
+        msg = self._accept(self.ads_topic, CapabilityAdvertisement, sender, data)
+        if msg is not None:
             self.book.on_advertisement(msg)
 
     async def _on_hb(self, sender: ID, data: bytes) -> None:
-        try:
-            msg = decode(data)
-        except DecodeError as exc:
-            metrics.MESSAGES_REJECTED.labels(self.hb_topic, exc.reason).inc()
-            return
-        if not isinstance(msg, HeartBeat) or not self._own(sender, msg.peer_id):
-            metrics.MESSAGES_REJECTED.labels(self.hb_topic, "wrong-sender-or-type").inc()
-            return
-        if sender != self.node.peer_id:  # type: ignore[attr-defined]
+        msg = self._accept(self.hb_topic, HeartBeat, sender, data)
+        if msg is not None:
             self.book.on_heartbeat(msg)
 
     async def run(self) -> None:
