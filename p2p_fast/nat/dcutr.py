@@ -12,6 +12,13 @@ address then binds its dials to an address it does not own (EADDRNOTAVAIL) and p
 ``libp2p.relay.circuit_v2.dcutr._local_tcp_listen_addrs`` at the transport's real listen addresses
 (``host.get_transport_addrs()``); everything else in DCUtR is unchanged.
 
+py-libp2p's loop drives hole punches from *both* ends of a relayed connection at once. Two simultaneous sessions
+make each side dial twice from the same listen port (the second socket cannot bind the same 4-tuple) and can merge
+two dials that both upgrade as responder -- a handshake nobody starts. We follow the spec instead: the peer that
+*accepted* the relayed connection initiates (:meth:`HolePuncher.initiate_hole_punch` declines otherwise); with
+relayed connections both ways the lower peer ID initiates; and if the other side has not upgraded within
+:data:`DEFER_LIMIT` seconds (a peer that never initiates), we initiate anyway.
+
 We keep all of that and count what happens: ``attempts``/``successes`` are hole punches (the SYNC-timed dials, on
 either side), ``unilateral`` are upgrades where a plain direct dial sufficed. The grace period before the relayed
 connection is closed drops from py-libp2p's 60 s to :data:`RELAY_CLOSE_GRACE` (streams already open on it finish,
@@ -27,6 +34,7 @@ from typing import Any
 
 import libp2p.relay.circuit_v2.dcutr as _dcutr
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
 from ..multiaddrs import is_relayed
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RELAY_CLOSE_GRACE = 10.0
 HOLE_PUNCH_DIAL_TIMEOUT = 5
+DEFER_LIMIT = 20.0
 
 STOCK_LOCAL_TCP_LISTEN_ADDRS = _dcutr._local_tcp_listen_addrs
 
@@ -74,6 +83,38 @@ class HolePuncher(DCUtRProtocol):
         self.successes = 0
         self.unilateral = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=32)
+        self._deferred_since: dict[ID, float] = {}
+
+    def _should_initiate(self, peer_id: ID) -> bool:
+        inbound = outbound = False
+        for conn in self.host.get_network().get_connections(peer_id):
+            try:
+                if not any(is_relayed(a) for a in conn.get_transport_addresses()):
+                    continue
+                if getattr(conn, "direction", None) == Direction.INBOUND:
+                    inbound = True
+                else:
+                    outbound = True
+            except Exception:
+                continue
+        if inbound != outbound:
+            ours = inbound
+        else:
+            ours = str(self.host.get_id()) < str(peer_id)
+        if ours:
+            return True
+        first = self._deferred_since.setdefault(peer_id, time.monotonic())
+        return time.monotonic() - first > DEFER_LIMIT
+
+    def on_peer_disconnected(self, peer_id: ID) -> None:
+        super().on_peer_disconnected(peer_id)
+        self._deferred_since.pop(peer_id, None)
+
+    async def initiate_hole_punch(self, peer_id: ID) -> bool:
+        if not self._should_initiate(peer_id):
+            return False
+        self._deferred_since.pop(peer_id, None)
+        return await super().initiate_hole_punch(peer_id)
 
     def _direct_addr(self, peer_id: ID) -> str | None:
         for conn in self.host.get_network().get_connections(peer_id):

@@ -1,0 +1,261 @@
+"""The py-libp2p 0.8.1 relay/AutoNAT/DCUtR bugs p2p_fast.nat works around: each test shows the stock behaviour
+first (so it fails, and tells us to drop the work-around, once py-libp2p is fixed), then ours.
+
+In-process hosts on 127.0.0.1 (stock ``new_host``: TCP, Noise, Yamux), a relay R and peers A, B.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, AsyncIterator
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.autonat.autonat import AutoNATService
+from libp2p.host.autonat.pb.autonat_pb2 import Message
+from libp2p.network.exceptions import SwarmException
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP, CircuitV2Protocol
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2p_fast.nat import dcutr as our_dcutr
+from p2p_fast.nat.autonat import AutoNAT
+from p2p_fast.nat.circuit import CircuitTransport, install_circuit_dialing
+from p2p_fast.nat.relay import RELAY_LIMITS, RelayProtocol
+
+LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+DEAD = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/1")  # nothing listens on port 1
+
+
+def run(fn: Any) -> Any:
+    return trio.run(fn)
+
+
+@asynccontextmanager
+async def hosts(n: int, **kw: Any) -> AsyncIterator[list[Any]]:
+    hs = [new_host(key_pair=create_new_key_pair(), **kw) for _ in range(n)]
+    async with AsyncExitStack() as stack:
+        for h in hs:
+            await stack.enter_async_context(h.run(LOOPBACK))
+        try:
+            yield hs
+        finally:
+            # Close connections before the swarms stop: stopping a swarm with live connections can leak sockets.
+            with trio.move_on_after(5):
+                for h in hs:
+                    for pid in list(h.get_connected_peers()):
+                        await h.disconnect(pid)
+
+
+@asynccontextmanager
+async def relay_setup(protocol_cls: type = CircuitV2Protocol) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
+    """R relays; A holds a reservation on R; B is connected to R. Yields (R, A, B, circuit address of A)."""
+    async with hosts(3) as (r, a, b), AsyncExitStack() as stack:
+        protos = [protocol_cls(h, limits=RELAY_LIMITS, allow_hop=(h is r)) for h in (r, a, b)]
+        for p in protos:
+            await stack.enter_async_context(background_trio_service(p))
+        rinfo = PeerInfo(r.get_id(), r.get_addrs())
+        await a.connect(rinfo)
+        await b.connect(rinfo)
+        a_transport = CircuitV2Transport(a, protos[1], RelayConfig(roles=RelayRole.STOP))
+        async with trio.open_nursery() as nursery:
+            stream = await a.new_stream(r.get_id(), [HOP])
+            assert await a_transport.reserve(stream, r.get_id(), nursery)
+            await stream.close()
+            circuit = multiaddr.Multiaddr(f"{r.get_addrs()[0]}/p2p-circuit/p2p/{a.get_id()}")
+            yield r, a, b, circuit
+            nursery.cancel_scope.cancel()
+
+
+def _b_transport(b: Any) -> CircuitTransport:
+    return CircuitTransport(b, CircuitV2Protocol(b), RelayConfig(roles=RelayRole.STOP))
+
+
+# -- 1-3: circuit addresses are not dialable through the swarm -------------------------------------------------------
+
+def test_bug_swarm_drops_circuit_addresses_and_work_around():
+    async def main() -> tuple[str, list[str]]:
+        async with relay_setup() as (r, a, b, circuit):
+            with pytest.raises(SwarmException) as stock:
+                await b.connect(PeerInfo(a.get_id(), [circuit]))
+            undo = install_circuit_dialing(b, _b_transport(b), dial_timeout=10)
+            try:
+                with trio.fail_after(15):
+                    await b.connect(PeerInfo(a.get_id(), [DEAD, circuit]))  # dead direct address first
+                addrs = [str(x) for c in b.get_network().get_connections(a.get_id())
+                         for x in c.get_transport_addresses()]
+            finally:
+                undo()
+            return str(stock.value), addrs
+
+    stock_error, addrs = run(main)
+    assert "relay-only" in stock_error  # bug 1: Swarm.dial_peer never dials /p2p-circuit
+    assert any("/p2p-circuit/p2p/" in x for x in addrs), addrs  # ours: connected through the relay
+
+
+def test_bug_tcp_claims_circuit_addresses_and_work_around():
+    async def main() -> tuple[str, str]:
+        async with hosts(1) as (h,):
+            circuit = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/4001/p2p/{h.get_id()}/p2p-circuit/p2p/{h.get_id()}")
+            manager = h.get_network().transport_manager
+            stock = type(manager.transport_for_dialing(circuit)).__name__
+            undo = install_circuit_dialing(h, _b_transport(h), dial_timeout=5)
+            try:
+                ours = type(manager.transport_for_dialing(circuit)).__name__
+            finally:
+                undo()
+            return stock, ours
+
+    stock, ours = run(main)
+    assert stock == "TCP"  # bug 2: TCP.can_dial says yes to .../tcp/../p2p/R/p2p-circuit/p2p/X
+    assert ours == "CircuitTransport"
+
+
+def test_bug_circuit_transport_dial_returns_upgraded_conn_and_work_around():
+    async def main() -> tuple[str, bool]:
+        async with relay_setup() as (r, a, b, circuit):
+            stock_transport = CircuitV2Transport(b, CircuitV2Protocol(b), RelayConfig(roles=RelayRole.STOP))
+            stock_transport.listen_order = lambda: -1  # type: ignore[attr-defined]  # ahead of TCP (bug 2)
+            manager = b.get_network().transport_manager
+            manager.add_transport(stock_transport)
+            try:
+                with pytest.raises(Exception) as stock:
+                    await b.get_network()._dial_addr_single_attempt(circuit, a.get_id())
+            finally:
+                manager._transports.remove(stock_transport)
+            for c in list(b.get_network().get_connections(a.get_id())):
+                await c.close()
+            ours = _b_transport(b)
+            raw = await ours.dial(circuit)
+            ok = not hasattr(raw, "muxed_conn") and hasattr(raw, "read")
+            await raw.close()
+            return f"{type(stock.value).__name__}: {stock.value}", ok
+
+    stock, ours_is_raw = run(main)
+    assert "IRawConnection" in stock, stock  # bug 3: dial() returns a SwarmConn, the swarm wants a raw conn
+    assert ours_is_raw
+
+
+# -- 4: get_addrs() mangles circuit addresses -------------------------------------------------------------------------
+
+def test_bug_get_addrs_mangles_circuit_addresses():
+    relay = ID.from_base58("12D3KooWSmtCSLNpYxWwqyc8uGMw1sgwnEAFxz89Q8kN2W3kDAoy")
+    circuit = multiaddr.Multiaddr(f"/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit")
+    host = new_host(key_pair=create_new_key_pair(), addrs_factory=lambda addrs: [circuit])
+    got = [str(a) for a in host.get_addrs()]
+    # The relay's own address, under our peer ID: a circuit address cannot be advertised through addrs_factory.
+    assert got == [f"/ip4/10.0.0.1/tcp/4001/p2p/{host.get_id()}"], got
+
+
+# -- 5: AutoNAT dial-back reuses the requester's connection -----------------------------------------------------------
+
+def test_bug_autonat_dial_back_never_dials_and_work_around():
+    async def main() -> tuple[int, int]:
+        async with hosts(3) as (stock_server, our_server, client):
+            AutoNATService(stock_server, serve=True)
+            AutoNAT(our_server, serve=True, dial_timeout=3)
+            asker = AutoNATService(client, serve=False)
+            verdicts = []
+            for server in (stock_server, our_server):
+                await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+                # The client asks to be dialed at an address where nothing listens.
+                status, _addr = await asker.query_server(server.get_id(), addrs=[DEAD.to_bytes()], timeout=10)
+                verdicts.append(status)
+            return verdicts[0], verdicts[1]
+
+    stock, ours = run(main)
+    assert stock == Message.OK  # bug 5: host.connect() returns the existing connection, nothing is dialed
+    assert ours == Message.E_DIAL_ERROR
+
+
+def test_autonat_dial_back_reaches_a_listening_peer():
+    async def main() -> int:
+        async with hosts(2) as (server, client):
+            AutoNAT(server, serve=True, dial_timeout=3)
+            await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+            conns_before = len(server.get_network().get_connections(client.get_id()))
+            status, addr = await AutoNATService(client, serve=False).query_server(
+                server.get_id(), addrs=[a.to_bytes() for a in client.get_addrs()], timeout=10)
+            assert len(server.get_network().get_connections(client.get_id())) == conns_before  # probe not kept
+            return status
+
+    assert run(main) == Message.OK
+
+
+# -- 6-7: circuit relay protocol ---------------------------------------------------------------------------------------
+
+def test_bug_inbound_circuit_address_names_ourselves_as_relay_and_work_around():
+    async def inbound_addrs(protocol_cls: type) -> tuple[list[str], Any, Any, Any]:
+        async with relay_setup(protocol_cls) as (r, a, b, circuit):
+            undo = install_circuit_dialing(b, _b_transport(b), dial_timeout=10)
+            try:
+                await b.connect(PeerInfo(a.get_id(), [circuit]))
+                with trio.fail_after(5):
+                    while not a.get_network().get_connections(b.get_id()):
+                        await trio.sleep(0.05)
+                await trio.sleep(0.1)
+                addrs = [str(x) for c in a.get_network().get_connections(b.get_id())
+                         for x in c.get_transport_addresses()]
+            finally:
+                undo()
+            return addrs, r.get_id(), a.get_id(), b.get_id()
+
+    async def main() -> tuple[Any, Any]:
+        return await inbound_addrs(CircuitV2Protocol), await inbound_addrs(RelayProtocol)
+
+    (stock, _r, a, b), (ours, r, _a, b2) = run(main)
+    assert stock == [f"/p2p/{a}/p2p-circuit/p2p/{b}"]  # bug 6: "relay" = the receiving peer itself
+    assert len(ours) == 1 and ours[0].endswith(f"/p2p/{r}/p2p-circuit/p2p/{b2}") and ours[0].startswith("/ip4/")
+
+
+def test_bug_relay_reserves_for_the_peer_named_in_the_message_and_work_around():
+    async def reserved_for(protocol_cls: type) -> tuple[set[ID], ID, ID]:
+        async with hosts(3) as (r, x, y), AsyncExitStack() as stack:
+            proto = protocol_cls(r, limits=RELAY_LIMITS, allow_hop=True)
+            await stack.enter_async_context(background_trio_service(proto))
+            for h in (x, y):
+                await h.connect(PeerInfo(r.get_id(), r.get_addrs()))
+            stream = await x.new_stream(r.get_id(), [HOP])
+            # X asks for a reservation in Y's name.
+            await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE,
+                                                         peer=CircuitPeerId(id=y.get_id().to_bytes())))
+            with trio.fail_after(5):
+                await read_delimited_msg(stream, HopMessage)
+            await stream.close()
+            return set(proto.resource_manager._reservations), x.get_id(), y.get_id()
+
+    async def main() -> tuple[Any, Any]:
+        return await reserved_for(CircuitV2Protocol), await reserved_for(RelayProtocol)
+
+    (stock, _x, y), (ours, x2, _y) = run(main)
+    assert stock == {y}  # bug 7: anyone can reserve (and use up) slots in another peer's name
+    assert ours == {x2}
+
+
+# -- 8: DCUtR binds hole-punch dials to announced addresses ------------------------------------------------------------
+
+def test_bug_dcutr_uses_announced_addresses_as_listen_addresses_and_work_around():
+    async def main() -> tuple[list, list, int]:
+        announced = multiaddr.Multiaddr("/ip4/198.51.100.7/tcp/4999")
+        async with hosts(1, announce_addrs=[announced]) as (h,):
+            real_port = int(h.get_transport_addrs()[0].value_for_protocol("tcp"))
+            our_dcutr.undo_listen_addr_fix()
+            try:
+                stock = our_dcutr._dcutr._local_tcp_listen_addrs(h)
+            finally:
+                our_dcutr.apply_listen_addr_fix()
+            ours = our_dcutr._dcutr._local_tcp_listen_addrs(h)
+            return stock, ours, real_port
+
+    stock, ours, port = run(main)
+    assert stock == [(4, "198.51.100.7", 4999)]  # bug 8: would bind hole-punch dials to an address not ours
+    assert ours == [(4, "127.0.0.1", port)]
