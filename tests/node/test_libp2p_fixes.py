@@ -38,3 +38,33 @@ def test_dial_no_longer_waits_for_the_happy_eyeballs_timer(tmp_path):
     assert stock >= libp2p_fixes.STOCK_HAPPY_EYEBALLS_DELAY
     # With the work-around the same dial is not held back by it.
     assert fixed < stock - 0.15, (stock, fixed)
+
+
+def test_the_yamux_class_registered_in_muxer_opt_is_used():
+    """Fix 2: ``new_host(muxer_opt={"/yamux/1.0.0": Subclass})`` builds ``Subclass`` connections."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID, Yamux
+
+    class MyYamux(Yamux):
+        pass
+
+    async def muxer_types() -> set[type]:
+        listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+        a = new_host(key_pair=create_new_key_pair(), muxer_opt={PROTOCOL_ID: MyYamux})
+        b = new_host(key_pair=create_new_key_pair(), muxer_opt={PROTOCOL_ID: MyYamux})
+        async with a.run(listen), b.run(listen):
+            await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+            return {type(a.get_network().get_connections(b.get_id())[0].muxed_conn),
+                    type(b.get_network().get_connections(a.get_id())[0].muxed_conn)}
+
+    libp2p_fixes.undo_muxer_fix()
+    try:
+        stock = trio.run(muxer_types)
+    finally:
+        libp2p_fixes.apply_muxer_fix()
+    # The bug: once Yamux is negotiated, py-libp2p builds its own class, whatever was registered.
+    assert stock == {Yamux}
+    assert trio.run(muxer_types) == {MyYamux}
