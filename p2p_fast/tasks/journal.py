@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS reputation (
 """
 
 log = logging.getLogger(__name__)
+LAZY_COMMIT_S = 1.0
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
 STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
@@ -85,10 +86,12 @@ class Database:
         self.commits = 0
         self.closed = False
 
-    def touch(self) -> None:
-        """Something was written: commit soon."""
+    def touch(self, lazy: bool = False) -> None:
+        """Something was written: commit soon (``lazy``: with the next commit, or within a second — for writes that
+        may be lost in a crash, like reputation counters and receipt delivery marks)."""
         self.dirty = True
-        self._wake.set()
+        if not lazy:
+            self._wake.set()
 
     async def durable(self) -> None:
         """Return once everything written so far is committed."""
@@ -97,8 +100,11 @@ class Database:
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` right after the commit that makes what was written so far durable."""
+        if not self.dirty:
+            callback()  # everything is committed already
+            return
         self._after.append(callback)
-        self.touch()
+        self._wake.set()
 
     def commit_now(self) -> None:
         if self.closed:
@@ -119,7 +125,8 @@ class Database:
     async def run(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                with trio.move_on_after(LAZY_COMMIT_S):
+                    await self._wake.wait()
                 self._wake = trio.Event()
                 # Everything written since the wake-up (a whole batch of responses read in one go) commits together.
                 self.commit_now()

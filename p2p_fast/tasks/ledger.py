@@ -112,7 +112,7 @@ class Ledger:
     def mark_delivered(self, task_ids: list[str]) -> None:
         self.conn.executemany("UPDATE ledger SET delivered=1 WHERE task_id=? AND submitter=? AND direction='spent'",
                               [(t, self.own_id) for t in task_ids])
-        self.db.touch()
+        self.db.touch(lazy=True)  # lost in a crash, the receipts are only sent again (a no-op for the worker)
 
     def undelivered(self, worker: str, limit: int = 10000) -> list[TaskReceipt]:
         rows = self.conn.execute(
@@ -167,7 +167,7 @@ class Ledger:
             "timeouts=excluded.timeouts",
             [(p, *self.reputation[p]) for p in self._rep_dirty])
         self._rep_dirty.clear()
-        self.db.touch()
+        self.db.touch(lazy=True)
 
     def score(self, worker: str) -> float:
         """0..1, 0.5 for a stranger: (successes + 1) / (all + 2), timeouts weigh double."""
