@@ -1,0 +1,207 @@
+"""The pubsub work-arounds of p2p_fast/pubsub_tuning.py: each does less work than stock py-libp2p and gives the same
+answers, and none of them touches a Pubsub we did not tune."""
+
+from __future__ import annotations
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.envelope import consume_envelope
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
+from libp2p.tools.anyio_service import background_trio_service
+
+import libp2p.pubsub.pubsub as pubsub_mod
+from p2p_fast import pubsub_tuning
+from p2p_fast._ext import message_id
+from p2p_fast.pubsub_tuning import _LOCAL_RECORDS, _MemoMessageId, tune_pubsub
+
+LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+TOPIC = "p2p-fast/tuning-test"
+
+
+def make_pubsub(host, tuned: bool) -> Pubsub:
+    router = GossipSub(protocols=["/meshsub/1.1.0"], degree=6, degree_low=4, degree_high=12,
+                       heartbeat_interval=1, heartbeat_initial_delay=0.05, spam_protection_enabled=False)
+    if not tuned:
+        return Pubsub(host, router)
+    pubsub = Pubsub(host, router, **tune_pubsub.constructor_kwargs())
+    tune_pubsub.after_construct(pubsub, 120)
+    return pubsub
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls: list[tuple] = []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        return self.fn(*args)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The stock functions our hooks fall back to, counted."""
+    out = {}
+    for name in ("STOCK_ENV_TO_SEND", "STOCK_CONSUME_RECORD", "STOCK_SIGNATURE_VALIDATOR"):
+        out[name] = Counter(getattr(pubsub_tuning, name))
+        monkeypatch.setattr(pubsub_tuning, name, out[name])
+    return out
+
+
+def test_our_record_is_built_once_and_rebuilt_when_addresses_change(counted, monkeypatch):
+    async def main():
+        host, other = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())
+        async with host.run(LISTEN), other.run(LISTEN):
+            make_pubsub(host, tuned=True)
+            make_pubsub(other, tuned=False)
+            stock_bytes, _ = pubsub_tuning.STOCK_ENV_TO_SEND.fn(host)
+            counted["STOCK_ENV_TO_SEND"].calls.clear()
+            sent = {pubsub_mod.env_to_send_in_RPC(host)[0] for _ in range(200)}
+            assert sent == {stock_bytes}  # the same envelope stock would send
+            assert len(counted["STOCK_ENV_TO_SEND"].calls) <= 1
+
+            # an untuned host in the same process still goes through stock every time
+            for _ in range(3):
+                pubsub_mod.env_to_send_in_RPC(other)
+            assert sum(1 for c in counted["STOCK_ENV_TO_SEND"].calls if c[0] is other) == 3
+
+            # our addresses change: the next check (at most ADDRS_RECHECK_S later) issues a new record
+            extra = multiaddr.Multiaddr(f"/ip4/10.1.2.3/tcp/4001/p2p/{host.get_id()}")
+            addrs = host.get_addrs() + [extra]
+            monkeypatch.setattr(host, "get_addrs", lambda: addrs)
+            _LOCAL_RECORDS[host].checked_at = 0.0
+            new_bytes, created = pubsub_mod.env_to_send_in_RPC(host)
+            assert created and new_bytes != stock_bytes
+            _, record = consume_envelope(new_bytes, "libp2p-peer-record")
+            assert extra in record.addrs
+
+    trio.run(main)
+
+
+def test_a_peer_record_is_verified_once_per_bytes(counted):
+    async def main():
+        a, b, c = (new_host(key_pair=create_new_key_pair()) for _ in range(3))
+        async with a.run(LISTEN), b.run(LISTEN), c.run(LISTEN):
+            make_pubsub(a, tuned=True)
+            consume = pubsub_mod.maybe_consume_signed_record
+            stock = counted["STOCK_CONSUME_RECORD"]
+            rpc = rpc_pb2.RPC(senderRecord=pubsub_tuning.STOCK_ENV_TO_SEND.fn(b)[0])
+            assert all(consume(rpc, a, b.get_id()) for _ in range(100))
+            assert len(stock.calls) == 1
+            assert a.get_peerstore().get_peer_record(b.get_id()) is not None
+
+            # the same record claimed by another peer: rejected, every time
+            assert not consume(rpc, a, c.get_id())
+            assert not consume(rpc, a, c.get_id())
+            assert len(stock.calls) == 3
+
+            # a tampered record: rejected
+            bad = bytearray(rpc.senderRecord)
+            bad[-5] ^= 0xFF
+            assert not consume(rpc_pb2.RPC(senderRecord=bytes(bad)), a, b.get_id())
+
+            # the peerstore dropped the record: verified (and stored) again
+            stock.calls.clear()
+            a.get_peerstore().peer_record_map.pop(b.get_id())
+            assert consume(rpc, a, b.get_id())
+            assert len(stock.calls) == 1 and a.get_peerstore().get_peer_record(b.get_id()) is not None
+
+    trio.run(main)
+
+
+def _signed(pubsub: Pubsub, data: bytes, seqno: int) -> rpc_pb2.Message:
+    """A message exactly as Pubsub.publish builds and signs it."""
+    msg = rpc_pb2.Message(data=data, topicIDs=[TOPIC], from_id=pubsub.my_id.to_bytes(), seqno=seqno.to_bytes(8, "big"))
+    msg.signature = pubsub.sign_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+    msg.key = pubsub.host.get_public_key().serialize()
+    return msg
+
+
+def test_only_our_own_last_signature_skips_verification(counted):
+    a, b = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())
+    ours, theirs = make_pubsub(a, tuned=True), make_pubsub(b, tuned=False)
+    validate = pubsub_mod.signature_validator
+    stock = counted["STOCK_SIGNATURE_VALIDATOR"]
+
+    mine = _signed(ours, b"hello", 1)
+    assert validate(mine) and not stock.calls  # our own fresh signature, checked by our publish: no Ed25519 check
+    assert validate(mine) and len(stock.calls) == 1  # any later check of it (e.g. a receiver's) verifies
+    stock.calls.clear()
+
+    tampered = rpc_pb2.Message()
+    tampered.CopyFrom(mine)
+    tampered.data = b"hellO"
+    assert not validate(tampered) and len(stock.calls) == 1  # same signature, other payload: verified, fails
+
+    from_b = _signed(theirs, b"hi", 7)
+    assert validate(from_b) and len(stock.calls) == 2  # others' messages: always verified
+
+    forged = _signed(theirs, b"hi", 8)
+    forged.from_id = a.get_id().to_bytes()  # claims to be us, signed by b
+    assert not validate(forged) and len(stock.calls) == 3
+
+    older = _signed(ours, b"one", 2)
+    _signed(ours, b"two", 3)  # our signer moved on: the older message is verified like any other
+    assert validate(older) and len(stock.calls) == 4
+
+
+def test_message_id_is_computed_once_per_message():
+    calls = []
+
+    def counting(msg):
+        calls.append(msg)
+        return message_id(msg)
+
+    memo = _MemoMessageId(counting)
+    m1 = rpc_pb2.Message(data=b"x", from_id=b"peer", seqno=b"\x00" * 8)
+    m2 = rpc_pb2.Message(data=b"y", from_id=b"peer", seqno=b"\x00" * 8)
+    assert [memo(m1) for _ in range(5)] == [message_id(m1)] * 5
+    assert memo(m2) == message_id(m2) != message_id(m1)
+    assert memo(m1) == message_id(m1)
+    assert len(calls) == 3
+
+
+def test_tuned_pubsubs_exchange_messages_and_verify_each_others(counted):
+    """End to end: two tuned pubsubs gossip both ways; each message is signature-checked once, by its receiver."""
+    n = 20
+
+    async def main():
+        hosts = [new_host(key_pair=create_new_key_pair()) for _ in range(2)]
+        pubsubs = [make_pubsub(h, tuned=True) for h in hosts]
+        async with hosts[0].run(LISTEN), hosts[1].run(LISTEN):
+            async with background_trio_service(pubsubs[0]), background_trio_service(pubsubs[0].router), \
+                    background_trio_service(pubsubs[1]), background_trio_service(pubsubs[1].router):
+                for p in pubsubs:
+                    await p.wait_until_ready()
+                subs = [await p.subscribe(TOPIC) for p in pubsubs]
+                await hosts[0].connect(info_from_p2p_addr(hosts[1].get_addrs()[0]))
+                got: list[set[bytes]] = [set(), set()]
+
+                async def collect(k: int) -> None:
+                    while len(got[k]) < 2 * n:
+                        got[k].add((await subs[k].get()).data)
+
+                with trio.fail_after(20):
+                    while not all(len(p.router.mesh.get(TOPIC, ())) for p in pubsubs):
+                        await trio.sleep(0.05)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(collect, 0)
+                        nursery.start_soon(collect, 1)
+                        for i in range(n):
+                            await pubsubs[0].publish(TOPIC, b"a%d" % i)
+                            await pubsubs[1].publish(TOPIC, b"b%d" % i)
+                            await trio.sleep(0.01)  # Pubsub.publish never yields (REFERENCE pitfall 2)
+                want = {b"a%d" % i for i in range(n)} | {b"b%d" % i for i in range(n)}
+                assert got == [want, want]
+        verified_from = [msg.from_id for (msg,) in counted["STOCK_SIGNATURE_VALIDATOR"].calls]
+        for h in hosts:
+            assert verified_from.count(h.get_id().to_bytes()) == n  # by the other side only
+
+    trio.run(main)
