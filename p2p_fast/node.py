@@ -27,6 +27,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import __version__, metrics
 from .config import Config
+from .dht import build_dht
 from .discovery.bootstrap import Bootstrapper
 from .discovery.connector import Connector
 from .gossip import Gossip
@@ -162,7 +163,7 @@ class Node:
                 if channel is not None:
                     nursery.start_soon(metrics.consume_libp2p_metrics, channel)
                 self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())
-                self.dht = KadDHT(host, self._dht_mode(), enable_random_walk=False)
+                self.dht = build_dht(host, self._dht_mode())
                 await stack.enter_async_context(background_trio_service(self.dht))
                 self.health = HealthMonitor(host, cfg.node.heartbeat_interval, cfg.network.connection_timeout)
                 self.connector = Connector(host, target_peers=min(cfg.gossip.degree_high, cfg.node.max_connections),
