@@ -68,6 +68,13 @@ def test_500_tasks_all_complete_once_and_rewards_add_up(net: dict[str, Any]) -> 
     assert sum(r[3] for r in rows) == n * reward  # workers earned exactly what was paid out
     for r in rows:
         assert spent[r[0]][2] == r[2]  # credited to the worker the submitter paid
+    metrics = api.client.get("/metrics").text
+    for name in ("p2p_tasks_submitted_total", "p2p_tasks_assigned_total", "p2p_tasks_completed_total",
+                 "p2p_tasks_failed_total", "p2p_tasks_retried_total", "p2p_task_latency_seconds_bucket",
+                 "p2p_tasks_queue_depth", 'p2p_credits{kind="spent"}'):
+        assert name in metrics, name
+    completed = float(metrics.split('p2p_tasks_completed_total{type="echo"} ')[1].split()[0])
+    assert completed >= n
     for w in net["workers"]:
         st = Api(w)
         try:
