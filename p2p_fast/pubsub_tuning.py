@@ -1,8 +1,10 @@
 """Hooks that put our hot paths into py-libp2p's Pubsub, and take per-message work off it that a profile showed.
 
-Every hook applies to the Pubsub instances we tune (``tune_pubsub.after_construct``) and to nothing else: the
-module-level functions we replace in ``libp2p.pubsub`` look the host or sender up in a registry of tuned pubsubs and
-call the stock function for everybody else, so a stock Pubsub in the same process behaves exactly as before.
+Every hook applies to the Pubsub instances we tune (``tune_pubsub.after_construct``): the module-level functions we
+replace in ``libp2p.pubsub`` look the host or sender up in a registry of tuned pubsubs and call the stock function
+for everybody else. The one exception is signature checking (5), which cannot tell who asks: once a pubsub is
+tuned, every Pubsub in the process verifies with ``verify_signature`` — the same rules, except that a malformed
+``msg.key`` rejects the message where stock raises out of ``push_msg``.
 
 1. **Message id and caches**: the message-id function is a constructor argument (XXH64, compiled); the seen cache
    has no hook, so we replace ``pubsub.seen_messages`` (and its O(n) ``validation_cache``) right after
@@ -25,6 +27,18 @@ call the stock function for everybody else, so a stock Pubsub in the same proces
    signature over that exact payload and whose key is ours: ``publish`` calls ``push_msg`` right after signing,
    with no await in between, so that check is the publisher's own. Every other check (all messages from others,
    and any later check of ours) verifies as before; strict signing stays on.
+5. **Signers' keys decoded once**: stock ``signature_validator`` decodes the signer's public key from its peer id
+   (multihash, protobuf) and checks that it matches, for every message. ``verify_signature`` applies the same
+   rules (key inlined in the peer id, else ``msg.key`` whose peer id must be the sender's; the payload is
+   ``"libp2p-pubsub:"`` + the message without key and signature) and keeps the decoded key per sender; the
+   Ed25519 check itself runs for every message.
+6. **Queued publishes leave in one RPC**: the per-peer sending task writes one RPC per queued item (stock
+   ``handle_sending_messages``). Ours takes whatever is already queued when it wakes and merges consecutive
+   publish-only RPCs into one (messages in order, one sender record, at most ``MERGE_LIMIT`` bytes and never more
+   than this node's own inbound RPC limit); an RPC with subscriptions or control goes out on its own, in order.
+   One RPC with several messages is plain pubsub (go-libp2p sends and accepts them); it saves the receiver a
+   read, a parse, a record check and a metrics event per message, and both sides a Yamux frame, a Noise message
+   and a syscall. Nothing waits to be merged: a message alone in the queue goes out alone.
 """
 
 from __future__ import annotations
@@ -37,6 +51,9 @@ from typing import Any, Callable
 import libp2p.pubsub.floodsub as _floodsub_mod
 import libp2p.pubsub.gossipsub as _gossipsub_mod
 import libp2p.pubsub.pubsub as _pubsub_mod
+from libp2p.crypto.serialization import deserialize_public_key
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
@@ -45,6 +62,8 @@ from ._ext import SeenCache, ValidationCache, message_id
 ADDRS_RECHECK_S = 1.0
 RECORD_REVERIFY_S = 600.0
 MAX_RECORDS_PER_HOST = 4096
+MAX_CACHED_KEYS = 4096
+MERGE_LIMIT = 64 * 1024
 _SIGNING_PREFIX = PUBSUB_SIGNING_PREFIX.encode()
 
 # The stock functions, captured before any patching (the pubsub modules imported them by name).
@@ -166,7 +185,99 @@ def skip_own_signature_validator(msg: Any) -> bool:
         if _SIGNING_PREFIX + unsigned.SerializeToString() == signer.last_payload:
             signer.last_signature = b""  # once: the publish that made it; any later check verifies
             return True
-    return STOCK_SIGNATURE_VALIDATOR(msg)
+    return VERIFY(msg)
+
+
+# sender id bytes (or (id, key bytes) when the key is not inlined in the id) -> decoded public key
+_SIGNER_KEYS: "OrderedDict[Any, Any]" = OrderedDict()
+
+
+def _signer_key(msg: Any) -> Any:
+    """The public key that must have signed ``msg``, or None if the message cannot name a valid one."""
+    from_id = msg.from_id
+    key = _SIGNER_KEYS.get(from_id)
+    if key is not None:
+        return key
+    cache_key: Any = from_id
+    sender = ID(from_id)
+    key = sender.extract_public_key()  # None unless inlined (identity multihash), as for Ed25519
+    if key is None:
+        if not msg.key:
+            return None
+        cache_key = (from_id, msg.key)
+        key = _SIGNER_KEYS.get(cache_key)
+        if key is not None:
+            return key
+        try:
+            key = deserialize_public_key(msg.key)
+        except Exception:
+            return None
+    if ID.from_pubkey(key) != sender:
+        return None
+    _SIGNER_KEYS[cache_key] = key
+    if len(_SIGNER_KEYS) > MAX_CACHED_KEYS:
+        _SIGNER_KEYS.popitem(last=False)
+    return key
+
+
+def verify_signature(msg: Any) -> bool:
+    """``signature_validator``'s rules with the signer's key decoded once per sender (module doc, 5)."""
+    if not msg.signature:
+        return False
+    key = _signer_key(msg)
+    if key is None:
+        return False
+    unsigned = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
+    try:
+        return bool(key.verify(_SIGNING_PREFIX + unsigned.SerializeToString(), msg.signature))
+    except Exception:
+        return False
+
+
+# What skip_own_signature_validator falls back to (a module attribute so tests can count the calls).
+VERIFY = verify_signature
+
+
+def _publish_only(rpc: Any) -> bool:
+    return not rpc.subscriptions and not rpc.HasField("control")
+
+
+async def batched_sending(pubsub: Any, peer_id: Any, stream: Any, queue: Any) -> None:
+    """``Pubsub.handle_sending_messages`` that merges the publish-only RPCs already queued (module doc, 6)."""
+    limit = min(MERGE_LIMIT, pubsub.max_inbound_rpc_size)
+    carry = None
+    try:
+        while True:
+            rpc = carry if carry is not None else await queue.pop()
+            carry = None
+            if rpc is None:
+                return
+            closed = False
+            if len(queue) and _publish_only(rpc):
+                size = rpc.ByteSize()
+                merged = None
+                while len(queue):
+                    nxt = await queue.pop()  # returns at once: the queue is not empty
+                    if nxt is None:
+                        closed = True
+                        break
+                    extra = nxt.ByteSize()
+                    if not _publish_only(nxt) or size + extra > limit:
+                        carry = nxt
+                        break
+                    if merged is None:
+                        merged = rpc_pb2.RPC()
+                        merged.CopyFrom(rpc)
+                    merged.publish.extend(nxt.publish)
+                    size += extra
+                if merged is not None:
+                    rpc = merged
+            if not await pubsub.write_msg(stream, rpc) or closed:
+                return
+    except (StreamClosed, StreamReset):
+        pubsub._handle_dead_peer(peer_id)
+    except Exception:
+        pubsub._handle_dead_peer(peer_id)
 
 
 def _install_module_hooks() -> None:
@@ -197,7 +308,9 @@ class _Tuning:
         self.tune_records(pubsub)
 
     def tune_records(self, pubsub: Any) -> None:
-        """Hooks 2-4 of the module doc for this pubsub's host."""
+        """Hooks 2-6 of the module doc for this pubsub and its host."""
+        pubsub.handle_sending_messages = lambda peer_id, stream, queue: batched_sending(pubsub, peer_id, stream,
+                                                                                       queue)
         _install_module_hooks()
         host = pubsub.host
         _LOCAL_RECORDS.setdefault(host, _LocalRecord())

@@ -49,7 +49,7 @@ class Counter:
 def counted(monkeypatch):
     """The stock functions our hooks fall back to, counted."""
     out = {}
-    for name in ("STOCK_ENV_TO_SEND", "STOCK_CONSUME_RECORD", "STOCK_SIGNATURE_VALIDATOR"):
+    for name in ("STOCK_ENV_TO_SEND", "STOCK_CONSUME_RECORD", "VERIFY"):
         out[name] = Counter(getattr(pubsub_tuning, name))
         monkeypatch.setattr(pubsub_tuning, name, out[name])
     return out
@@ -128,7 +128,7 @@ def test_only_our_own_last_signature_skips_verification(counted):
     a, b = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())
     ours, theirs = make_pubsub(a, tuned=True), make_pubsub(b, tuned=False)
     validate = pubsub_mod.signature_validator
-    stock = counted["STOCK_SIGNATURE_VALIDATOR"]
+    stock = counted["VERIFY"]
 
     mine = _signed(ours, b"hello", 1)
     assert validate(mine) and not stock.calls  # our own fresh signature, checked by our publish: no Ed25519 check
@@ -200,8 +200,107 @@ def test_tuned_pubsubs_exchange_messages_and_verify_each_others(counted):
                             await trio.sleep(0.01)  # Pubsub.publish never yields (REFERENCE pitfall 2)
                 want = {b"a%d" % i for i in range(n)} | {b"b%d" % i for i in range(n)}
                 assert got == [want, want]
-        verified_from = [msg.from_id for (msg,) in counted["STOCK_SIGNATURE_VALIDATOR"].calls]
+        verified_from = [msg.from_id for (msg,) in counted["VERIFY"].calls]
         for h in hosts:
             assert verified_from.count(h.get_id().to_bytes()) == n  # by the other side only
+
+    trio.run(main)
+
+
+def test_verify_signature_agrees_with_stock():
+    """verify_signature against py-libp2p's signature_validator on good, tampered and mis-keyed messages, with the
+    key inlined in the peer id (Ed25519) and sent in msg.key (RSA)."""
+    from libp2p.crypto.rsa import create_new_key_pair as create_rsa_key_pair
+    from libp2p.peer.id import ID
+
+    from p2p_fast.pubsub_tuning import STOCK_SIGNATURE_VALIDATOR, verify_signature
+
+    def signed(key_pair, data: bytes, seqno: int, with_key: bool = True) -> rpc_pb2.Message:
+        from_id = ID.from_pubkey(key_pair.public_key).to_bytes()
+        msg = rpc_pb2.Message(data=data, topicIDs=[TOPIC], from_id=from_id, seqno=seqno.to_bytes(8, "big"))
+        msg.signature = key_pair.private_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+        if with_key:
+            msg.key = key_pair.public_key.serialize()
+        return msg
+
+    ed, ed2, rsa = create_new_key_pair(), create_new_key_pair(), create_rsa_key_pair(2048)
+    cases = []
+    for kp in (ed, rsa):
+        good = signed(kp, b"data", 1)
+        cases.append(good)
+        for field, value in (("data", b"datA"), ("seqno", b"\x00" * 7 + b"\x02"), ("signature", b"\x01" * 64)):
+            bad = rpc_pb2.Message()
+            bad.CopyFrom(good)
+            setattr(bad, field, value)
+            cases.append(bad)
+        nosig = rpc_pb2.Message()
+        nosig.CopyFrom(good)
+        nosig.ClearField("signature")
+        cases.append(nosig)
+    cases.append(signed(ed, b"no key field", 2, with_key=False))  # Ed25519: the key is in the id
+    cases.append(signed(rsa, b"no key field", 2, with_key=False))  # RSA: no key, cannot verify
+    wrong_key = signed(rsa, b"x", 3)
+    wrong_key.key = ed2.public_key.serialize()  # a key that does not hash to the sender
+    cases.append(wrong_key)
+    impostor = signed(ed2, b"x", 4)
+    impostor.from_id = ID.from_pubkey(ed.public_key).to_bytes()
+    cases.append(impostor)
+
+    for _ in range(2):  # second round: keys come from the cache
+        results = [(verify_signature(m), STOCK_SIGNATURE_VALIDATOR(m)) for m in cases]
+        assert [ours for ours, _ in results] == [stock for _, stock in results]
+    assert [ours for ours, _ in results].count(True) == 3
+
+
+def test_queued_publishes_leave_in_one_rpc_in_order():
+    """batched_sending: publish-only RPCs queued together become one RPC (order kept, size capped); an RPC with
+    control goes out alone and in its place."""
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    from p2p_fast.pubsub_tuning import batched_sending
+
+    class FakePubsub:
+        max_inbound_rpc_size = 10_000
+
+        def __init__(self):
+            self.written: list[rpc_pb2.RPC] = []
+
+        async def write_msg(self, stream, rpc):
+            self.written.append(rpc)
+            await trio.sleep(0)
+            return True
+
+        def _handle_dead_peer(self, peer_id):
+            raise AssertionError("no error expected")
+
+    def publish(i: int, size: int = 100) -> rpc_pb2.RPC:
+        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=bytes([i]) * size, seqno=i.to_bytes(8, "big"))],
+                           senderRecord=b"record")
+
+    async def main():
+        pubsub, queue = FakePubsub(), RpcQueue()
+        for i in range(5):
+            queue.push(publish(i))
+        queue.push(rpc_pb2.RPC(control=rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=TOPIC)])))
+        for i in range(5, 8):
+            queue.push(publish(i))
+        for i in range(8, 40):
+            if not queue.push(publish(i, 3000)):  # big ones: three fit under the 10 kB limit
+                break
+        queue.close()
+        await batched_sending(pubsub, None, None, queue)
+        shapes = [([m.data[0] for m in rpc.publish], rpc.HasField("control")) for rpc in pubsub.written]
+        assert shapes[0] == ([0, 1, 2, 3, 4], False)
+        assert shapes[1] == ([], True)
+        assert all(rpc.senderRecord == b"record" for rpc in pubsub.written if rpc.publish)
+        sent = [i for ids, _ in shapes for i in ids]
+        assert sent == sorted(sent) and len(sent) == len(set(sent))
+        assert all(rpc.ByteSize() <= 10_000 for rpc in pubsub.written)
+        # a lone message is not held back: it goes out as it was queued
+        pubsub2, q2 = FakePubsub(), RpcQueue()
+        q2.push(publish(1))
+        q2.close()
+        await batched_sending(pubsub2, None, None, q2)
+        assert [len(r.publish) for r in pubsub2.written] == [1]
 
     trio.run(main)
