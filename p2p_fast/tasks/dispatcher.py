@@ -48,6 +48,7 @@ RECENT_KEEP = 20000
 LOOKUP_EVERY = 10.0
 ID_LEN = 32
 RECEIPT_BATCH_S = 0.02
+RECEIPT_BATCH_MAX = 256
 
 
 class TaskSpecError(ValueError):
@@ -612,10 +613,13 @@ class Dispatcher:
 
     async def _receipt_sender(self) -> None:
         while True:
-            await self._receipts_wake.wait()
-            self._receipts_wake = trio.Event()
+            if not self.receipts:
+                await self._receipts_wake.wait()
+                self._receipts_wake = trio.Event()
             await trio.sleep(RECEIPT_BATCH_S)
-            batch, self.receipts = self.receipts, []
+            # Bounded batches: a burst of thousands must not sit in front of new requests on the streams, nor make
+            # a worker verify thousands of signatures before it reads its next request.
+            batch, self.receipts = self.receipts[:RECEIPT_BATCH_MAX], self.receipts[RECEIPT_BATCH_MAX:]
             delivered = []
             for link, receipt in batch:
                 if link.local:

@@ -72,8 +72,8 @@ def test_submitter_restart_resumes_pending_and_keeps_finished(cluster: Cluster) 
         done_before = [d["id"] for d in restarted if d["state"] == "completed"]
         assert len(done_before) >= 30 and len(done_before) < len(ids)
         assert all(d["state"] in ("completed", "pending", "running") for d in restarted)
-        wait_for_workers(sub, "compute", 2)
-        docs = api.wait_all(ids, timeout=90)
+        wait_for_workers(sub, "compute", 1, timeout=60)
+        docs = api.wait_all(ids, timeout=120)
         assert Counter(d["state"] for d in docs) == {"completed": n + 1}
         assert docs[-1]["result"] == "early"
         interrupted = [d for d in docs if any(a["outcome"] == "interrupted" for a in d["attempts"])]
