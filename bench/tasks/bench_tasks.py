@@ -39,6 +39,17 @@ sys.path.insert(0, str(REPO))
 import yaml  # noqa: E402
 
 RESULTS = REPO / "bench" / "RESULTS.md"
+NOTES = """\
+How to read it: *node API* is the fair comparison with Ray's and Dask's in-process drivers (the submitting node
+runs in the benchmark's process, a capability-less client joined to 1 bootstrap + 3 worker processes, so every task
+crosses the network: TaskRequest/TaskResponse on one reused stream per worker, pipelined and batched, echo run
+in-process on the worker, each result journaled, verified, paid with a signed receipt and credited on the worker).
+*HTTP API* adds a client process and HTTP (one `POST /v1/tasks?wait=` per round trip; `POST /v1/tasks/batch` +
+`/v1/tasks/lookup` for the batch). Every engine shares the same 2 CPUs with its own processes (p2p-fast: 5 node
+processes). The machine is shared with other work: load averages (1, 5, 15 min) {load} at the start, {load_end} at the end
+of the run, so single figures move by 2x between runs; compare within one run. p2p-fast's p99 is dominated by
+occasional pauses of the Python processes (heartbeats, gossip, GC on a saturated 2-CPU box), Ray's C++ core keeps
+its tail tighter."""
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------------
@@ -273,6 +284,7 @@ def main() -> int:
         return 0
     engines = args.only or ["p2p-node", "p2p-http", "dask", "ray"]
     res: dict[str, dict[str, list[float]]] = {}
+    load_start = os.getloadavg()
 
     def record(name: str, thr: float, lat: list[float]) -> None:
         r = res.setdefault(name, {"thr": [], "p50": [], "p99": []})
@@ -321,6 +333,8 @@ def main() -> int:
     ]
     for name, r in res.items():
         table.append(f"| {name} | {summary(r['thr'])} | {summary(r['p50'], 2)} | {summary(r['p99'], 2)} |")
+    table += ["", NOTES.format(load=" / ".join(f"{x:.1f}" for x in load_start),
+                                load_end=" / ".join(f"{x:.1f}" for x in os.getloadavg()))]
     text = "\n".join(table)
     print()
     print(text)
