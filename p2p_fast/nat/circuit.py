@@ -10,11 +10,17 @@ each of these is shown by a test in ``tests/nat/test_libp2p_relay_bugs.py``:
 3. ``CircuitV2Transport.dial`` returns an already upgraded ``SwarmConn`` where the swarm expects a raw connection,
    so registered as a transport it would fail every dial with "Expected an IRawConnection to upgrade".
 
+4. Nothing stops a host from dialing *itself* (``host.connect(PeerInfo(own_id, own_addrs))`` connects, and two
+   connections are filed under our own ID). Circuit dialing makes that easy to hit: a relay that is not connected to a
+   peer it knows only by a circuit address *through itself* dials the relay -- itself. Both connections to ourselves
+   then share one peer entry and their Noise streams get crossed (InvalidTag, seen on relays in the test bed).
+
 Work-around, all in this module: :class:`CircuitTransport` returns the raw relayed connection and sorts ahead of TCP
 in the transport manager (fixes 2 and 3), and :func:`install_circuit_dialing` wraps the swarm's ``dial_peer`` on this
 one host so that, when a peer has circuit addresses, they are dialed too: right away if the peer has no direct
 address, else after ``relay_delay`` seconds or as soon as the direct dials fail (go-libp2p also ranks relay
-addresses after direct ones). Nothing else in the swarm changes.
+addresses after direct ones), and refuses to dial our own peer ID (4); circuit addresses through ourselves are
+never dialed. Nothing else in the swarm changes.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class CircuitTransport(CircuitV2Transport):
             relay_id = ID.from_base58(str(relay_text))
         except ValueError as exc:
             raise OpenConnectionError(str(exc)) from exc
+        if self.host.get_id() in (relay_id, dest):
+            raise OpenConnectionError(f"{maddr}: we cannot relay to ourselves or dial ourselves")
         try:
             return await self.dial_peer_info(PeerInfo(dest, [maddr]), relay_info=PeerInfo(relay_id, [relay_ma]))
         except ConnectionError as exc:
@@ -70,14 +78,17 @@ def circuit_addrs_of(host: IHost, peer_id: ID) -> list[multiaddr.Multiaddr]:
     except Exception:
         return []
     connected = {str(p) for p in host.get_connected_peers()}
+    own = str(host.get_id())
 
-    def via_connected_relay(a: multiaddr.Multiaddr) -> bool:
+    def relay_of(a: multiaddr.Multiaddr) -> str:
         relay = str(a).split("/p2p-circuit")[0].rsplit("/p2p/", 1)
-        return len(relay) == 2 and relay[1] in connected
+        return relay[1] if len(relay) == 2 else ""
 
     seen: set[str] = set()
     out = []
-    for a in sorted(addrs, key=lambda a: not via_connected_relay(a)):
+    for a in sorted(addrs, key=lambda a: relay_of(a) not in connected):
+        if relay_of(a) in ("", own):
+            continue
         if str(a) not in seen:
             seen.add(str(a))
             out.append(a)
@@ -105,6 +116,8 @@ def install_circuit_dialing(host: IHost, transport: CircuitTransport, dial_timeo
         return None
 
     async def dial_peer(peer_id: ID) -> list[INetConn]:
+        if peer_id == host.get_id():
+            raise SwarmException("refusing to dial our own peer ID")
         circuits = circuit_addrs_of(host, peer_id)
         if not circuits or swarm.get_connections(peer_id):
             return await stock_dial_peer(peer_id)

@@ -14,10 +14,11 @@ address then binds its dials to an address it does not own (EADDRNOTAVAIL) and p
 
 py-libp2p's loop drives hole punches from *both* ends of a relayed connection at once. Two simultaneous sessions
 make each side dial twice from the same listen port (the second socket cannot bind the same 4-tuple) and can merge
-two dials that both upgrade as responder -- a handshake nobody starts. We follow the spec instead: the peer that
-*accepted* the relayed connection initiates (:meth:`HolePuncher.initiate_hole_punch` declines otherwise); with
-relayed connections both ways the lower peer ID initiates; and if the other side has not upgraded within
-:data:`DEFER_LIMIT` seconds (a peer that never initiates), we initiate anyway.
+two dials that both upgrade as responder -- a handshake nobody starts. So one side initiates: the one with the lower
+peer ID (:meth:`HolePuncher.initiate_hole_punch` declines otherwise). Both ends compute the same answer from facts
+they share, unlike the spec's "the side that accepted the relayed connection", which two peers relayed to each other
+both ways (or one of whose relayed connections just closed) can see differently and then wait for each other. A peer
+that never initiates (another implementation) is not waited for beyond :data:`DEFER_LIMIT` seconds.
 
 We keep all of that and count what happens: ``attempts``/``successes`` are hole punches (the SYNC-timed dials, on
 either side), ``unilateral`` are upgrades where a plain direct dial sufficed. The grace period before the relayed
@@ -34,7 +35,6 @@ from typing import Any
 
 import libp2p.relay.circuit_v2.dcutr as _dcutr
 from libp2p.peer.id import ID
-from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
 from ..multiaddrs import is_relayed
@@ -86,22 +86,7 @@ class HolePuncher(DCUtRProtocol):
         self._deferred_since: dict[ID, float] = {}
 
     def _should_initiate(self, peer_id: ID) -> bool:
-        inbound = outbound = False
-        for conn in self.host.get_network().get_connections(peer_id):
-            try:
-                if not any(is_relayed(a) for a in conn.get_transport_addresses()):
-                    continue
-                if getattr(conn, "direction", None) == Direction.INBOUND:
-                    inbound = True
-                else:
-                    outbound = True
-            except Exception:
-                continue
-        if inbound != outbound:
-            ours = inbound
-        else:
-            ours = str(self.host.get_id()) < str(peer_id)
-        if ours:
+        if str(self.host.get_id()) < str(peer_id):
             return True
         first = self._deferred_since.setdefault(peer_id, time.monotonic())
         return time.monotonic() - first > DEFER_LIMIT

@@ -80,7 +80,7 @@ def _b_transport(b: Any) -> CircuitTransport:
     return CircuitTransport(b, CircuitV2Protocol(b), RelayConfig(roles=RelayRole.STOP))
 
 
-# -- 1-3: circuit addresses are not dialable through the swarm -------------------------------------------------------
+# -- 1-4: circuit addresses are not dialable through the swarm -------------------------------------------------------
 
 def test_bug_swarm_drops_circuit_addresses_and_work_around():
     async def main() -> tuple[str, list[str]]:
@@ -145,7 +145,28 @@ def test_bug_circuit_transport_dial_returns_upgraded_conn_and_work_around():
     assert ours_is_raw
 
 
-# -- 4: get_addrs() mangles circuit addresses -------------------------------------------------------------------------
+def test_bug_host_connects_to_itself_and_work_around():
+    async def main() -> tuple[int, str]:
+        async with hosts(1) as (h,):
+            with trio.fail_after(5):
+                await h.connect(PeerInfo(h.get_id(), h.get_addrs()))
+            stock = len(h.get_network().get_connections(h.get_id()))
+            for c in list(h.get_network().get_connections(h.get_id())):
+                await c.close()
+            undo = install_circuit_dialing(h, _b_transport(h), dial_timeout=5)
+            try:
+                with pytest.raises(SwarmException) as ours:
+                    await h.connect(PeerInfo(h.get_id(), h.get_addrs()))
+            finally:
+                undo()
+            return stock, str(ours.value)
+
+    stock, ours = run(main)
+    assert stock == 2  # bug 4: a connection to ourselves, filed (both ends) under our own peer ID
+    assert "own peer ID" in ours
+
+
+# -- 5: get_addrs() mangles circuit addresses -------------------------------------------------------------------------
 
 def test_bug_get_addrs_mangles_circuit_addresses():
     relay = ID.from_base58("12D3KooWSmtCSLNpYxWwqyc8uGMw1sgwnEAFxz89Q8kN2W3kDAoy")
@@ -153,10 +174,10 @@ def test_bug_get_addrs_mangles_circuit_addresses():
     host = new_host(key_pair=create_new_key_pair(), addrs_factory=lambda addrs: [circuit])
     got = [str(a) for a in host.get_addrs()]
     # The relay's own address, under our peer ID: a circuit address cannot be advertised through addrs_factory.
-    assert got == [f"/ip4/10.0.0.1/tcp/4001/p2p/{host.get_id()}"], got
+    assert got == [f"/ip4/10.0.0.1/tcp/4001/p2p/{host.get_id()}"], got  # bug 5
 
 
-# -- 5: AutoNAT dial-back reuses the requester's connection -----------------------------------------------------------
+# -- 6: AutoNAT dial-back reuses the requester's connection -----------------------------------------------------------
 
 def test_bug_autonat_dial_back_never_dials_and_work_around():
     async def main() -> tuple[int, int]:
@@ -173,7 +194,7 @@ def test_bug_autonat_dial_back_never_dials_and_work_around():
             return verdicts[0], verdicts[1]
 
     stock, ours = run(main)
-    assert stock == Message.OK  # bug 5: host.connect() returns the existing connection, nothing is dialed
+    assert stock == Message.OK  # bug 6: host.connect() returns the existing connection, nothing is dialed
     assert ours == Message.E_DIAL_ERROR
 
 
@@ -191,7 +212,7 @@ def test_autonat_dial_back_reaches_a_listening_peer():
     assert run(main) == Message.OK
 
 
-# -- 6-7: circuit relay protocol ---------------------------------------------------------------------------------------
+# -- 7-8: circuit relay protocol ---------------------------------------------------------------------------------------
 
 def test_bug_inbound_circuit_address_names_ourselves_as_relay_and_work_around():
     async def inbound_addrs(protocol_cls: type) -> tuple[list[str], Any, Any, Any]:
@@ -213,7 +234,7 @@ def test_bug_inbound_circuit_address_names_ourselves_as_relay_and_work_around():
         return await inbound_addrs(CircuitV2Protocol), await inbound_addrs(RelayProtocol)
 
     (stock, _r, a, b), (ours, r, _a, b2) = run(main)
-    assert stock == [f"/p2p/{a}/p2p-circuit/p2p/{b}"]  # bug 6: "relay" = the receiving peer itself
+    assert stock == [f"/p2p/{a}/p2p-circuit/p2p/{b}"]  # bug 7: "relay" = the receiving peer itself
     assert len(ours) == 1 and ours[0].endswith(f"/p2p/{r}/p2p-circuit/p2p/{b2}") and ours[0].startswith("/ip4/")
 
 
@@ -237,11 +258,11 @@ def test_bug_relay_reserves_for_the_peer_named_in_the_message_and_work_around():
         return await reserved_for(CircuitV2Protocol), await reserved_for(RelayProtocol)
 
     (stock, _x, y), (ours, x2, _y) = run(main)
-    assert stock == {y}  # bug 7: anyone can reserve (and use up) slots in another peer's name
+    assert stock == {y}  # bug 8: anyone can reserve (and use up) slots in another peer's name
     assert ours == {x2}
 
 
-# -- 8: DCUtR binds hole-punch dials to announced addresses ------------------------------------------------------------
+# -- 9: DCUtR binds hole-punch dials to announced addresses ------------------------------------------------------------
 
 def test_bug_dcutr_uses_announced_addresses_as_listen_addresses_and_work_around():
     async def main() -> tuple[list, list, int]:
@@ -257,5 +278,5 @@ def test_bug_dcutr_uses_announced_addresses_as_listen_addresses_and_work_around(
             return stock, ours, real_port
 
     stock, ours, port = run(main)
-    assert stock == [(4, "198.51.100.7", 4999)]  # bug 8: would bind hole-punch dials to an address not ours
+    assert stock == [(4, "198.51.100.7", 4999)]  # bug 9: would bind hole-punch dials to an address not ours
     assert ours == [(4, "127.0.0.1", port)]
