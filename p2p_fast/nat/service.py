@@ -121,6 +121,9 @@ class NatService:
         log.info("advertised relayed addresses: %s", " ".join(map(str, self.relayed_addrs())) or "none")
         if self.node.presence is not None:
             self.node.presence.poke()
+        await self._push_identify()
+
+    async def _push_identify(self) -> None:
         push = getattr(self.host, "_push_identify_to_all_peers", None)
         if push is not None:
             try:
@@ -178,6 +181,7 @@ class NatService:
         if dht.mode != wanted:
             await dht.switch_mode(wanted)
             log.info("DHT switched to %s mode (we are %s)", wanted.name.lower(), value)
+            await self._push_identify()  # peers learn we (no longer) serve the DHT protocol
 
     # -- reservations ---------------------------------------------------------------------------------------------
     def _relay_candidates(self) -> list[tuple[ID, list[multiaddr.Multiaddr]]]:
@@ -264,6 +268,9 @@ class NatService:
                 changed = await self._maintain_reservations()
             elif self.reachability == "public" and self.reservations:
                 log.info("reachable directly: giving up %d relay reservation(s)", len(self.reservations))
+                for rid in self.reservations:  # and stop py-libp2p's refresher from renewing them
+                    self.transport._reservations.pop(rid, None)
+                    self.transport._reservation_proofs.pop(rid, None)
                 self.reservations.clear()
                 changed = True
             if changed:

@@ -56,6 +56,7 @@ def test_private_workers_connect_through_the_relay_gossip_and_upgrade(cluster):
     ab = wait_until(lambda: (p := _conns(a, b.peer_id)) and p["relayed"] and p, 30, "a and b to connect via relay")
     ba = wait_until(lambda: (p := _conns(b, a.peer_id)) and p["relayed"] and p, 10, "b to see the relayed connection")
     assert circuit in ab["addr"] or circuit in ba["addr"], (ab, ba)
+    assert relay.status()["nat"]["relay_service"]["circuits"] >= 1
     print(f"relayed connection after {time.monotonic() - t0:.1f}s: {ab['addr']} / {ba['addr']}")
 
     # Gossip flows both ways.
