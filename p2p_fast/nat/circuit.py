@@ -102,6 +102,7 @@ def install_circuit_dialing(host: IHost, transport: CircuitTransport, dial_timeo
     manager = swarm.transport_manager
     manager.add_transport(transport)
     stock_dial_peer = swarm.dial_peer
+    in_flight: dict[ID, trio.Event] = {}  # one circuit dial per peer at a time (the swarm's own dedupe is bypassed)
 
     async def dial_circuits(peer_id: ID, errors: list[BaseException]) -> INetConn | None:
         for addr in circuit_addrs_of(host, peer_id):
@@ -118,9 +119,19 @@ def install_circuit_dialing(host: IHost, transport: CircuitTransport, dial_timeo
     async def dial_peer(peer_id: ID) -> list[INetConn]:
         if peer_id == host.get_id():
             raise SwarmException("refusing to dial our own peer ID")
+        while peer_id in in_flight:
+            await in_flight[peer_id].wait()
         circuits = circuit_addrs_of(host, peer_id)
         if not circuits or swarm.get_connections(peer_id):
             return await stock_dial_peer(peer_id)
+        in_flight[peer_id] = done = trio.Event()
+        try:
+            return await dial_direct_or_relayed(peer_id, circuits)
+        finally:
+            del in_flight[peer_id]
+            done.set()
+
+    async def dial_direct_or_relayed(peer_id: ID, circuits: list[multiaddr.Multiaddr]) -> list[INetConn]:
         try:
             direct = [a for a in host.get_peerstore().addrs(peer_id) if not is_relayed(a)]
         except Exception:
