@@ -149,6 +149,9 @@ def main() -> int:
         print(f"started {len(nodes)} nodes; waiting until every node sees the other {expected} ...")
         wait_for("every node to see every other", lambda: all(
             (n.status() or {}).get("live_peers", 0) >= expected for n in nodes), 90)
+        # ... and to hold direct connections beyond the bootstrap (the connector dials announced peers).
+        wait_for("the nodes to connect to each other", lambda: all(
+            (n.status() or {}).get("peers", 0) >= min(3, expected) for n in nodes), 60)
         show_network(nodes)
         ok = run_tasks(nodes[-1])
         if args.once:
