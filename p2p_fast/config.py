@@ -114,7 +114,10 @@ class GossipSection:
 class HttpSection:
     listen: str = _check(_host_port, default="127.0.0.1:8080")
     max_body_bytes: int = _check(_rng(1024, 64 * 1024 * 1024), default=1024 * 1024)
+    # Bearer token for the API (file with the token; env P2P_API_TOKEN overrides). Empty: no token needed.
     token_file: str = ""
+    # With a token: false puts /metrics behind it too (/healthz and /readyz always stay open).
+    metrics_public: bool = True
 
 
 @dataclass
@@ -139,6 +142,12 @@ class TasksSection:
     assign_timeout: float = _check(_rng(0.1, 86400), default=60.0)
     # Copies of each stored blob kept on distinct storage workers (the first one included).
     storage_replicas: int = _check(_rng(1, 16), default=2)
+    # Peer IDs whose tasks this worker runs; empty: any peer of the network (the PSK decides who that is).
+    allowed_submitters: list[str] = field(default_factory=list)
+    # Task requests per second each submitting peer may send this worker (token bucket); 0: no limit.
+    submit_rate: float = _check(_rng(0, 1_000_000), default=2000.0)
+    # Requests a submitter may send at once above the rate (the bucket's size).
+    submit_burst: int = _check(_rng(1, 1_000_000), default=10000)
 
 
 @dataclass
@@ -257,6 +266,23 @@ def _cross_checks(cfg: Config) -> None:
                 parse_peer_multiaddr(text, require_peer_id=(name == "relay_addrs"))
             except ValueError as exc:
                 raise ConfigError(src, f"network.{name}[{i}]", str(exc)) from None
+    for i, text in enumerate(cfg.tasks.allowed_submitters):
+        if not _is_peer_id(text):
+            raise ConfigError(src, f"tasks.allowed_submitters[{i}]",
+                              f"{text!r} is not a peer ID (base58, e.g. 12D3KooW...)")
+
+
+def _is_peer_id(text: str) -> bool:
+    """A base58 peer ID: the multihash of a public key (sha2-256, or identity for small keys like Ed25519)."""
+    import base58  # a py-libp2p dependency
+
+    try:
+        raw = base58.b58decode(text)
+    except ValueError:
+        return False
+    if len(raw) == 34 and raw[:2] == b"\x12\x20":
+        return True
+    return len(raw) > 2 and raw[0] == 0 and raw[1] == len(raw) - 2 and raw[1] < 128
 
 
 def load_config_text(text: str, source: str = "<string>") -> Config:
