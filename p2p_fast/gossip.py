@@ -3,6 +3,8 @@
 py-libp2p's defaults would cap every peer at 10 msg/s per topic (spam protection) and heartbeat every 120 s; we turn
 spam protection off (peer scoring and per-peer limits are the place for that), heartbeat at ``gossip
 .heartbeat_interval`` and give the mesh degrees explicitly. ``network.mesh_network: false`` selects FloodSub.
+Every message is signed and strictly verified; a refused one is counted with its reason and charged to the peer
+that forwarded it in GossipSub's peer score (``p2p_fast.security.gossip_guard``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub.floodsub import FloodSub
 from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import metrics
 from .config import Config
 from .pubsub_tuning import tune_pubsub
+from .security import gossip_guard
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,20 @@ class Gossip:
                 heartbeat_initial_delay=0.1,
                 spam_protection_enabled=False,
                 time_to_live=int(max(g.seen_ttl, 5)),
+                score_params=gossip_guard.score_params(),
             )
         else:
             self.router = FloodSub(protocols=[FLOODSUB_PROTOCOL])
-        self.pubsub = Pubsub(
+        self.pubsub = gossip_guard.GuardedPubsub(
             host,
             self.router,
+            strict_signing=True,
             seen_ttl=int(g.seen_ttl),
             max_inbound_rpc_size=g.max_message_size + 4096,
             **tune_pubsub.constructor_kwargs(),
         )
         tune_pubsub.after_construct(self.pubsub, g.seen_ttl)
+        gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None
 

@@ -154,6 +154,9 @@ class Node:
 
             psk = load_psk(cfg)
             self.host = host = build_host(cfg, key_pair, psk=psk)
+            from .security.handshake import watch_outbound_handshakes
+
+            watch_outbound_handshakes(host, private=psk is not None)  # a PSK mismatch is named as one
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(host.run(listen_addrs=listen_addrs(cfg)))
                 if not host.get_addrs():

@@ -1,7 +1,8 @@
 """Routes of the HTTP listener. Health and metrics for operators; ``/v1`` JSON for clients and ``p2p-ctl``.
 
 Every error is JSON (``{"error": ..., "detail": ...}``) with a 4xx/5xx code; request bodies are size-limited before
-they are parsed. Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
+they are parsed. With an API token configured every route but ``/healthz``, ``/readyz`` (and ``/metrics`` unless
+``http.metrics_public`` is false) needs ``Authorization: Bearer <token>`` (``p2p_fast.security.token``). Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class _BodyTooLarge(Exception):
 def create_app(node: Any) -> Any:
     app = FastAPI(title="p2p-fast node API", version=__version__,
                   description="Health, metrics and the task API of one p2p-fast node.")
+    from ..security.token import BearerAuth, load_api_token
+
+    token = load_api_token(node.cfg)  # http.token_file or P2P_API_TOKEN; a bad one is a ConfigError (exit 2)
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token, metrics_public=node.cfg.http.metrics_public)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,6 +18,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from .. import metrics
 from ..multiaddrs import PeerAddr, parse_peer_multiaddr
+from ..security.handshake import note_probe_failure
 from .probe import ProbeError, probe_peer_id
 from .resolve import resolve
 
@@ -57,6 +58,7 @@ class Bootstrapper:
             except ProbeError as exc:
                 metrics.DIAL_FAILURES.labels("probe").inc()
                 log.info("bootstrap %s: %s", addr, exc)
+                note_probe_failure(self.host, addr, exc)  # names a PSK mismatch as one
             except Exception as exc:
                 metrics.DIAL_FAILURES.labels("dial").inc()
                 self._known_ids.pop(key, None)  # the pod behind this address may have a new identity

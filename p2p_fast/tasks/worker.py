@@ -21,6 +21,7 @@ from libp2p.peer.id import ID
 from .. import metrics as node_metrics
 from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_INVALID, TASK_OK, TASK_REJECTED,
                                  TASK_TIMED_OUT, TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
+from ..security.limits import NOT_ALLOWED, SubmitterPolicy
 from . import metrics
 from .builtins import InvalidPayload
 from .ledger import Ledger, result_digest
@@ -53,6 +54,7 @@ class Worker:
         self.queued = 0
         self.executed: dict[str, int] = {}
         self.streams = 0
+        self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
         self._nursery: trio.Nursery | None = None
 
     # -- views ------------------------------------------------------------------------------------------------------
@@ -123,6 +125,10 @@ class Worker:
                         node_metrics.MESSAGES_REJECTED.labels(self.protocol, "wrong-submitter").inc()
                         reply(self._response(msg, TASK_REJECTED, "submitter field does not match the stream's peer"))
                         continue
+                    refused = self.policy.refuse(msg.submitter)
+                    if refused is not None:
+                        reply(self._refusal(msg, refused))
+                        continue
                     self.execute(msg, reply, active, nursery)
                 elif isinstance(msg, TaskCancel):
                     scope = active.get((msg.task_id, msg.attempt))
@@ -135,6 +141,15 @@ class Worker:
                 else:
                     node_metrics.MESSAGES_REJECTED.labels(self.protocol, "wrong-type").inc()
                     log.warning("unexpected %s on a task stream from %s", type(msg).__name__, remote)
+
+    def _refusal(self, req: TaskRequest, reason: str) -> TaskResponse:
+        """Not allowed: rejected (the submitter tries another worker); over the rate: busy (it backs off first)."""
+        node_metrics.MESSAGES_REJECTED.labels(self.protocol, reason).inc()
+        if reason == NOT_ALLOWED:
+            return self._response(req, TASK_REJECTED, f"worker {self.own_id} does not run tasks of {req.submitter} "
+                                                      "(tasks.allowed_submitters)")
+        return self._response(req, TASK_BUSY, f"worker {self.own_id}: submitter {req.submitter} is over its rate "
+                                              f"limit ({self.cfg.submit_rate:g} requests/s)")
 
     # -- execution --------------------------------------------------------------------------------------------------
     def _response(self, req: TaskRequest, status: int, error: str = "", result: bytes = b"",
