@@ -34,8 +34,9 @@ tuned, every Pubsub in the process verifies with ``verify_signature`` — the sa
    Ed25519 check itself runs for every message.
 6. **Queued publishes leave in one RPC**: the per-peer sending task writes one RPC per queued item (stock
    ``handle_sending_messages``). Ours takes whatever is already queued when it wakes and merges consecutive
-   publish-only RPCs into one (messages in order, one sender record, at most ``MERGE_LIMIT`` bytes and never more
-   than this node's own inbound RPC limit); an RPC with subscriptions or control goes out on its own, in order.
+   publish-only RPCs into one (messages in order, one sender record, at most ``MERGE_MAX_MESSAGES`` messages and
+   ``MERGE_LIMIT`` bytes, never more than this node's own inbound RPC limit); an RPC with subscriptions or control
+   goes out on its own, in order.
    One RPC with several messages is plain pubsub (go-libp2p sends and accepts them); it saves the receiver a
    read, a parse, a record check and a metrics event per message, and both sides a Yamux frame, a Noise message
    and a syscall. Nothing waits to be merged: a message alone in the queue goes out alone.
@@ -64,6 +65,9 @@ RECORD_REVERIFY_S = 600.0
 MAX_RECORDS_PER_HOST = 4096
 MAX_CACHED_KEYS = 4096
 MERGE_LIMIT = 64 * 1024
+# A receiver's py-libp2p delivers a whole RPC's messages to its subscription buffer (32 messages) before its
+# reader task runs: half of it leaves room for what is already buffered.
+MERGE_MAX_MESSAGES = 16
 _SIGNING_PREFIX = PUBSUB_SIGNING_PREFIX.encode()
 
 # The stock functions, captured before any patching (the pubsub modules imported them by name).
@@ -254,7 +258,7 @@ async def batched_sending(pubsub: Any, peer_id: Any, stream: Any, queue: Any) ->
                 return
             closed = False
             if len(queue) and _publish_only(rpc):
-                size = rpc.ByteSize()
+                size, count = rpc.ByteSize(), len(rpc.publish)
                 merged = None
                 while len(queue):
                     nxt = await queue.pop()  # returns at once: the queue is not empty
@@ -262,7 +266,8 @@ async def batched_sending(pubsub: Any, peer_id: Any, stream: Any, queue: Any) ->
                         closed = True
                         break
                     extra = nxt.ByteSize()
-                    if not _publish_only(nxt) or size + extra > limit:
+                    if (not _publish_only(nxt) or size + extra > limit
+                            or count + len(nxt.publish) > MERGE_MAX_MESSAGES):
                         carry = nxt
                         break
                     if merged is None:
@@ -270,6 +275,7 @@ async def batched_sending(pubsub: Any, peer_id: Any, stream: Any, queue: Any) ->
                         merged.CopyFrom(rpc)
                     merged.publish.extend(nxt.publish)
                     size += extra
+                    count += len(nxt.publish)
                 if merged is not None:
                     rpc = merged
             if not await pubsub.write_msg(stream, rpc) or closed:

@@ -257,7 +257,7 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
     control goes out alone and in its place."""
     from libp2p.pubsub.rpc_queue import RpcQueue
 
-    from p2p_fast.pubsub_tuning import batched_sending
+    from p2p_fast.pubsub_tuning import MERGE_MAX_MESSAGES, batched_sending
 
     class FakePubsub:
         max_inbound_rpc_size = 10_000
@@ -296,6 +296,13 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
         sent = [i for ids, _ in shapes for i in ids]
         assert sent == sorted(sent) and len(sent) == len(set(sent))
         assert all(rpc.ByteSize() <= 10_000 for rpc in pubsub.written)
+        # at most MERGE_MAX_MESSAGES messages per RPC (a receiver's subscription buffer holds 32)
+        pubsub3, q3 = FakePubsub(), RpcQueue()
+        for i in range(30):
+            q3.push(publish(i, 10))
+        q3.close()
+        await batched_sending(pubsub3, None, None, q3)
+        assert [len(r.publish) for r in pubsub3.written] == [MERGE_MAX_MESSAGES, 30 - MERGE_MAX_MESSAGES]
         # a lone message is not held back: it goes out as it was queued
         pubsub2, q2 = FakePubsub(), RpcQueue()
         q2.push(publish(1))
