@@ -119,9 +119,32 @@ class NatService:
 
     async def _addrs_changed(self) -> None:
         log.info("advertised relayed addresses: %s", " ".join(map(str, self.relayed_addrs())) or "none")
+        self._refresh_signed_record()
         if self.node.presence is not None:
             self.node.presence.poke()
         await self._push_identify()
+
+    def _refresh_signed_record(self) -> None:
+        """Issue our new signed peer record now, and make pubsub send it from its next RPC on.
+
+        Every pubsub RPC carries our signed record, and py-libp2p's Pubsub drops a whole incoming RPC -- published
+        messages included -- when the record in it is older than one it already holds from that peer
+        (``maybe_consume_signed_record`` returns False, ``continuously_read_stream`` skips the RPC). Once our
+        addresses change, Identify (push) and the DHT hand out the new record at once, while
+        ``p2p_fast.pubsub_tuning`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``: peers then dropped
+        our gossip for about a second after every reservation change (tests/nat/test_relay_loopback.py lost
+        messages that way). We make the tuned pubsub re-check its addresses on its next RPC."""
+        from libp2p.peer.peerstore import env_to_send_in_RPC
+
+        from .. import pubsub_tuning
+
+        try:
+            env_to_send_in_RPC(self.host)  # the stock function: issues and caches the new record
+            state = getattr(pubsub_tuning, "_LOCAL_RECORDS", {}).get(self.host)
+            if state is not None:
+                state.checked_at = float("-inf")
+        except Exception as exc:
+            log.debug("could not refresh our signed record: %s", exc)
 
     async def _push_identify(self) -> None:
         push = getattr(self.host, "_push_identify_to_all_peers", None)

@@ -280,3 +280,39 @@ def test_bug_dcutr_uses_announced_addresses_as_listen_addresses_and_work_around(
     stock, ours, port = run(main)
     assert stock == [(4, "198.51.100.7", 4999)]  # bug 9: would bind hole-punch dials to an address not ours
     assert ours == [(4, "127.0.0.1", port)]
+
+
+# -- 10: a stale (valid) signed record makes Pubsub drop the whole RPC -----------------------------------------------
+
+def test_bug_older_signed_record_is_rejected_and_our_address_change_refreshes_pubsubs_record():
+    from types import SimpleNamespace
+
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.pubsub.utils import maybe_consume_signed_record
+
+    from p2p_fast import pubsub_tuning
+    from p2p_fast.nat.service import NatService
+
+    sender, receiver = (new_host(key_pair=create_new_key_pair()) for _ in range(2))
+    addrs = [multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/4001")]
+    sender.get_addrs = lambda: list(addrs)  # type: ignore[method-assign]
+    pubsub_tuning._LOCAL_RECORDS.setdefault(sender, pubsub_tuning._LocalRecord())  # as for a tuned pubsub
+    old, _ = pubsub_tuning.cached_env_to_send_in_RPC(sender)
+
+    addrs.append(multiaddr.Multiaddr(f"/ip4/10.0.0.2/tcp/4001/p2p/{receiver.get_id()}/p2p-circuit"))
+    new, created = env_to_send_in_RPC(sender)  # what Identify (push) or the DHT sends after the change
+    assert created and new != old
+    # The tuned pubsub keeps sending the old record until it re-checks (ADDRS_RECHECK_S)...
+    assert pubsub_tuning.cached_env_to_send_in_RPC(sender)[0] == old
+
+    def consume(record: bytes) -> bool:
+        return maybe_consume_signed_record(rpc_pb2.RPC(senderRecord=record), receiver, sender.get_id())
+
+    assert consume(new)
+    # ...and a receiver holding the new one rejects it: Pubsub.continuously_read_stream then skips the RPC,
+    # published messages and all (bug 10: a stale but valid record is treated as invalid).
+    assert not consume(old)
+
+    NatService._refresh_signed_record(SimpleNamespace(host=sender))  # type: ignore[arg-type]
+    assert pubsub_tuning.cached_env_to_send_in_RPC(sender)[0] == new  # ours: pubsub sends the new one at once
