@@ -32,8 +32,8 @@ from libp2p.peer.peerinfo import PeerInfo
 from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_INVALID, TASK_OK, TASK_REJECTED,
                                  TASK_TIMED_OUT, TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 from . import metrics
-from .journal import (CANCELLED, COMPLETED, FAILED, FINAL_STATES, PENDING, RUNNING, Attempt, Database, TaskJournal,
-                      TaskRecord)
+from .journal import (CANCELLED, COMPLETED, FAILED, FINAL_STATES, PENDING, RUNNING, Attempt, Database, StorageError,
+                      TaskJournal, TaskRecord)
 from .ledger import Ledger, result_digest, sign_receipt
 from .types import TYPE_NAME_RE, TaskTypes
 from .wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
@@ -63,6 +63,12 @@ class UnknownTaskType(TaskSpecError):
 
 class PayloadTooLarge(TaskSpecError):
     status = 413
+
+
+class StorageUnavailable(TaskSpecError):
+    """The journal could not take the submission (data dir full): nothing was accepted."""
+
+    status = 507
 
 
 @dataclass
@@ -210,8 +216,12 @@ class Dispatcher:
             timeout_s=cfg.default_timeout if s.timeout_s is None else float(s.timeout_s),
             max_retries=cfg.max_retries if s.max_retries is None else s.max_retries, created=now, updated=now)
             for s in specs]
-        self.journal.insert_many(records)
-        self.db.commit_now()  # accepted means journaled (WAL, no fsync: ~0.1 ms, cheaper than a scheduler hop)
+        try:
+            # Accepted means journaled (WAL, no fsync: ~0.1 ms, cheaper than a scheduler hop). Written alone: a full
+            # disk refuses this submission only (507), and loses nothing else.
+            self.db.write_alone(lambda: self.journal.insert_many(records))
+        except StorageError as exc:
+            raise StorageUnavailable(f"tasks not accepted: {exc}") from None
         for rec in records:
             self.active[rec.id] = rec
             self._enqueue(rec)

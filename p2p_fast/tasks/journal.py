@@ -6,6 +6,12 @@ unpaid. Writes happen at once on the event loop (they are small) inside an open 
 commits them in groups — right after the burst of work that is ready now — and ``durable()`` waits for that commit.
 The journal uses WAL with ``synchronous=NORMAL``: a committed task survives the node being killed (kill -9), an
 operating-system crash may lose the last moments.
+
+A write that fails for lack of space or an I/O error (disk full, quota, read-only) raises :class:`StorageError`.
+SQLite rolls the open transaction back, so the journal stays exactly at its last commit; but the group's writes
+already took effect in memory, so the database refuses every later write and calls ``on_failure`` (the node stops,
+naming the data dir, and resumes from the journal when restarted with space). Only a write run through
+:meth:`Database.write_alone` (a task submission) fails alone: the client is told, nothing else is lost.
 """
 
 from __future__ import annotations
@@ -68,17 +74,70 @@ STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 
+class StorageError(RuntimeError):
+    """The journal cannot be written (disk or quota full, I/O error); what was committed is intact."""
+
+
+_STORAGE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+_READS = ("SELECT", "PRAGMA")
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """A connection whose storage failures become :class:`StorageError` (see the module docstring)."""
+
+    db: "Database | None" = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        self._check(sql)
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._storage_error(exc) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        self._check(sql)
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._storage_error(exc) from None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except sqlite3.OperationalError as exc:
+            raise self._storage_error(exc) from None
+
+    def _check(self, sql: str) -> None:
+        db = self.db
+        if db is not None and db.failed is not None and not sql.lstrip()[:6].upper().startswith(_READS):
+            raise StorageError(db.failed)
+
+    def _storage_error(self, exc: sqlite3.OperationalError) -> BaseException:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if self.db is None or not name.startswith(_STORAGE_ERRORS):
+            return exc
+        return self.db._storage_failed(exc)
+
+
 class Database:
     """One SQLite connection with group commit (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(str(path), check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
-        self.conn.commit()
+        self.failed: str | None = None
+        self.on_failure: Callable[[str], None] | None = None
+        self._isolated = False
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False, factory=_GuardedConnection)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            conn.commit()
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot open the journal {path}: {exc} (is the data dir full or read-only?)") from None
+        self.conn: _GuardedConnection = conn
+        conn.db = self
         self.dirty = False
         self._wake = trio.Event()
         self._done = trio.Event()
@@ -106,8 +165,41 @@ class Database:
         self._after.append(callback)
         self._wake.set()
 
+    def _storage_failed(self, exc: Exception) -> StorageError:
+        """A write failed for lack of space or an I/O error: roll back; unless isolated, refuse all later writes."""
+        try:
+            sqlite3.Connection.rollback(self.conn)
+        except sqlite3.Error:
+            pass
+        self.dirty = False
+        self._after.clear()  # what they were waiting for was rolled back
+        msg = (f"cannot write the journal {self.path}: {exc} — the data dir is full or failing; the journal keeps "
+               "its last commit")
+        if self._isolated:
+            return StorageError(msg)
+        if self.failed is None:
+            self.failed = msg + "; free space and restart the node: unfinished tasks resume"
+            if self.on_failure is not None:
+                self.on_failure(self.failed)  # logs it and stops the node
+            else:
+                log.critical("%s", self.failed)
+        return StorageError(self.failed)
+
+    def write_alone(self, write: Callable[[], None]) -> None:
+        """Commit what is pending, then run ``write`` in a transaction of its own and commit it. A storage failure
+        inside ``write`` rolls back only what it wrote and raises :class:`StorageError`; the database goes on."""
+        self.commit_now()
+        if self.failed is not None:
+            raise StorageError(self.failed)
+        self._isolated = True
+        try:
+            write()
+            self.commit_now()
+        finally:
+            self._isolated = False
+
     def commit_now(self) -> None:
-        if self.closed:
+        if self.closed or self.failed is not None:
             return
         if self.dirty:
             self.conn.commit()

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from .dispatcher import Dispatcher, TaskSpec, provider_key
-from .journal import FINAL_STATES, PENDING, RUNNING, Database, TaskJournal, TaskRecord
+from .journal import FINAL_STATES, PENDING, RUNNING, Database, StorageError, TaskJournal, TaskRecord
 from .ledger import Ledger
 from .pool import ProcessPool
 from .storage import Storage
@@ -34,6 +34,7 @@ class TaskService:
         self.cfg = node.cfg.tasks
         self.types = TaskTypes()
         self.db = Database(Path(node.data_dir) / DB_FILE)
+        self.db.on_failure = getattr(node, "fail", None)  # the journal cannot be written: the node stops, says why
         self.journal = TaskJournal(self.db)
         self.ledger = Ledger(self.db, str(node.peer_id))
         self.pool = ProcessPool(self.cfg.slots)
@@ -64,7 +65,10 @@ class TaskService:
             except Exception:
                 pass
         await self.pool.aclose()
-        self.ledger.flush_reputation()
+        try:
+            self.ledger.flush_reputation()
+        except StorageError:
+            pass  # logged when it happened; the journal keeps its last commit
         self.db.close()
 
     async def _provide_loop(self) -> None:
