@@ -48,6 +48,10 @@ class NodeStartError(RuntimeError):
     """The node cannot start for a reason the user can fix (port in use, data dir locked, ...)."""
 
 
+class NodeFailed(NodeStartError):
+    """The node stopped because it could not go on safely (its journal cannot be written); says why."""
+
+
 class DataDirLock:
     """An exclusive lock on the data dir: two nodes sharing one identity would confuse everybody."""
 
@@ -115,6 +119,8 @@ class Node:
         self._seq = 0
         self._lock = DataDirLock(self.data_dir)
         self._nursery: trio.Nursery | None = None
+        self.failure: str | None = None
+        self.api_token: str | None = None  # the HTTP API's bearer token (http.token_file, P2P_API_TOKEN)
 
     # -- identity and addresses ---------------------------------------------------------------------------------
     @property
@@ -151,8 +157,10 @@ class Node:
             key_pair = load_or_create_identity(self.data_dir)
             from .host_factory import listen_addrs
             from .pnet import load_psk
+            from .security.token import load_api_token
 
             psk = load_psk(cfg)
+            self.api_token = load_api_token(cfg)  # checked before anything starts: a bad one stops start-up
             self.host = host = build_host(cfg, key_pair, psk=psk)
             from .security.handshake import watch_outbound_handshakes
 
@@ -180,8 +188,13 @@ class Node:
 
                 self.nat = await start_nat_services(self, stack, nursery)
                 from .tasks import start_task_service
+                from .tasks.journal import StorageError
 
-                self.tasks = await start_task_service(self, stack, nursery)
+                try:
+                    self.tasks = await start_task_service(self, stack, nursery)
+                except StorageError as exc:
+                    self.fail(str(exc))
+                    raise
                 nursery.start_soon(self.health.run)
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)
@@ -199,6 +212,18 @@ class Node:
                     nursery.cancel_scope.cancel()
         finally:
             self._lock.release()
+            if self.failure is not None:
+                # Raised last, outside every scope the shutdown cancelled, so it cannot be lost on the way out.
+                raise NodeFailed(self.failure)
+
+    def fail(self, reason: str) -> None:
+        """Stop the node: it cannot go on safely (e.g. its journal cannot be written). ``running()`` then raises
+        :class:`NodeFailed` with ``reason`` once everything is closed, and ``p2p-node`` exits 1 printing it."""
+        if self.failure is None:
+            self.failure = reason
+            log.critical("stopping the node: %s", reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _dht_mode(self) -> DHTMode:
         mode = self.cfg.network.dht_mode

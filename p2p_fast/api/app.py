@@ -76,9 +76,9 @@ class _BodyTooLarge(Exception):
 def create_app(node: Any) -> Any:
     app = FastAPI(title="p2p-fast node API", version=__version__,
                   description="Health, metrics and the task API of one p2p-fast node.")
-    from ..security.token import BearerAuth, load_api_token
+    from ..security.token import BearerAuth
 
-    token = load_api_token(node.cfg)  # http.token_file or P2P_API_TOKEN; a bad one is a ConfigError (exit 2)
+    token = getattr(node, "api_token", None)  # loaded (and checked) when the node started
     if token is not None:
         app.add_middleware(BearerAuth, token=token, metrics_public=node.cfg.http.metrics_public)
 
