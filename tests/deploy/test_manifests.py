@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from conftest import OVERLAYS, REPO, objects, render
+from k8s_render import OVERLAYS, REPO, objects, render
 
 from p2p_fast.config import load_config
 
