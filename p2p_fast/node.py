@@ -162,9 +162,11 @@ class Node:
             psk = load_psk(cfg)
             self.api_token = load_api_token(cfg)  # checked before anything starts: a bad one stops start-up
             self.host = host = build_host(cfg, key_pair, psk=psk)
+            from .security.handler_guard import guard_stream_handlers
             from .security.handshake import watch_outbound_handshakes
 
             watch_outbound_handshakes(host, private=psk is not None)  # a PSK mismatch is named as one
+            guard_stream_handlers(host)  # a failing stream handler ends its stream, not the node
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(host.run(listen_addrs=listen_addrs(cfg)))
                 if not host.get_addrs():
