@@ -161,7 +161,8 @@ class Storage:
                     data = self.store.get(msg.key) if KEY_RE.match(msg.key) else None
                     reply = BlobReply(msg.key, 0, data, "") if data is not None else BlobReply(msg.key, 1, b"", "")
                 else:
-                    node_metrics.MESSAGES_REJECTED.labels(self.protocol, "wrong-type").inc()
+                    if msg is not None:  # an undecodable frame was counted by decode() already
+                        node_metrics.MESSAGES_REJECTED.labels(self.protocol, "wrong-type").inc()
                     return
                 await stream.write(frame(reply, self.max_frame))
         except Exception as exc:

@@ -11,6 +11,7 @@ receive their results.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any, Callable
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 STATUS_NAMES = {TASK_OK: "ok", TASK_FAILED: "failed", TASK_REJECTED: "rejected", TASK_TIMED_OUT: "timeout",
                 TASK_BUSY: "busy", TASK_CANCELLED: "cancelled", TASK_INVALID: "invalid"}
 Reply = Callable[[TaskResponse], None]
+MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
 
 
 class Worker:
@@ -94,6 +96,10 @@ class Worker:
                     else:
                         log.debug("task stream from %s ended: %s", remote, exc)
                 nursery.cancel_scope.cancel()  # the submitter is gone: stop its tasks
+        except Exception:
+            # A bug on one stream must not take the node down (py-libp2p would let it end the whole process).
+            node_metrics.MESSAGES_REJECTED.labels(self.protocol, "handler-error").inc()
+            log.exception("task stream from %s failed; closing it", remote)
         finally:
             self.streams -= 1
             with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -166,6 +172,11 @@ class Worker:
         t, why = self.can_run(req.task_type)
         if t is None:
             reply(self._response(req, TASK_REJECTED, why))
+            return
+        if not (math.isfinite(req.timeout_s) and 0 < req.timeout_s <= MAX_TIMEOUT_S):
+            node_metrics.MESSAGES_REJECTED.labels(self.protocol, "bad-field").inc()
+            reply(self._response(req, TASK_REJECTED,
+                                 f"timeout_s {req.timeout_s!r} is not within (0, {MAX_TIMEOUT_S:g}]"))
             return
         if len(req.payload) > self.cfg.max_payload_bytes:
             reply(self._response(req, TASK_REJECTED, f"payload of {len(req.payload)} bytes is over this worker's "
