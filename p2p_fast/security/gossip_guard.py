@@ -4,7 +4,8 @@ py-libp2p's Pubsub with ``strict_signing`` (on: we never turn it off) drops a me
 verify, silently. :class:`GuardedPubsub` makes that drop visible and costly for whoever forwarded it: the check says
 why (``unsigned``: no signature; ``wrong-sender``: the signer's key is not the key of the peer named in ``from``;
 ``bad-signature``: the signature does not verify), counts it in ``p2p_messages_rejected_total{topic, reason}`` and
-charges the forwarding peer an invalid message in GossipSub's score (P4). :func:`score_params` are the thresholds:
+charges the forwarding peer an invalid message in GossipSub's score (P4); what the score gate then refuses from
+that peer is counted as ``low-score``. :func:`score_params` are the thresholds:
 a peer that forwards a few invalid messages is first left out of gossip, then refused, then graylisted, and earns
 its way back as the penalty decays. IP colocation (P7) is off: a pod network, a NAT or a test bed puts many honest
 peers behind one address.
@@ -26,7 +27,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from .. import metrics, pubsub_tuning
 
 log = logging.getLogger(__name__)
-UNSIGNED, WRONG_SENDER, BAD_SIGNATURE = "unsigned", "wrong-sender", "bad-signature"
+UNSIGNED, WRONG_SENDER, BAD_SIGNATURE, LOW_SCORE = "unsigned", "wrong-sender", "bad-signature", "low-score"
 
 # What the P4 penalty does to a forwarder's score (one invalid message = -INVALID_WEIGHT; honest first deliveries
 # earn up to +FIRST_DELIVERY_CAP): 2 invalid messages -> no gossip with it, 3 -> its messages are refused,
@@ -107,9 +108,16 @@ def _safe_id(raw: bytes) -> str:
 
 
 class GuardedPubsub(Pubsub):
-    """Pubsub whose signature check knows the forwarding peer (see the module doc)."""
+    """Pubsub whose signature check knows the forwarding peer, and which counts what the score gate refuses."""
 
     async def push_msg(self, msg_forwarder: ID, msg: Any) -> None:
+        scorer = getattr(self.router, "scorer", None)
+        if (scorer is not None and msg_forwarder != self.my_id and not self._is_msg_seen(msg)
+                and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs))):
+            # Stock push_msg drops it silently at the same gate; we drop it here, counted.
+            for topic in msg.topicIDs or ["-"]:
+                metrics.MESSAGES_REJECTED.labels(topic, LOW_SCORE).inc()
+            return
         cur = _CURRENT
         cur.pubsub, cur.forwarder, cur.msg = self, msg_forwarder, msg
         try:
