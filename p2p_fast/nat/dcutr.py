@@ -20,10 +20,15 @@ they share, unlike the spec's "the side that accepted the relayed connection", w
 both ways (or one of whose relayed connections just closed) can see differently and then wait for each other. A peer
 that never initiates (another implementation) is not waited for beyond :data:`DEFER_LIMIT` seconds.
 
-We keep all of that and count what happens: ``attempts``/``successes`` are hole punches (the SYNC-timed dials, on
-either side), ``unilateral`` are upgrades where a plain direct dial sufficed. The grace period before the relayed
-connection is closed drops from py-libp2p's 60 s to :data:`RELAY_CLOSE_GRACE` (streams already open on it finish,
-new ones prefer the direct connection).
+The unilateral upgrade is skipped for a peer we know by a circuit address: it either holds a relay reservation
+(its own AutoNAT found it unreachable) or its direct addresses already failed when we dialed it, so the plain dial
+would only wait out the dial timeout before the hole punch could start.
+
+We count what happens: ``attempts``/``successes`` are hole punches (the SYNC-timed dials, on either side),
+``unilateral`` are upgrades where a plain direct dial sufficed. The grace period before the relayed connection is
+closed drops from py-libp2p's 60 s to :data:`RELAY_CLOSE_GRACE`: new streams already prefer the direct connection
+(the swarm ranks direct above relayed); streams still open on the relayed one are reset when it closes, and pubsub
+reopens its stream on the direct one.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from ..multiaddrs import is_relayed
 
 log = logging.getLogger(__name__)
 
-RELAY_CLOSE_GRACE = 10.0
+RELAY_CLOSE_GRACE = 5.0
 HOLE_PUNCH_DIAL_TIMEOUT = 5
 DEFER_LIMIT = 20.0
 
@@ -125,6 +130,14 @@ class HolePuncher(DCUtRProtocol):
         return ok
 
     async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        # A peer we know by a circuit address holds a relay reservation (it found itself unreachable) or was
+        # dialed through a relay because its direct addresses failed: a plain direct dial would only wait out
+        # the dial timeout (a private address from outside its NAT is a black hole). Go straight to the punch.
+        try:
+            if any(is_relayed(a) for a in self.host.get_peerstore().addrs(peer_id)):
+                return False
+        except Exception:
+            pass
         ok = await super()._try_unilateral_upgrade(peer_id)
         if ok:
             self.unilateral += 1
