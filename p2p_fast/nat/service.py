@@ -318,6 +318,8 @@ class NatService:
 async def start_nat_services(node: Any, stack: AsyncExitStack, nursery: trio.Nursery) -> NatService | None:
     """Start NAT traversal for ``node`` when ``network.enable_relay`` is on; None otherwise."""
     if not node.cfg.network.enable_relay:
+        if node.role == "relay":
+            log.warning("role relay with network.enable_relay: false -- this node relays nothing")
         return None
     service = NatService(node)
     await service.start(stack, nursery)
