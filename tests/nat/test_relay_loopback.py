@@ -29,7 +29,7 @@ def _conns(node, peer_id: str) -> dict | None:
     return next((p for p in node.peers() if p["peer_id"] == peer_id), None)
 
 
-def test_private_workers_connect_through_the_relay_gossip_and_upgrade(cluster):
+def test_private_workers_connect_through_the_relay_and_gossip(cluster):
     if not _refused(DEAD_PORT):
         pytest.skip(f"something listens on 127.0.0.1:{DEAD_PORT}; the test needs a refused port")
     t0 = time.monotonic()
