@@ -11,17 +11,54 @@
    So a Yamux subclass (ours, :mod:`p2p_fast.muxer`) is silently never used. We replace ``new_conn`` with one that
    builds whichever class is registered for the negotiated protocol; for a host with the stock registration it
    builds the stock ``Yamux`` exactly as before.
+3. Every background task a py-libp2p service starts (``TrioManager.run_task``; Pubsub starts one per message
+   received) first looks for its parent by walking the service's whole task tree (``_find_parent_task``), and a
+   stream handler's task is not in that tree, so every message walks all of it: O(tasks) per message, with a
+   recursive generator. We index ``FunctionTask`` objects by their trio task when they start, so the lookup is a
+   dictionary hit plus a check that the task is still attached to this manager's tree (the walk's condition): the
+   same answer, in O(depth).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import libp2p.network.swarm as _swarm
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+from libp2p.tools.anyio_service.trio_manager import TrioManager
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 STOCK_HAPPY_EYEBALLS_DELAY = _swarm._HAPPY_EYEBALLS_DELAY
 STOCK_MUXER_NEW_CONN = MuxerMultistream.new_conn
+STOCK_FIND_PARENT_TASK = TrioManager._find_parent_task
+STOCK_TRIO_TASK_PROPERTY = FunctionTask.trio_task
+
+# trio task -> the FunctionTask running in it (fix 3); both sides weak, so finished tasks drop out.
+_FUNCTION_TASK_OF: "weakref.WeakKeyDictionary[Any, weakref.ref[FunctionTask]]" = weakref.WeakKeyDictionary()
+
+
+def _set_trio_task(self: FunctionTask, value: Any) -> None:
+    STOCK_TRIO_TASK_PROPERTY.fset(self, value)  # type: ignore[misc]
+    _FUNCTION_TASK_OF[value] = weakref.ref(self)
+
+
+_INDEXED_TRIO_TASK_PROPERTY = property(STOCK_TRIO_TASK_PROPERTY.fget, _set_trio_task)
+
+
+def _find_parent_task_indexed(self: TrioManager, trio_task: Any) -> Any:
+    """``TrioManager._find_parent_task`` by index: the FunctionTask of ``trio_task`` if it is in this manager's
+    task tree (every ancestor still lists it among its children and the top one is a root task), else None."""
+    ref = _FUNCTION_TASK_OF.get(trio_task)
+    task = ref() if ref is not None else None
+    if task is None:
+        return None
+    node: Any = task
+    while node.parent is not None:
+        if node not in node.parent.children:
+            return None
+        node = node.parent
+    return task if node in self._root_tasks else None
 
 
 async def _new_conn_with_registered_class(self: MuxerMultistream, conn: Any, peer_id: Any) -> Any:
@@ -46,15 +83,27 @@ def undo_muxer_fix() -> None:
     MuxerMultistream.new_conn = STOCK_MUXER_NEW_CONN  # type: ignore[method-assign]
 
 
+def apply_task_parent_fix() -> None:
+    FunctionTask.trio_task = _INDEXED_TRIO_TASK_PROPERTY  # type: ignore[method-assign,assignment]
+    TrioManager._find_parent_task = _find_parent_task_indexed  # type: ignore[method-assign]
+
+
+def undo_task_parent_fix() -> None:
+    FunctionTask.trio_task = STOCK_TRIO_TASK_PROPERTY  # type: ignore[method-assign]
+    TrioManager._find_parent_task = STOCK_FIND_PARENT_TASK  # type: ignore[method-assign]
+
+
 def apply() -> None:
     apply_dial_fix()
     apply_muxer_fix()
+    apply_task_parent_fix()
 
 
 def undo() -> None:
     """For the tests that demonstrate the bugs."""
     undo_dial_fix()
     undo_muxer_fix()
+    undo_task_parent_fix()
 
 
 apply()
