@@ -165,7 +165,9 @@ class Node:
             from .security.handler_guard import guard_stream_handlers
             from .security.handshake import watch_outbound_handshakes
 
-            watch_outbound_handshakes(host, private=psk is not None)  # a PSK mismatch is named as one
+            # A PSK mismatch is named as one.
+            watch_outbound_handshakes(host, private=psk is not None,
+                                      connection_timeout=cfg.network.connection_timeout)
             guard_stream_handlers(host)  # a failing stream handler ends its stream, not the node
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(host.run(listen_addrs=listen_addrs(cfg)))

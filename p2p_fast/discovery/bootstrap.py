@@ -18,7 +18,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from .. import metrics
 from ..multiaddrs import PeerAddr, parse_peer_multiaddr
-from ..security.handshake import note_probe_failure
+from ..security.handshake import note_dial_timeout, note_probe_failure
 from .probe import ProbeError, probe_peer_id
 from .resolve import resolve
 
@@ -66,6 +66,7 @@ class Bootstrapper:
         if scope.cancelled_caught:
             metrics.DIAL_FAILURES.labels("timeout").inc()
             log.info("bootstrap dial %s timed out after %.1fs", addr, self.dial_timeout)
+            note_dial_timeout(self.host, addr, self.dial_timeout)  # in a private network: may be another PSK
         return None
 
     async def run_round(self) -> int:

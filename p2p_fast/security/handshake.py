@@ -1,10 +1,13 @@
 """Telling a PSK mismatch apart when an outbound connection fails its security handshake.
 
 In a private network every connection is wrapped in the PSK's stream cipher before anything else is said. A peer
-with another key (or none) therefore reads noise where the multistream header should be, and the dialer sees only
-"failed to negotiate the secure protocol". On a node that has a PSK that is what a key mismatch looks like, so we say
-so: ``p2p_handshake_failures_total{reason="psk-mismatch"}`` and a warning naming the peer and the fix (once a
-minute per peer). A public node's negotiation failures are counted as ``negotiation``.
+with another key (or none) therefore reads noise where the multistream header should be. What the dialer then sees
+depends on that noise: "failed to negotiate the secure protocol" at once, or nothing at all until a timeout (the
+noise announced a long message). On a node that has a PSK both are what a key mismatch looks like, so we say so:
+``p2p_handshake_failures_total{reason="psk-mismatch"}`` for the first, ``reason="handshake-timeout"`` for the second
+(a private node gives the upgrade ``HANDSHAKE_SHARE`` of the connection timeout, so that it is the handshake that
+times out, not the whole dial), each with a warning naming the peer and the fix (once a minute per peer). A public
+node's negotiation failures are counted as ``negotiation``.
 
 Two dial paths lead here: the swarm's (``host.connect``: :func:`watch_outbound_handshakes` wraps
 ``upgrade_outbound_raw_conn`` of our host's network) and the bootstrap's probe of an address without a peer ID
@@ -17,11 +20,15 @@ import logging
 import time
 from typing import Any
 
+import trio
+
 from . import metrics
 
 log = logging.getLogger(__name__)
 PSK_MISMATCH = "psk-mismatch"
 NEGOTIATION = "negotiation"
+HANDSHAKE_TIMEOUT = "handshake-timeout"
+HANDSHAKE_SHARE = 0.6
 PSK_HINT = ("this node is in a private network (PSK) and the peer has no key or another one: both need the same "
             "network.psk_file (or P2P_PSK)")
 WARN_EVERY_S = 60.0
@@ -52,18 +59,31 @@ def _report(reason: str, who: str, exc: BaseException) -> None:
         _last_warned.clear()
     if reason == PSK_MISMATCH:
         log.warning("cannot connect to %s: the security handshake failed (%s); %s", who, exc, PSK_HINT)
+    elif reason == HANDSHAKE_TIMEOUT:
+        log.warning("cannot connect to %s: %s; if it is up, %s", who, exc, PSK_HINT)
     else:
         log.info("cannot connect to %s: the security handshake failed (%s)", who, exc)
 
 
-def watch_outbound_handshakes(host: Any, private: bool) -> None:
+def watch_outbound_handshakes(host: Any, private: bool, connection_timeout: float = 30.0) -> None:
     """Classify and report failed security upgrades of the swarm's outbound connections (see the module doc)."""
     network = host.get_network()
     inner = network.upgrade_outbound_raw_conn
+    budget = max(1.0, HANDSHAKE_SHARE * connection_timeout)
 
     async def upgrade_outbound_raw_conn(raw_conn: Any, peer_id: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await inner(raw_conn, peer_id, *args, **kwargs)
+            if not private:
+                return await inner(raw_conn, peer_id, *args, **kwargs)
+            try:
+                with trio.fail_after(budget):
+                    return await inner(raw_conn, peer_id, *args, **kwargs)
+            except trio.TooSlowError:
+                exc = TimeoutError(f"the connection was accepted but its upgrade did not complete in {budget:g} s")
+                _report(HANDSHAKE_TIMEOUT, str(peer_id), exc)
+                from libp2p.network.exceptions import SwarmException
+
+                raise SwarmException(f"upgrade of the connection to {peer_id} timed out") from None
         except Exception as exc:
             reason = classify(exc, private)
             if reason is not None:
@@ -71,6 +91,12 @@ def watch_outbound_handshakes(host: Any, private: bool) -> None:
             raise
 
     network.upgrade_outbound_raw_conn = upgrade_outbound_raw_conn
+
+
+def note_dial_timeout(host: Any, addr: Any, seconds: float) -> None:
+    """A bootstrap dial of ``addr`` timed out: in a private network, say what that may mean."""
+    if getattr(host.get_network(), "psk", None) is not None:
+        _report(HANDSHAKE_TIMEOUT, str(addr), TimeoutError(f"no connection within {seconds:g} s"))
 
 
 def note_probe_failure(host: Any, addr: Any, exc: BaseException) -> None:
