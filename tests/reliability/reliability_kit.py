@@ -189,3 +189,13 @@ def fill(directory: Path, name: str = "filler") -> int:
     finally:
         os.close(fd)
     return written
+
+
+def wait_for(predicate: Any, timeout: float, what: str, dump: Any = None, interval: float = 0.2) -> Any:
+    """``wait_until``, and on timeout the tail of ``dump()`` (a node's log, say) in the error."""
+    try:
+        return wait_until(predicate, timeout, what, interval=interval)
+    except TimeoutError as exc:
+        if dump is None:
+            raise
+        raise TimeoutError(f"{exc}\n--- {what}: log tail ---\n{str(dump())[-3000:]}") from None
