@@ -4,6 +4,7 @@
     python bench/macro/gossip_bench.py                 # everything, all three stacks (~5 min)
     python bench/macro/gossip_bench.py --quick         # 256 B throughput, shorter trials, short line (<= 60 s)
     python bench/macro/gossip_bench.py --stacks ours,stock --only throughput --sizes 256 --json out.json
+    python bench/macro/gossip_bench.py --runs 3         # three rounds: median (min-max, runs) per figure
 
 Figures (each stack's peers are ``bench/macro/peer.py`` processes; see there for how each stack is configured):
 
@@ -394,20 +395,39 @@ ROWS = [
 ]
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    stacks = list(results)
+def _cell(values: list[Any], fmt: str) -> str:
+    """One run: the value; several: median (min-max, n), as REFERENCE.md writes its figures."""
+    if not values:
+        return "-"
+    if len(values) == 1 or not all(isinstance(v, (int, float)) for v in values):
+        return fmt.format(values[0]) if len(values) == 1 else " / ".join(fmt.format(v) for v in values)
+    med = statistics.median(values)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))}, {len(values)})"
+
+
+def table(runs: list[dict[str, dict[str, Any]]]) -> str:
+    stacks = list(runs[0])
     names = {"ours": "p2p-fast", "stock": "stock py-libp2p 0.8.1", "go": "go-libp2p (p2pd)"}
     lines = ["| metric | " + " | ".join(names[s] for s in stacks) + " |", "| --- |" + " --- |" * len(stacks)]
     for label, key, fmt in ROWS:
-        if not any(key in results[s] for s in stacks):
+        if not any(key in run[s] for run in runs for s in stacks):
             continue
-        cells = [fmt.format(results[s][key]) if key in results[s] else "-" for s in stacks]
+        cells = [_cell([run[s][key] for run in runs if key in run[s]], fmt) for s in stacks]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if "ours" in results and "stock" in results:
+    if "ours" in stacks and "stock" in stacks:
         for key in ("msgs_per_s_256", "msgs_per_s_4096"):
-            if results["stock"].get(key) and results["ours"].get(key):
-                lines.append(f"\nours / stock, {key}: x{results['ours'][key] / results['stock'][key]:.2f}")
+            ratios = [run["ours"][key] / run["stock"][key] for run in runs
+                      if run["stock"].get(key) and run["ours"].get(key)]
+            if ratios:
+                lines.append(f"\nours / stock, {key}: " + ", ".join(f"x{r:.2f}" for r in ratios))
     return "\n".join(lines)
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="throughput,line,dial", help="comma list of throughput,line,dial")
     ap.add_argument("--sizes", default=None, help="comma list of payload sizes (default 256,4096; quick 256)")
     ap.add_argument("--cpu-rate", type=float, default=250.0)
+    ap.add_argument("--runs", type=int, default=1, help="repeat everything; the table shows median (min-max, n)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     stacks = [s for s in args.stacks.split(",") if s]
@@ -425,26 +446,32 @@ def main(argv: list[str] | None = None) -> int:
         stacks.remove("go")
     only = set(args.only.split(","))
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([256] if args.quick else [256, 4096])
-    results: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, dict[str, Any]]] = []
     t0 = time.monotonic()
+    loads = [load_average()]
     try:
-        for stack in stacks:
-            out = results.setdefault(stack, {})
-            if "throughput" in only:
-                bench_pair(stack, sizes, args.quick, args.cpu_rate, out)
-            if "line" in only:
-                bench_line(stack, 6, 50.0, 50 if args.quick else 200, out)
-            if "dial" in only and not args.quick:
-                bench_dial(stack, 10, out)
-            print(f"[{time.monotonic() - t0:5.1f}s] {stack}: " + json.dumps({k: v for k, v in out.items()
-                                                                            if k != "trials"}), file=sys.stderr)
+        for i in range(args.runs):
+            results: dict[str, dict[str, Any]] = {}
+            for stack in stacks:
+                out = results.setdefault(stack, {})
+                if "throughput" in only:
+                    bench_pair(stack, sizes, args.quick, args.cpu_rate, out)
+                if "line" in only:
+                    bench_line(stack, 6, 50.0, 50 if args.quick else 200, out)
+                if "dial" in only and not args.quick:
+                    bench_dial(stack, 10, out)
+                print(f"[{time.monotonic() - t0:5.1f}s] run {i + 1} {stack}: "
+                      + json.dumps({k: v for k, v in out.items() if k != "trials"}), file=sys.stderr)
+            runs.append(results)
+            loads.append(load_average())
     except PeerError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    print(table(results))
-    print(f"\n({time.monotonic() - t0:.0f} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    print(table(runs))
+    print(f"\n({time.monotonic() - t0:.0f} s; python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+          f"load average 1/5/15 min at start and after each run: {'; '.join(loads)})")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"runs": runs, "load": loads}, indent=2))
     return 0
 
 
