@@ -53,6 +53,9 @@ class Bootstrapper:
                     if peer_id == self.host.get_id():
                         return None  # our own address behind a shared name
                     self._known_ids[key] = peer_id
+                # A bootstrap dial is deliberate and we just reached the address: py-libp2p's negative cache
+                # would otherwise refuse it for 60 s after the peer was last unreachable (e.g. it restarted).
+                self.host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]
                 await self.host.connect(PeerInfo(peer_id, [addr]))
                 return peer_id
             except ProbeError as exc:
