@@ -14,3 +14,7 @@ def target(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "image: runs the pod image built by ./build.sh (podman)")
