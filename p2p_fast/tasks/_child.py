@@ -19,14 +19,23 @@ _LEN = struct.Struct(">I")
 
 
 def _die_with_parent() -> None:
-    try:
-        import ctypes
+    """Exit when the parent process is gone, even in the middle of a task.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:  # not Linux: EOF on stdin still stops us between tasks
-        pass
+    Not ``prctl(PR_SET_PDEATHSIG)``: that signal follows the *thread* that spawned us, and trio spawns processes
+    from a cached worker thread that exits after 10 idle seconds, which SIGKILLed every child it had started. A
+    daemon thread that notices the re-parenting instead; EOF on stdin stops us between tasks as well."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _read_exact(stream: Any, n: int) -> bytes | None:

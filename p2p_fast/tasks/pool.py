@@ -112,12 +112,23 @@ class ProcessPool:
             if self._closed:
                 raise PoolClosed("process pool is closed")
             child = self._idle.pop() if self._idle else None
+            if child is not None and child.proc.poll() is not None:  # died while idle: replace it
+                self._all.discard(child)
+                await child.kill()
+                child = None
             ok = False
             try:
                 with trio.fail_after(timeout):
                     if child is None:
                         child = await self._spawn()
-                    status, value = await child.call(fn_ref, payload)
+                    try:
+                        status, value = await child.call(fn_ref, payload)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, EOFError,
+                            pickle.UnpicklingError) as exc:
+                        # The child died under the call (killed from outside, out of memory): a failed attempt
+                        # the submitter retries, not an error of the worker.
+                        raise TaskFailed(f"pool child {child.proc.pid} died during the task "
+                                         f"({type(exc).__name__}: {exc})") from None
                 ok = True
             finally:
                 if child is not None:
