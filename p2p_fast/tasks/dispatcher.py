@@ -49,6 +49,9 @@ LOOKUP_EVERY = 10.0
 ID_LEN = 32
 RECEIPT_BATCH_S = 0.02
 RECEIPT_BATCH_MAX = 256
+# Receipts sent on a stream this recently before it broke may never have been read: they are sent again on the next
+# stream (crediting is idempotent on the worker).
+RECEIPT_RESEND_S = 10.0
 
 
 class TaskSpecError(ValueError):
@@ -96,6 +99,7 @@ class Link:
         self.cooldown_until = 0.0
         self.scope: trio.CancelScope | None = None
         self.generation = 0
+        self.receipts_sent: deque[tuple[float, str]] = deque()  # (when, task id) on the current stream
 
 
 @dataclass
@@ -500,6 +504,9 @@ class Dispatcher:
             link.writer = None
             link.scope = None
             link.state = "closed"
+            if link.receipts_sent:  # perhaps never read by the worker: send them again on the next stream
+                self.ledger.mark_undelivered([t for _, t in link.receipts_sent])
+                link.receipts_sent.clear()
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
                     await stream.reset()
@@ -631,11 +638,16 @@ class Dispatcher:
             # a worker verify thousands of signatures before it reads its next request.
             batch, self.receipts = self.receipts[:RECEIPT_BATCH_MAX], self.receipts[RECEIPT_BATCH_MAX:]
             delivered = []
+            now = time.monotonic()
             for link, receipt in batch:
                 if link.local:
                     self.worker.on_receipt(receipt, None)
                 elif link.state == "open" and link.writer is not None and not link.writer.closed:
                     link.writer.send(receipt)
+                    sent = link.receipts_sent
+                    sent.append((now, receipt.task_id))
+                    while sent and sent[0][0] < now - RECEIPT_RESEND_S:
+                        sent.popleft()
                 else:
                     continue  # stays undelivered; sent when the next stream to this worker opens
                 delivered.append(receipt.task_id)

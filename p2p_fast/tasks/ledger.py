@@ -114,6 +114,12 @@ class Ledger:
                               [(t, self.own_id) for t in task_ids])
         self.db.touch(lazy=True)  # lost in a crash, the receipts are only sent again (a no-op for the worker)
 
+    def mark_undelivered(self, task_ids: list[str]) -> None:
+        """Send these receipts again with the next stream (they went out on one that broke soon after)."""
+        self.conn.executemany("UPDATE ledger SET delivered=0 WHERE task_id=? AND submitter=? AND direction='spent'",
+                              [(t, self.own_id) for t in task_ids])
+        self.db.touch(lazy=True)
+
     def undelivered(self, worker: str, limit: int = 10000) -> list[TaskReceipt]:
         rows = self.conn.execute(
             "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature FROM ledger "
