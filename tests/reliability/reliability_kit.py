@@ -149,8 +149,14 @@ def check_exactly_once(docs: list[dict[str, Any]], submitter: NodeProcess, worke
     def earned() -> list[tuple[str, str, str, int]]:
         return [r for w in workers for r in ledger_rows(w, "earned") if r[0] in ids]
 
-    wait_until(lambda: sum(1 for r in earned() if r[2] in {w.peer_id for w in live}) >= expect_live,
-               receipts_timeout, "receipts to reach the live workers")
+    def per_worker() -> str:
+        got = Counter(r[2] for r in earned())
+        paid = Counter(r[2] for r in spent)
+        return "; ".join(f"{w.name}: paid {paid[w.peer_id]}, credited {got[w.peer_id]}"
+                         + ("" if w in live else " (dead)") for w in workers)
+
+    wait_for(lambda: sum(1 for r in earned() if r[2] in {w.peer_id for w in live}) >= expect_live,
+             receipts_timeout, "receipts to reach the live workers", dump=per_worker)
     rows = earned()
     assert len(rows) == len({r[0] for r in rows}), "a task was credited twice"
     for r in rows:
