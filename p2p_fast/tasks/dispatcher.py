@@ -52,6 +52,7 @@ RECEIPT_BATCH_MAX = 256
 # Receipts sent on a stream this recently before it broke may never have been read: they are sent again on the next
 # stream (crediting is idempotent on the worker).
 RECEIPT_RESEND_S = 10.0
+REDELIVER_EVERY = 5.0  # how often receipts still owed to live workers get a stream of their own
 
 
 class TaskSpecError(ValueError):
@@ -151,6 +152,7 @@ class Dispatcher:
         nursery.start_soon(self._assign_loop)
         nursery.start_soon(self._watchdog)
         nursery.start_soon(self._receipt_sender)
+        nursery.start_soon(self._redeliver_loop)
 
     def _resume(self) -> None:
         """Pick up the tasks a previous run of this node accepted but did not finish."""
@@ -483,8 +485,13 @@ class Dispatcher:
         for msg in link.outbox:
             writer.send(msg)
         link.outbox = []
-        for receipt in self.ledger.undelivered(link.peer_id):
-            writer.send(receipt)
+        owed = self.ledger.undelivered(link.peer_id)
+        if owed:
+            now = time.monotonic()
+            for receipt in owed:
+                writer.send(receipt)
+                link.receipts_sent.append((now, receipt.task_id))
+            self.ledger.mark_delivered([r.task_id for r in owed])
         reason = "stream closed"
         try:
             async with trio.open_nursery() as nursery:
@@ -653,6 +660,22 @@ class Dispatcher:
                 delivered.append(receipt.task_id)
             if delivered:
                 self.ledger.mark_delivered(delivered)
+
+    async def _redeliver_loop(self) -> None:
+        """Receipts owed to a live worker that gets no new task would wait forever for a stream: open one."""
+        while True:
+            await trio.sleep(REDELIVER_EVERY)
+            now = time.monotonic()
+            for worker in self.ledger.owed_workers():
+                rec = self.node.book.get(worker)
+                if rec is None or not self.node.book.is_live(rec):
+                    continue
+                link = self.links.get(worker)
+                if link is None:
+                    link = self.links[worker] = Link(worker)
+                if link.state == "closed" and link.cooldown_until <= now and self._nursery is not None:
+                    link.state = "opening"
+                    self._nursery.start_soon(self._run_link, link)
 
     def _end_attempt(self, rec: TaskRecord, outcome: str, reason: str, counted: bool = True) -> None:
         a = rec.attempts[-1]

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     delivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id, submitter, direction)
 );
+CREATE INDEX IF NOT EXISTS ledger_owed ON ledger(worker) WHERE direction = 'spent' AND delivered = 0;
 CREATE TABLE IF NOT EXISTS reputation (
     peer_id TEXT PRIMARY KEY,
     successes INTEGER NOT NULL DEFAULT 0,

@@ -120,6 +120,12 @@ class Ledger:
                               [(t, self.own_id) for t in task_ids])
         self.db.touch(lazy=True)
 
+    def owed_workers(self) -> list[str]:
+        """Workers we paid whose receipts have not gone out yet."""
+        return [w for (w,) in self.conn.execute(
+            "SELECT DISTINCT worker FROM ledger WHERE direction='spent' AND delivered=0 AND worker<>?",
+            (self.own_id,))]
+
     def undelivered(self, worker: str, limit: int = 10000) -> list[TaskReceipt]:
         rows = self.conn.execute(
             "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature FROM ledger "
