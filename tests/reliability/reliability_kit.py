@@ -33,13 +33,33 @@ def record(test: str, **figures: Any) -> None:
             fh.write(line + "\n")
 
 
+class _Via:
+    """An httpx client whose requests run through ``via`` (e.g. a test-bed host's ``call``: into its namespace)."""
+
+    def __init__(self, client: httpx.Client, via: Any) -> None:
+        self._client = client
+        self._via = via
+
+    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        return self._via(lambda: self._client.request(method, url, **kw))
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", url, **kw)
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class Api:
-    """The task API of one node (``token``: sent as a bearer token)."""
+    """The task API of one node (``token``: sent as a bearer token); reached through the node's ``via``."""
 
     def __init__(self, node: NodeProcess, token: str | None = None, timeout: float = 30) -> None:
         self.node = node
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=node.http, timeout=timeout, headers=headers)
+        self.client = _Via(httpx.Client(base_url=node.http, timeout=timeout, headers=headers), node.via)
 
     def close(self) -> None:
         self.client.close()
