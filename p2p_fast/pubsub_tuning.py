@@ -40,6 +40,12 @@ tuned, every Pubsub in the process verifies with ``verify_signature`` — the sa
    One RPC with several messages is plain pubsub (go-libp2p sends and accepts them); it saves the receiver a
    read, a parse, a record check and a metrics event per message, and both sides a Yamux frame, a Noise message
    and a syscall. Nothing waits to be merged: a message alone in the queue goes out alone.
+7. **A subscription buffer for bursts**: py-libp2p hands a received RPC's messages to the topic's subscription
+   buffer (``SUBSCRIPTION_CHANNEL_SIZE``, 32 messages) before the subscriber's reader task can run, and drops
+   what does not fit ("fail to deliver message to subscription"). A few RPCs of merged messages (ours, or go's)
+   arriving together overflow it although the reader keeps up on average. We make it ``SUBSCRIPTION_BUFFER``
+   messages. The size is a module constant read by ``Pubsub.subscribe``, so this one applies to every Pubsub of a
+   process that tunes one (they only drop less).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ MERGE_LIMIT = 64 * 1024
 # A receiver's py-libp2p delivers a whole RPC's messages to its subscription buffer (32 messages) before its
 # reader task runs: half of it leaves room for what is already buffered.
 MERGE_MAX_MESSAGES = 16
+SUBSCRIPTION_BUFFER = 128
 _SIGNING_PREFIX = PUBSUB_SIGNING_PREFIX.encode()
 
 # The stock functions, captured before any patching (the pubsub modules imported them by name).
@@ -294,6 +301,7 @@ def _install_module_hooks() -> None:
         if hasattr(mod, "maybe_consume_signed_record"):
             mod.maybe_consume_signed_record = cached_maybe_consume_signed_record
     _pubsub_mod.signature_validator = skip_own_signature_validator
+    _pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE = max(_pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE, SUBSCRIPTION_BUFFER)
 
 
 class _Tuning:
@@ -314,7 +322,7 @@ class _Tuning:
         self.tune_records(pubsub)
 
     def tune_records(self, pubsub: Any) -> None:
-        """Hooks 2-6 of the module doc for this pubsub and its host."""
+        """Hooks 2-7 of the module doc for this pubsub and its host."""
         pubsub.handle_sending_messages = lambda peer_id, stream, queue: batched_sending(pubsub, peer_id, stream,
                                                                                        queue)
         _install_module_hooks()

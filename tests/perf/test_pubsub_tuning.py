@@ -311,3 +311,23 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
         assert [len(r.publish) for r in pubsub2.written] == [1]
 
     trio.run(main)
+
+
+def test_a_burst_of_messages_fits_the_subscription_buffer():
+    """py-libp2p hands a whole RPC's messages to the subscription before the reader runs: 100 at once fit."""
+    from p2p_fast.pubsub_tuning import SUBSCRIPTION_BUFFER
+
+    async def main():
+        host = new_host(key_pair=create_new_key_pair())
+        pubsub = make_pubsub(host, tuned=True)
+        async with host.run(LISTEN), background_trio_service(pubsub), background_trio_service(pubsub.router):
+            await pubsub.wait_until_ready()
+            sub = await pubsub.subscribe(TOPIC)
+            burst = [rpc_pb2.Message(data=b"%d" % i, topicIDs=[TOPIC]) for i in range(100)]
+            for msg in burst:  # no await in between: the reader cannot run
+                pubsub.notify_subscriptions(msg)
+            got = [(await sub.get()).data for _ in burst]
+            assert got == [m.data for m in burst]
+
+    assert SUBSCRIPTION_BUFFER >= 100
+    trio.run(main)
