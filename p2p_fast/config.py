@@ -13,6 +13,7 @@ the CLI turns that into exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -198,7 +199,13 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, key, f"must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too big for a float
+            raise ConfigError(source, key, f"must be a finite number, got {value!r}") from None
+        if not math.isfinite(number):  # NaN passes every range check: refuse it (and infinities) here
+            raise ConfigError(source, key, f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(source, key, f"must be a string, got {type(value).__name__} {value!r}")
