@@ -11,7 +11,7 @@
 # Options (defaults): --users 20 (at most 500)  --spawn-rate 5  --run-time 60s (at most 30m)  --workers 3
 #   --task-type compute  --payload 'sha256 2000 {user}-{n}'  --max-failure-rate 1.0 (percent)
 #   --locust-workers 0 (N > 0: distributed locust, a master and N worker processes)  --runtime auto|process|podman
-#   --targets all|services (test bed: submit to every node, or to the bootstrap and relay only)
+#   --targets services|all (test bed: submit to the bootstrap and relay Services, or to every node)
 #   --reports DIR (stress/reports)
 # Distributed over machines: see docs/deploy.md ("Stress tests").
 set -euo pipefail
@@ -27,7 +27,7 @@ PAYLOAD='sha256 2000 {user}-{n}'
 MAX_FAIL=1.0
 LOCUST_WORKERS=0
 RUNTIME=auto
-TARGETS=all
+TARGETS=services
 REPORTS=stress/reports
 
 die() { printf 'stress-test.sh: %s\n' "$*" >&2; exit 2; }

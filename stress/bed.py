@@ -1,12 +1,12 @@
 """Run a command (locust) against the Kubernetes-like test-bed cluster, then tear the cluster down.
 
-    python stress/bed.py --workers 3 [--runtime auto|process|podman] [--targets all|services] -- locust ...
+    python stress/bed.py --workers 3 [--runtime auto|process|podman] [--targets services|all] -- locust ...
 
 Builds the cluster of tests/cluster/podcluster.py (network namespaces on a bridge, cluster DNS, a bootstrap, a
 relay, N workers; containers of the built image when it is fresh, else processes), adds a load-generator host on
 the same network (like a client pod labelled p2p-fast/api-client=true), and runs the command there with
-``P2P_API_URLS`` set to the task APIs it should use: every node's (``all``, the default: every node dispatches)
-or the bootstrap and relay Services' (``services``). Prints what each worker executed afterwards. Needs root.
+``P2P_API_URLS`` set to the task APIs it should use: the bootstrap and relay Services' (``services``, the
+default: what clients of a cluster reach) or every node's (``all``: workers dispatch too). Prints what each worker executed afterwards. Needs root.
 Every process and namespace it makes is gone when it exits, also on Ctrl-C.
 """
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--runtime", choices=["auto", "process", "podman"], default="auto")
-    p.add_argument("--targets", choices=["all", "services"], default="all")
+    p.add_argument("--targets", choices=["services", "all"], default="services")
     p.add_argument("--timeout", type=float, default=3600, help="upper bound for the command, seconds")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... (run in the load-generator host)")
     args = p.parse_args(argv)
