@@ -77,7 +77,7 @@ render() {
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $(cd "$DIR" && pwd)
+  - $(realpath --relative-to="$tmp" "$DIR")
 images:
   - name: ${current%:*}
     newName: ${IMAGE%:*}
