@@ -15,14 +15,15 @@ import pytest
 from k8s_render import REPO
 
 FAKE_KUBECTL = r'''#!/usr/bin/env python3
-import json, os, subprocess, sys
-state_path = os.environ["FAKE_KUBECTL_STATE"]
-state = json.load(open(state_path)) if os.path.exists(state_path) else {"calls": [], "secret": None}
+import fcntl, json, os, subprocess, sys
 args = sys.argv[1:]
-if args[:2] == ["--context", "ctx"]:
-    args = args[2:]
+stdin = sys.stdin.read() if "apply" in args and "-" in args else None  # before the lock: pipes run at once
+state_path = os.environ["FAKE_KUBECTL_STATE"]
+lock = open(state_path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+state = json.load(open(state_path)) if os.path.exists(state_path) else {"calls": [], "secret": None}
 state["calls"].append(args)
-out, rc, stdin = "", 0, None
+out, rc = "", 0
 if args and args[0] == "kustomize":
     proc = subprocess.run([os.environ["REAL_KUBECTL"], *args], capture_output=True, text=True)
     out, rc = proc.stdout, proc.returncode
@@ -34,7 +35,7 @@ elif args and args[0] == "version":
 elif args[:2] == ["create", "namespace"]:
     out = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: net-test\n"
 elif "apply" in args:
-    stdin = sys.stdin.read() if "-" in args else open(args[args.index("-f") + 1]).read()
+    stdin = stdin if stdin is not None else open(args[args.index("-f") + 1]).read()
     state.setdefault("applied", []).append(stdin)
 elif "secret" in args and "get" in args:
     if state["secret"] is None:
