@@ -161,3 +161,14 @@ def test_second_p2p_node_on_a_running_nodes_config_drives_it_through_its_api(clu
     assert "this node (worker): compute, storage" in out
     assert "completed by" in out
     assert w.proc.poll() is None  # the running node is unaffected
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(yaml.safe_dump(node_config("worker")))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    res = run_node(["--config", str(cfg), "--data-dir", str(blocker / "data"), "--console", "off"], timeout=30)
+    err = res.stderr.decode()
+    assert res.returncode == 1, err
+    assert "is not usable" in err and "Traceback" not in err
