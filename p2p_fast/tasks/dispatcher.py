@@ -338,11 +338,16 @@ class Dispatcher:
             self._no_worker(cap, q)
             return
         skipped: list[TaskRecord] = []
+        started: set[str] = set()
         while q:
             rec = q[0]
             if rec.state != PENDING or rec.id not in self.active:
                 q.popleft()
                 continue
+            if rec.id in started:
+                # Started in this pass and already back at the head (a local worker answered "busy" without a
+                # scheduler hop): stop here, the assign loop retries after yielding; looping would spin forever.
+                break
             heavy = self._heavy(rec)
             excluded = {a.worker for a in rec.attempts if a.counted and a.outcome != "ok"} if rec.attempts else ()
             best: Candidate | None = None
@@ -371,6 +376,7 @@ class Dispatcher:
                     continue
                 break  # every worker is full
             q.popleft()
+            started.add(rec.id)
             self._start_attempt(rec, best.link, heavy)
         q.extendleft(reversed(skipped))
 
