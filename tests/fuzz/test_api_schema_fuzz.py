@@ -5,6 +5,7 @@ generated ``wait=60`` cannot stall the run."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,7 +20,7 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from fuzzkit import record  # noqa: E402
 from harness import Cluster, NodeProcess, node_config  # noqa: E402
 
-EXAMPLES = 25
+EXAMPLES = int(os.environ.get("P2P_FAST_API_FUZZ_EXAMPLES", "25"))
 TOKEN = secrets.token_hex(20)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALLS: dict[str, int] = {}
@@ -85,6 +86,23 @@ def test_no_request_gets_a_server_error_and_errors_are_json(api_node: NodeProces
         except Unsatisfiable:  # nothing in this operation can be made invalid (no parameters, no body)
             CALLS.setdefault(f"{operation.label} ({mode.value}: no invalid form)", 0)
     assert api_node.proc is not None and api_node.proc.poll() is None
+
+
+def test_numbers_beyond_64_bits_are_refused_not_server_errors(api_node: NodeProcess) -> None:
+    """Found by this fuzzer: ``GET /v1/tasks?offset=18310386390278353190912`` reached SQLite and was a 500."""
+    import httpx
+
+    huge = str(2**70)
+    with httpx.Client(base_url=api_node.http, headers=AUTH, timeout=10) as c:
+        for method, path, kw in [("GET", "/v1/tasks", {"params": {"offset": huge}}),
+                                 ("GET", "/v1/tasks", {"params": {"limit": huge}}),
+                                 ("GET", "/v1/ledger", {"params": {"limit": huge}}),
+                                 ("GET", "/v1/gossip", {"params": {"limit": huge}}),
+                                 ("POST", "/v1/tasks", {"json": {"type": "echo", "reward": 2**70}}),
+                                 ("POST", "/v1/tasks", {"json": {"type": "echo", "max_retries": 2**70}})]:
+            r = c.request(method, path, **kw)
+            CALLS["boundary"] = CALLS.get("boundary", 0) + 1
+            assert 400 <= r.status_code < 500 and r.json()["error"], (method, path, r.status_code, r.text[:200])
 
 
 def test_zz_figures(api_node: NodeProcess) -> None:
