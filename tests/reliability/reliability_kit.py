@@ -12,14 +12,16 @@ import os
 import re
 import sqlite3
 import subprocess
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import httpx
+import pytest
 
-from harness import NodeProcess, wait_until
+from harness import Cluster, NodeProcess, wait_until
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -225,3 +227,34 @@ def wait_for(predicate: Any, timeout: float, what: str, dump: Any = None, interv
         if dump is None:
             raise
         raise TimeoutError(f"{exc}\n--- {what}: log tail ---\n{str(dump())[-3000:]}") from None
+
+
+class FastCluster(Cluster):
+    """A :class:`Cluster` that stops its nodes all at once (SIGTERM to every node, one shared grace period,
+    SIGKILL for the rest) instead of one after the other: seconds saved per test."""
+
+    def close(self, grace: float = 8.0) -> None:
+        running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for n in running:
+            try:
+                n.proc.terminate()  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                try:
+                    n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            n.kill9()  # kills what is left; closes every node's pipes and log either way
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FastCluster]:
+    """Overrides the suite's ``cluster`` in the modules that import it."""
+    c = FastCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
