@@ -24,11 +24,12 @@ class GossipBody(BaseModel):
     text: str = Field(min_length=1, max_length=1024 * 1024)
 
 
-def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+def _error(status: int, error: str, detail: Any = None, close: bool = False) -> JSONResponse:
     body: dict[str, Any] = {"error": error}
     if detail is not None:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status)
+    # ``close``: the request body was left unread, so the connection cannot carry another request.
+    return JSONResponse(body, status_code=status, headers={"connection": "close"} if close else None)
 
 
 class BodyLimit:
@@ -47,10 +48,10 @@ class BodyLimit:
                 try:
                     too_big = int(value) > self.limit
                 except ValueError:
-                    await _error(400, "bad Content-Length header")(scope, receive, send)
+                    await _error(400, "bad Content-Length header", close=True)(scope, receive, send)
                     return
                 if too_big:
-                    await _error(413, f"request body over the {self.limit}-byte limit")(scope, receive, send)
+                    await _error(413, f"request body over the {self.limit}-byte limit", close=True)(scope, receive, send)
                     return
         seen = 0
 
@@ -66,7 +67,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _error(413, f"request body over the {self.limit}-byte limit")(scope, receive, send)
+            await _error(413, f"request body over the {self.limit}-byte limit", close=True)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

@@ -76,5 +76,8 @@ class BearerAuth:
                                      f"{ENV} on the node)" if not has_header else "wrong token"}).encode()
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b'Bearer realm="p2p-fast"')]})
+                                (b"www-authenticate", b'Bearer realm="p2p-fast"'),
+                                # The request body is left unread: close, so a keep-alive client does not send its
+                                # next request into a connection the server is about to drop.
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
