@@ -71,7 +71,16 @@ def test_kill9_random_workers_during_1000_tasks(cluster: Cluster) -> None:
         assert figures["completed"] == len(ids), [d["error"] for d in docs if d["error"]][:5]
         hit = [d for d in docs if any(a["outcome"] == "disconnected" for a in d["attempts"])]
         assert hit, "no task was in flight on a killed worker"
-        assert any(d["worker"] == first.peer_id for d in docs[1000:]), "the restarted worker got no work"
+        # The restarted worker must get work again; under load the others may absorb one batch, so offer a few
+        # more (bounded) before concluding it is never chosen.
+        took = any(d["worker"] == first.peer_id for d in docs[1000:])
+        for _ in range(3):
+            if took:
+                break
+            extra = api.wait_all(api.submit_batch(mixed_tasks(100, sleep="0.05")), timeout=120)
+            assert all(d["state"] == "completed" for d in extra)
+            took = any(d["worker"] == first.peer_id for d in extra)
+        assert took, "the restarted worker got no work"
         assert api.ledger(verify=True)["verification"]["bad"] == 0
     print("killed:", kills)
     record("kill9_workers", tasks=len(ids), faults=len(kills) + 1, retried_after_kill=len(hit),
