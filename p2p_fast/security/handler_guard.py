@@ -11,12 +11,29 @@ reason="handler-error"}`` and logged. Cancellation (a ``BaseException``) passes 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from .. import metrics
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Any], Awaitable[None]]
+
+
+LOG_EVERY_S = 10.0
+_last_logged: dict[tuple[str, str], float] = {}
+
+
+def _should_log(protocol: str, peer: str) -> bool:
+    """One warning per protocol and peer every LOG_EVERY_S: a peer sending bad streams cannot flood the log."""
+    now = time.monotonic()
+    key = (protocol, peer)
+    if now - _last_logged.get(key, -LOG_EVERY_S) < LOG_EVERY_S:
+        return False
+    if len(_last_logged) > 4096:
+        _last_logged.clear()
+    _last_logged[key] = now
+    return True
 
 
 def guard(protocol: str, handler: Handler) -> Handler:
@@ -29,8 +46,9 @@ def guard(protocol: str, handler: Handler) -> Handler:
         except Exception as exc:
             metrics.MESSAGES_REJECTED.labels(str(protocol), "handler-error").inc()
             peer = getattr(getattr(stream, "muxed_conn", None), "peer_id", "?")
-            log.warning("%s stream from %s failed (%s: %s); stream reset, node unaffected", protocol, peer,
-                        type(exc).__name__, str(exc)[:200])
+            if _should_log(str(protocol), str(peer)):
+                log.warning("%s stream from %s failed (%s: %s); stream reset, node unaffected", protocol, peer,
+                            type(exc).__name__, str(exc)[:200])
             log.debug("stream handler failure", exc_info=True)
             try:
                 await stream.reset()

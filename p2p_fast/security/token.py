@@ -66,11 +66,16 @@ class BearerAuth:
         return False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.open_paths or self.authorized(scope["headers"]):
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope.get("path") in self.open_paths \
+                or self.authorized(scope["headers"]):
+            await self.app(scope, receive, send)  # lifespan events, probes, and requests with the token
             return
         has_header = any(name == b"authorization" for name, _ in scope["headers"])
         metrics.API_UNAUTHORIZED.labels("bad-token" if has_header else "no-token").inc()
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
         body = json.dumps({"error": "unauthorized",
                            "detail": "this API needs `Authorization: Bearer <token>` (http.token_file or "
                                      f"{ENV} on the node)" if not has_header else "wrong token"}).encode()

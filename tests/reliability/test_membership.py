@@ -163,6 +163,13 @@ def test_token_sources_and_constant_time_middleware(tmp_path: Path, monkeypatch:
         assert await status("/v1/status", b"Bearer s3cret-s3cret-s3cre") == 401
         assert await status("/v1/status", b"Bearer s3cret-s3cret-s3cret") == 200
         assert await status("/v1/status", b"BEARER s3cret-s3cret-s3cret") == 200  # the scheme is case-insensitive
+        sent: list[dict] = []
+
+        async def send(msg):  # type: ignore[no-untyped-def]
+            sent.append(msg)
+
+        await auth({"type": "websocket", "path": "/v1/anything", "headers": []}, None, send)
+        assert sent == [{"type": "websocket.close", "code": 1008}]  # a websocket needs the token too
 
     trio.run(main)
     assert calls == ["/healthz", "/metrics", "/v1/status", "/v1/status"]
