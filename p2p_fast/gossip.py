@@ -21,7 +21,7 @@ from libp2p.pubsub.floodsub import FloodSub
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.tools.anyio_service import background_trio_service
 
-from . import metrics
+from . import libp2p_fixes, metrics
 from .config import Config
 from .pubsub_tuning import tune_pubsub
 from .security import gossip_guard
@@ -63,6 +63,7 @@ class Gossip:
             **tune_pubsub.constructor_kwargs(),
         )
         tune_pubsub.after_construct(self.pubsub, g.seen_ttl)
+        libp2p_fixes.start_seqno_from_nanoseconds(self.pubsub)
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None

@@ -17,10 +17,18 @@
    recursive generator. We index ``FunctionTask`` objects by their trio task when they start, so the lookup is a
    dictionary hit plus a check that the task is still attached to this manager's tree (the walk's condition): the
    same answer, in O(depth).
+4. ``Pubsub`` starts its message sequence-number counter at ``int(time.time())`` (seconds) and adds one per message.
+   A node that published more messages than it has lived seconds (a burst, or a steady rate above 1/s) reuses its
+   earlier seqnos after a restart with the same identity. GossipSub's equivocation check then sees the same
+   from+seqno with other data: receivers still deliver the message locally but never forward it, and charge the
+   origin -100 in its peer score, so a restarted bootstrap's gossip stopped reaching most of the network. go-libp2p
+   starts the counter at the time in nanoseconds; :func:`start_seqno_from_nanoseconds` does the same for a Pubsub
+   we construct (a per-instance fix, so nothing global to apply or undo).
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -65,6 +73,16 @@ async def _new_conn_with_registered_class(self: MuxerMultistream, conn: Any, pee
     """Negotiate the muxer and build the class registered for it (fix 2)."""
     protocol, transport_class = await self._selector.select(conn, conn.is_initiator, self.negotiate_timeout)
     return self._annotate_connection(transport_class(conn, peer_id), conn, protocol)
+
+
+def stock_seqno_start() -> int:
+    """What py-libp2p 0.8.1 sets ``Pubsub.counter`` to when it is constructed (for the test showing fix 4)."""
+    return int(time.time())
+
+
+def start_seqno_from_nanoseconds(pubsub: Any) -> None:
+    """Fix 4: seqnos ``time_ns() + n`` stay unique across restarts unless a node publishes over 10**9 msgs/s."""
+    pubsub.counter = max(int(getattr(pubsub, "counter", 0)), time.time_ns())
 
 
 def apply_dial_fix() -> None:
