@@ -150,14 +150,16 @@ def find_running_node(cfg: Any) -> str | None:
     return None
 
 
-async def run_remote_console(url: str, console_mode: str) -> int:
-    """Drive the node that already runs on this data dir through its HTTP API (see ``remote``)."""
+async def run_remote_console(url: str, console_mode: str, token: str | None = None) -> int:
+    """Drive the node that already runs on this data dir through its HTTP API (see ``remote``), with the API token
+    of the same config (``http.token_file`` or ``P2P_API_TOKEN``) when it has one."""
     import httpx
 
     from .console import Console, read_stdin_line
     from .remote import RemoteNode
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         node = await RemoteNode.connect(url, client)
         log.info("a node already runs on this data dir; sending commands to it at %s", url)
         console = Console(node)
@@ -185,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         url = find_running_node(cfg) if console_mode != "off" else None
         if url is not None:
-            return trio.run(run_remote_console, url, console_mode)
+            from .security.token import load_api_token
+
+            return trio.run(run_remote_console, url, console_mode, load_api_token(cfg))
         return trio.run(run_node, cfg, console_mode)
     except (NodeStartError, HttpListenError, IdentityError, RemoteError) as exc:
         print(f"p2p-node: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """``p2p-ctl``: talk to a running node's HTTP API — status, peers, submit, watch, tasks, ledger.
 
 Which node: ``--api URL``, else ``--data-dir DIR`` (reads the node's ``node.json``), else ``$P2P_API``, else
-http://127.0.0.1:8080. Exit codes: 0 success; 1 a task failed or the node answered an error; 2 bad usage or the node
+http://127.0.0.1:8080. A node with an API token (``http.token_file``) needs it here too: ``--token-file FILE``, else
+``$P2P_API_TOKEN``. Exit codes: 0 success; 1 a task failed or the node answered an error; 2 bad usage or the node
 cannot be reached.
 
     p2p-ctl status
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
+
+from .security.token import ENV as TOKEN_ENV
 
 FINAL = ("completed", "failed", "cancelled")
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -48,10 +51,26 @@ def resolve_api(args: argparse.Namespace) -> str:
     return os.environ.get("P2P_API", DEFAULT_API).rstrip("/")
 
 
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The API token to send: ``--token-file``, else ``$P2P_API_TOKEN`` (the variable the node reads), else none."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise CtlError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}", 2) from None
+        if not token:
+            raise CtlError(f"--token-file {args.token_file} is empty", 2)
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
 class Client:
-    def __init__(self, base: str, timeout: float = 30) -> None:
+    def __init__(self, base: str, timeout: float = 30, token: str | None = None) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.has_token = bool(token)
+        self.http = httpx.Client(base_url=base, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -68,7 +87,11 @@ class Client:
         if r.status_code >= 400:
             detail = doc.get("detail") if isinstance(doc, dict) else None
             msg = doc.get("error", r.text) if isinstance(doc, dict) else r.text
-            raise CtlError(f"{r.status_code}: {msg}" + (f" {json.dumps(detail)}" if detail else ""))
+            hint = ""
+            if r.status_code == 401:
+                hint = (" (pass the node's token with --token-file FILE or P2P_API_TOKEN)" if not self.has_token
+                        else " (the token given with --token-file or P2P_API_TOKEN is not the node's)")
+            raise CtlError(f"{r.status_code}: {msg}" + (f" {json.dumps(detail)}" if detail else "") + hint)
         return doc
 
 
@@ -241,6 +264,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2p-ctl", description="Control a running p2p-fast node through its HTTP API.")
     p.add_argument("--api", help=f"the node's API URL (default $P2P_API or {DEFAULT_API})")
     p.add_argument("--data-dir", help="find the API of the node running on this data dir")
+    p.add_argument("--token-file", help=f"file holding the API's bearer token (default ${TOKEN_ENV}, if set)")
     p.add_argument("--json", action="store_true", help="print JSON")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="node status, task counts, ledger")
@@ -278,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("p2p-ctl: --count must be at least 1", file=sys.stderr)
         return 2
     try:
-        client = Client(resolve_api(args))
+        client = Client(resolve_api(args), token=resolve_token(args))
         try:
             return COMMANDS[args.command](client, args)
         finally:

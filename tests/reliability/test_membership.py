@@ -3,11 +3,13 @@ fast). Real node processes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,6 +107,7 @@ def test_api_token_guards_everything_but_probes_and_is_never_logged(cluster: Clu
         assert r.status_code in (200, 202, 400), r.text  # no worker here: the token was accepted, that is all
         refused = metric(c.get("/metrics", headers=auth).text, "p2p_api_unauthorized_total")
         assert refused >= tried
+    _own_clients_send_the_token(boot, token, tmp_path)
     boot.stop()
     assert token not in boot.stderr() and token not in "\n".join(boot.lines)
     # A token that is too short stops start-up (exit 2) naming the key, without echoing the token.
@@ -117,6 +120,32 @@ def test_api_token_guards_everything_but_probes_and_is_never_logged(cluster: Clu
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "http.token_file" in proc.stderr and "at least 16 characters" in proc.stderr
     record("api_token", unauthorized_requests=tried, accepted_without_token=0, token_in_logs=0)
+
+
+def _own_clients_send_the_token(boot: Any, token: str, tmp_path: Path) -> None:
+    """p2p-ctl (token from --token-file or P2P_API_TOKEN) and a second p2p-node on the running node's data dir
+    (token from its config) get through; p2p-ctl without a token is told what is missing."""
+    env = {k: v for k, v in os.environ.items() if k != "P2P_API_TOKEN"}
+
+    def ctl(*argv: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+                              capture_output=True, text=True, timeout=60, cwd=str(REPO), env={**env, **extra_env})
+
+    r = ctl("status")
+    assert r.returncode == 1 and "401" in r.stderr and "--token-file" in r.stderr, r.stderr
+    assert token not in r.stderr
+    r = ctl("--token-file", str(tmp_path / "token"), "status")
+    assert r.returncode == 0 and "bootstrap" in r.stdout, r.stderr
+    r = ctl("status", P2P_API_TOKEN=token)
+    assert r.returncode == 0 and "bootstrap" in r.stdout, r.stderr
+    r = ctl("--token-file", str(tmp_path / "missing"), "status")
+    assert r.returncode == 2 and "missing" in r.stderr, r.stderr
+    (tmp_path / "boot.yaml").write_text(yaml.safe_dump(boot.config))
+    proc = subprocess.run([sys.executable, "-m", "p2p_fast", "--config", str(tmp_path / "boot.yaml"), "--data-dir",
+                           str(boot.data_dir)], input="status\n", capture_output=True, text=True, timeout=60,
+                          cwd=str(REPO), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert boot.peer_id in proc.stdout and token not in proc.stdout + proc.stderr
 
 
 def test_token_sources_and_constant_time_middleware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
