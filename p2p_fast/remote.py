@@ -16,6 +16,9 @@ import httpx
 import trio
 
 
+LONG_POLL_S = 20.0  # below the client's 30 s timeout and the API's own cap
+
+
 class RemoteError(RuntimeError):
     pass
 
@@ -40,13 +43,14 @@ class _RemoteTasks:
         return str(doc["id"])
 
     async def wait(self, task_id: str) -> dict[str, Any]:
+        """Long-poll (``?wait=``): the node answers as soon as the task is final, or after ``LONG_POLL_S``."""
         while True:
-            doc = await self.node.request("GET", f"/v1/tasks/{task_id}")
+            doc = await self.node.request("GET", f"/v1/tasks/{task_id}", params={"wait": LONG_POLL_S})
             if doc.get("state") in ("completed", "failed", "cancelled"):
                 if "result_text" not in doc:
                     doc["result_text"] = doc.get("result")
                 return doc
-            await trio.sleep(0.2)
+            await trio.lowlevel.checkpoint()
 
 
 class RemoteNode:
