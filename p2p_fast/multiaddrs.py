@@ -7,6 +7,7 @@ anything starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import multiaddr
 from libp2p.peer.id import ID
@@ -74,3 +75,15 @@ def tcp_endpoint(ma: multiaddr.Multiaddr) -> tuple[str, int] | None:
 
 def is_relayed(ma: multiaddr.Multiaddr) -> bool:
     return "/p2p-circuit" in str(ma)
+
+
+def direct_transport_addr(host: Any, peer_id: ID) -> multiaddr.Multiaddr | None:
+    """The address of a direct (not relayed) connection we have to ``peer_id``, if any."""
+    for conn in host.get_network().get_connections(peer_id):
+        try:
+            for a in conn.get_transport_addresses():
+                if not is_relayed(a):
+                    return a
+        except Exception:  # a connection closing under us has no addresses to give
+            continue
+    return None

@@ -57,25 +57,6 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return sum((t - mx) * (v - my) for t, v in points) / var * 3600
 
 
-def stop_all(cluster: Cluster, grace: float = 8.0) -> None:
-    """SIGTERM every node at once, wait (bounded), SIGKILL what is left; pipes and logs closed."""
-    running = [n for n in cluster.nodes if n.proc is not None and n.proc.poll() is None]
-    for n in running:
-        try:
-            n.proc.terminate()  # type: ignore[union-attr]
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    for n in cluster.nodes:
-        if n.proc is not None and n.proc.poll() is None:
-            try:
-                n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception:
-                pass
-        n.kill9()  # a no-op for a stopped process, except that it closes its pipes and log
-    cluster.close()
-
-
 def live_workers(node: NodeProcess) -> set[str]:
     return set(node.get("/v1/capabilities")["network"].get("compute", []))
 
@@ -170,7 +151,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         figures["problems"] = problems
         return figures
     finally:
-        stop_all(cluster)
+        cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:

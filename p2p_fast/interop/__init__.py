@@ -1,29 +1,4 @@
 """Interop harness: drive go-libp2p peers (the ``p2pd`` daemon) from Python tests. See :mod:`.p2pd`."""
 
-from .p2pd import (
-    AsyncP2PDaemon,
-    AsyncSubscription,
-    ControlError,
-    P2PDaemon,
-    P2PDaemonError,
-    P2PDUnavailable,
-    PeerInfo,
-    PubsubMessage,
-    Subscription,
-    ensure_p2pd,
-    find_p2pd,
-)
-
-__all__ = [
-    "AsyncP2PDaemon",
-    "AsyncSubscription",
-    "ControlError",
-    "P2PDaemon",
-    "P2PDaemonError",
-    "P2PDUnavailable",
-    "PeerInfo",
-    "PubsubMessage",
-    "Subscription",
-    "ensure_p2pd",
-    "find_p2pd",
-]
+from .p2pd import *  # noqa: F403  (the public names are p2pd's __all__)
+from .p2pd import __all__  # noqa: F401

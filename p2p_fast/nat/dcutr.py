@@ -42,7 +42,7 @@ import libp2p.relay.circuit_v2.dcutr as _dcutr
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
-from ..multiaddrs import is_relayed
+from ..multiaddrs import direct_transport_addr, is_relayed
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,8 @@ class HolePuncher(DCUtRProtocol):
         return await super().initiate_hole_punch(peer_id)
 
     def _direct_addr(self, peer_id: ID) -> str | None:
-        for conn in self.host.get_network().get_connections(peer_id):
-            try:
-                for a in conn.get_transport_addresses():
-                    if not is_relayed(a):
-                        return str(a)
-            except Exception:
-                continue
-        return None
+        addr = direct_transport_addr(self.host, peer_id)
+        return str(addr) if addr is not None else None
 
     def _record(self, peer_id: ID, kind: str, ok: bool) -> None:
         addr = self._direct_addr(peer_id) if ok else None

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import multiaddr
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import INetStream
 from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 
-from ..multiaddrs import is_relayed
+from ..multiaddrs import direct_transport_addr
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,6 @@ RELAY_LIMITS = RelayLimits(
 )
 
 
-def _transport_addr(host: IHost, peer_id: ID) -> multiaddr.Multiaddr | None:
-    """The direct address our connection to ``peer_id`` runs over, if any."""
-    for conn in host.get_network().get_connections(peer_id):
-        try:
-            for a in conn.get_transport_addresses():
-                if not is_relayed(a):
-                    return a
-        except Exception:
-            continue
-    return None
-
-
 class RelayProtocol(CircuitV2Protocol):
     """py-libp2p's circuit relay v2 (HOP when ``allow_hop``, STOP always) with the two corrections above."""
 
@@ -68,7 +56,7 @@ class RelayProtocol(CircuitV2Protocol):
         await super().handle_incoming_connection(stream, remote_peer_id)
         relay_id = stream.muxed_conn.peer_id
         remote = ID(remote_peer_id)
-        relay_addr = _transport_addr(self.host, relay_id)
+        relay_addr = direct_transport_addr(self.host, relay_id)
         prefix = f"{relay_addr}/p2p/{relay_id}" if relay_addr is not None else f"/p2p/{relay_id}"
         circuit = multiaddr.Multiaddr(f"{prefix}/p2p-circuit/p2p/{remote}")
         wrong = f"/p2p/{self.host.get_id()}/p2p-circuit"

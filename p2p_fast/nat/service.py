@@ -37,7 +37,7 @@ from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.tools.anyio_service import background_trio_service
 
-from ..multiaddrs import is_relayed, parse_peer_multiaddr
+from ..multiaddrs import direct_transport_addr, is_relayed, parse_peer_multiaddr
 from ..netif import ipv4_addresses
 from .autonat import AUTONAT_PROTOCOL_ID, AutoNAT
 from .circuit import CircuitTransport, install_circuit_dialing
@@ -234,14 +234,7 @@ class NatService:
         return out
 
     def _relay_connected(self, relay_id: ID) -> multiaddr.Multiaddr | None:
-        for conn in self.host.get_network().get_connections(relay_id):
-            try:
-                for a in conn.get_transport_addresses():
-                    if not is_relayed(a):
-                        return a
-            except Exception:
-                continue
-        return None
+        return direct_transport_addr(self.host, relay_id)
 
     async def _reserve(self, relay_id: ID, addrs: list[multiaddr.Multiaddr]) -> bool:
         assert self._nursery is not None

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from fuzzkit import record  # noqa: E402
+from harness import record  # noqa: E402
 from harness import Cluster, NodeProcess, node_config  # noqa: E402
 
 EXAMPLES = int(os.environ.get("P2P_FAST_API_FUZZ_EXAMPLES", "25"))

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzzkit import record
+from harness import record
 from p2p_fast.config import Config, ConfigError, load_config_text
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}

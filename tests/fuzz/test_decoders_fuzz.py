@@ -26,7 +26,7 @@ from p2p_fast.protocol.codec import CODEC_VERSION, DecodeError, decode, encode
 from p2p_fast.protocol.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
                                         TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 
-from fuzzkit import record
+from harness import record
 
 MESSAGES = [CapabilityAdvertisement, HeartBeat, TaskRequest, TaskResponse, GossipText, TaskReceipt, TaskCancel,
             BlobPut, BlobGet, BlobReply]

@@ -7,12 +7,10 @@ appends it there as JSON (RELIABILITY.md's tables come from such a run).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
 import subprocess
-import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,18 +19,11 @@ from typing import Any, Iterator, Sequence
 import httpx
 import pytest
 
-from harness import Cluster, NodeProcess, wait_until
+from harness import NodeProcess, wait_until
 
 FINAL = ("completed", "failed", "cancelled")
 
 
-def record(test: str, **figures: Any) -> None:
-    line = json.dumps({"test": test, **figures}, sort_keys=True)
-    print("FIGURES", line)
-    path = os.environ.get("P2P_FAST_FIGURES")
-    if path:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
 
 
 class _Via:
@@ -231,34 +222,3 @@ def wait_for(predicate: Any, timeout: float, what: str, dump: Any = None, interv
         if dump is None:
             raise
         raise TimeoutError(f"{exc}\n--- {what}: log tail ---\n{str(dump())[-3000:]}") from None
-
-
-class FastCluster(Cluster):
-    """A :class:`Cluster` that stops its nodes all at once (SIGTERM to every node, one shared grace period,
-    SIGKILL for the rest) instead of one after the other: seconds saved per test."""
-
-    def close(self, grace: float = 8.0) -> None:
-        running = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
-        for n in running:
-            try:
-                n.proc.terminate()  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        for n in self.nodes:
-            if n.proc is not None and n.proc.poll() is None:
-                try:
-                    n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-            n.kill9()  # kills what is left; closes every node's pipes and log either way
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FastCluster]:
-    """Overrides the suite's ``cluster`` in the modules that import it."""
-    c = FastCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()

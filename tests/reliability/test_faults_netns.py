@@ -9,8 +9,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import NodeProcess, node_config, wait_until
-from reliability_kit import Api, FastCluster, check_exactly_once, record, wait_for
+from harness import Cluster, NodeProcess, node_config, record, wait_until
+from reliability_kit import Api, check_exactly_once, wait_for
 
 from p2p_fast.testbed import Testbed
 from p2p_fast.testbed.pytest_plugin import require_testbed
@@ -31,7 +31,7 @@ def _cfg(role: str, host: Any, **sections: Any) -> dict:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     require_testbed()
     with Testbed(label="reliability-netns") as tb:
-        cluster = FastCluster(tmp_path_factory.mktemp("netns"))
+        cluster = Cluster(tmp_path_factory.mktemp("netns"))
         try:
             boot_h = tb.add_host("boot")
             hosts = [tb.add_host(f"w{i}") for i in range(1, 5)]

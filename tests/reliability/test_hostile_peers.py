@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from harness import REPO, NodeProcess, node_config, wait_until
-from reliability_kit import FastCluster, metric, record
+from harness import REPO, Cluster, NodeProcess, node_config, record, wait_until
+from reliability_kit import metric
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 TOPIC = "p2p-network/gossip"
@@ -47,7 +47,7 @@ def rss_kib(node: NodeProcess) -> int:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeProcess]]:
-    c = FastCluster(tmp_path_factory.mktemp("hostile"))
+    c = Cluster(tmp_path_factory.mktemp("hostile"))
     try:
         boot = c.start("boot", node_config("bootstrap"))
         w = c.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr()]}))

@@ -15,9 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from harness import REPO, Cluster, node_config, wait_until
-from reliability_kit import Api, check_exactly_once, metric, record, wait_for
-from reliability_kit import cluster  # noqa: F401  (the fixture: stops the nodes all at once)
+from harness import REPO, Cluster, node_config, record, wait_until
+from reliability_kit import Api, check_exactly_once, metric, wait_for
 
 from p2p_fast.config import ConfigError, load_config_text
 from p2p_fast.security.token import BearerAuth, load_api_token

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from harness import Cluster, NodeProcess, node_config, wait_until
-from reliability_kit import Api, check_exactly_once, fill, journal_ok, record, tmpfs, wait_for
-from reliability_kit import cluster  # noqa: F401  (the fixture: stops the nodes all at once)
+from harness import Cluster, NodeProcess, node_config, record, wait_until
+from reliability_kit import Api, check_exactly_once, fill, journal_ok, tmpfs, wait_for
 
 
 def worker_cfg(boot: NodeProcess, slots: int = 4, capabilities: tuple[str, ...] = ("compute",),

@@ -8,8 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import REPO
-from reliability_kit import record
+from harness import REPO, record
 
 sys.path.insert(0, str(REPO / "scripts"))
 
