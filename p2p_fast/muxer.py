@@ -18,6 +18,11 @@ path, where stock py-libp2p 0.8.1 spends most of a gossip message's muxer time (
   takes the connection's stream lock for every read), a write that fits the send window goes out as one frame
   (the connection's write lock still serialises frames on the wire; a per-stream lock keeps multi-frame writes
   contiguous). Writers waiting for send window wake on the WINDOW_UPDATE instead of polling every 10 ms.
+- **A DATA body already decrypted is taken without a timer.** Stock reads every body under ``fail_after`` with the
+  timeout re-read from the environment (``PY_YAMUX_DATA_READ_TIMEOUT``) per frame. A gossip message's header and
+  body arrive in one Noise message, so the body is nearly always in the secure session's buffer already: we take
+  it from there directly. A body still on its way is read under the same timeout (read once, at connect), so a
+  peer that announces a body and stalls is still cut off.
 
 Wire behaviour is Yamux as specified (https://github.com/hashicorp/yamux/blob/master/spec.md) and as go-yamux
 speaks it: 256 KiB initial window, SYN/ACK on WINDOW_UPDATE frames, FIN/RST on either frame type, PING echo,
@@ -47,6 +52,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     TYPE_WINDOW_UPDATE,
     Yamux,
     YamuxStream,
+    _yamux_data_read_timeout,
 )
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
@@ -177,6 +183,7 @@ class FastYamux(Yamux):
         self._window_waiters = 0
         self.frames_sent = 0
         self.frames_received = 0
+        self.data_read_timeout = _yamux_data_read_timeout()  # stock's setting, read once instead of per frame
 
     # -- writing --------------------------------------------------------------------------------------------------
     async def _write_frame(self, data: bytes) -> None:
@@ -255,6 +262,16 @@ class FastYamux(Yamux):
                     received_bytes=len(parts))
             parts += chunk
         return bytes(parts)
+
+    async def _read_data_body(self, length: int) -> bytes:
+        """A DATA frame's body: straight from the secure session's decrypted buffer when it holds all of it (the
+        usual case), else read under ``data_read_timeout``."""
+        conn = self.secured_conn
+        buffered = getattr(conn, "high_watermark", 0) - getattr(conn, "low_watermark", 0)
+        if buffered >= length:
+            return conn._drain(length)
+        with trio.fail_after(self.data_read_timeout):
+            return await self._read_exactly(length)
 
     async def handle_incoming(self) -> None:
         """Read frames until the connection ends: decode each header with our codec and dispatch by type."""

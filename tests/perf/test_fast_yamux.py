@@ -266,3 +266,25 @@ def test_many_streams_at_once():
 
 def test_node_hosts_use_our_muxer():
     assert muxer_options() == {YAMUX_PROTOCOL_ID: FastYamux}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["header-only", "part-of-body"])
+def test_a_peer_that_announces_a_body_and_stalls_is_cut_off(monkeypatch, split):
+    """The DATA body read keeps stock's timeout (``PY_YAMUX_DATA_READ_TIMEOUT``) when the body is not buffered:
+    a peer sends a header announcing 100 bytes (and maybe 40 of them), then nothing; the connection is closed."""
+    monkeypatch.setenv("PY_YAMUX_DATA_READ_TIMEOUT", "0.5")
+    from p2p_fast._ext import pack_yamux_header
+
+    async def main():
+        async with two_hosts(FastYamux, FastYamux) as (a, b):
+            b.set_stream_handler(SINK, lambda stream: trio.sleep_forever())
+            stream = await a.new_stream(b.get_id(), [SINK])
+            await stream.write(b"ok")  # a normal, fully buffered body first
+            mux = muxed_conn(a, b.get_id())
+            header = pack_yamux_header(0, 0, stream.muxed_stream.stream_id, 100)
+            await mux.secured_conn.write(header + (b"x" * 40 if split else b""))
+            with trio.fail_after(10):  # b, the receiver, closes its connection to a
+                while a.get_id() in b.get_network().get_connections_map():
+                    await trio.sleep(0.05)
+
+    trio.run(main)
