@@ -23,6 +23,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import libp2p_fixes, metrics
 from .config import Config
+from .pubsub_tasks import PushSpawningManager, spawn_pushes_in
 from .pubsub_tuning import tune_pubsub
 from .security import gossip_guard
 
@@ -67,6 +68,7 @@ class Gossip:
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None
+        self.push_tasks: PushSpawningManager | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator["Gossip"]:
@@ -76,6 +78,7 @@ class Gossip:
                 await stack.enter_async_context(background_trio_service(self.router))
             await self.pubsub.wait_until_ready()
             self._nursery = await stack.enter_async_context(trio.open_nursery())
+            self.push_tasks = spawn_pushes_in(self.pubsub, self._nursery)
             try:
                 yield self
             finally:

@@ -1,0 +1,67 @@
+"""Received gossip is handled in plain trio tasks (p2p_fast.pubsub_tasks): every message still arrives, none goes
+through py-libp2p's service-task machinery, and a message whose handling raises is dropped alone."""
+
+from __future__ import annotations
+
+import types
+
+import trio
+from libp2p.peer.peerinfo import PeerInfo
+
+from p2p_fast.config import load_config_text
+from p2p_fast.gossip import Gossip
+from p2p_fast.host_factory import build_host, listen_addrs
+from p2p_fast.identity import load_or_create_identity
+
+TOPIC = "push-tasks"
+
+
+def test_received_messages_run_in_plain_tasks_and_a_failing_one_is_dropped_alone(tmp_path):
+    async def main() -> dict:
+        cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\n")
+        a = build_host(cfg, load_or_create_identity(tmp_path / "a"))
+        b = build_host(cfg, load_or_create_identity(tmp_path / "b"))
+        got: list[bytes] = []
+        async with a.run(listen_addrs=listen_addrs(cfg)), b.run(listen_addrs=listen_addrs(cfg)):
+            ga, gb = Gossip(a, cfg), Gossip(b, cfg)
+            async with ga.running(), gb.running():
+                await ga.subscribe(TOPIC, lambda s, d: None)
+                await gb.subscribe(TOPIC, lambda s, d: got.append(d))
+                await a.connect(PeerInfo(b.get_id(), [b.get_addrs()[0]]))
+                with trio.fail_after(10):
+                    while b.get_id() not in ga.router.mesh.get(TOPIC, set()):
+                        await trio.sleep(0.02)
+                real_manager = gb.push_tasks._manager
+                service_tasks_before = real_manager._total_task_count
+
+                stock_push = type(gb.pubsub).push_msg
+
+                async def exploding_push(self, forwarder, msg):
+                    if msg.data == b"boom":
+                        raise ValueError("a bug in handling this one message")
+                    await stock_push(self, forwarder, msg)
+
+                # B's instance only (A's Pubsub is of the same class and publishes through push_msg too)
+                gb.pubsub.push_msg = types.MethodType(exploding_push, gb.pubsub)
+                gb.push_tasks._push_func = exploding_push
+                try:
+                    payloads = [f"m{i}".encode() for i in range(200)]
+                    for p in payloads[:100]:
+                        await ga.publish(TOPIC, p)
+                    await ga.publish(TOPIC, b"boom")
+                    for p in payloads[100:]:
+                        await ga.publish(TOPIC, p)
+                    with trio.fail_after(20):
+                        while not set(payloads) <= set(got):
+                            await trio.sleep(0.02)
+                finally:
+                    del gb.pubsub.push_msg
+                return {"got": got, "handled": gb.push_tasks.handled, "failed": gb.push_tasks.failed,
+                        "service_tasks": real_manager._total_task_count - service_tasks_before,
+                        "running": real_manager.is_running}
+
+    out = trio.run(main)
+    assert b"boom" not in out["got"] and len(out["got"]) == 200
+    assert out["handled"] >= 200 and out["failed"] == 1
+    assert out["service_tasks"] < 20, out["service_tasks"]  # heartbeats and the like, not one per message
+    assert out["running"]
