@@ -23,6 +23,7 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
 from libp2p.security.tls.transport import TLSTransport
 
 from . import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
+from . import tcp_buffering
 from .config import Config
 from .muxer import muxer_options
 from .netif import ipv4_addresses
@@ -75,6 +76,7 @@ def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
 
 
 def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
+    tcp_buffering.install()
     announce = [multiaddr.Multiaddr(a) for a in cfg.network.announce_addrs] or None
     return new_host(
         key_pair=key_pair,

@@ -1,0 +1,135 @@
+"""BufferedTCPStream (p2p_fast.tcp_buffering) returns exactly the bytes stock TrioTCPStream would, in order, never
+more than asked for, with EOF after the buffer is drained; and the node's hosts use it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2p_fast import tcp_buffering
+from p2p_fast.tcp_buffering import STOCK_TCP_STREAM, BufferedTCPStream
+
+
+async def _through(cls: type, chunks: list[bytes], reads: list[int | None]) -> list[bytes]:
+    """Send ``chunks`` over a real loopback TCP connection (a checkpoint between them), read with ``reads`` sizes
+    (cycled) until EOF; the pieces read."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    out: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def serve() -> None:
+            server = await listeners[0].accept()
+            async with server:
+                for c in chunks:
+                    await server.send_all(c)
+                    await trio.sleep(0)
+        nursery.start_soon(serve)
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        i = 0
+        with trio.fail_after(20):
+            while True:
+                n = reads[i % len(reads)]
+                i += 1
+                data = await client.read(n)
+                if n is not None:
+                    assert len(data) <= n
+                if not data:
+                    break
+                out.append(data)
+        await client.close()
+    for lst in listeners:
+        await lst.aclose()
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks=st.lists(st.binary(min_size=1, max_size=5000), min_size=0, max_size=12),
+       reads=st.lists(st.one_of(st.none(), st.integers(1, 70000)), min_size=1, max_size=6))
+def test_same_bytes_as_stock(chunks, reads):
+    got = trio.run(_through, BufferedTCPStream, chunks, reads)
+    assert b"".join(got) == b"".join(chunks)
+
+
+def test_many_small_reads_of_a_burst_cost_one_receive():
+    """A burst of 2-byte-length + body records (how Noise reads) is served mostly from the buffer."""
+    calls = {"n": 0}
+
+    payload = b"".join(len(b).to_bytes(2, "big") + b for b in (bytes(random.randrange(256) for _ in range(200))
+                                                               for _ in range(100)))
+
+    async def main() -> bytes:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            async def serve() -> None:
+                server = await listeners[0].accept()
+                async with server:
+                    await server.send_all(payload)
+            nursery.start_soon(serve)
+            client = BufferedTCPStream(await trio.open_tcp_stream("127.0.0.1", port))
+            stock_receive = client.stream.receive_some
+
+            async def counting_receive(n=None):
+                calls["n"] += 1
+                return await stock_receive(n)
+
+            client.stream.receive_some = counting_receive
+            got = bytearray()
+            with trio.fail_after(10):
+                while len(got) < len(payload):
+                    head = await client.read(2)
+                    body = b""
+                    while len(body) < int.from_bytes(head, "big"):
+                        body += await client.read(int.from_bytes(head, "big") - len(body))
+                    got += head + body
+            await client.close()
+        for lst in listeners:
+            await lst.aclose()
+        return bytes(got)
+
+    assert trio.run(main) == payload
+    assert calls["n"] < 20, calls  # 200 reads; stock makes one receive_some per read
+
+
+@pytest.mark.parametrize("cls", [STOCK_TCP_STREAM, BufferedTCPStream], ids=["stock", "buffered"])
+def test_eof_and_local_close_match_stock(cls):
+    async def main():
+        got = await _through(cls, [b"abc", b"defgh"], [2])
+        assert b"".join(got) == b"abcdefgh"
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        await client.close()
+        assert await client.read(10) == b""  # closed locally: EOF, not an exception
+        for lst in listeners:
+            await lst.aclose()
+
+    trio.run(main)
+
+
+def test_node_hosts_use_the_buffered_stream(tmp_path):
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from p2p_fast.config import load_config_text
+    from p2p_fast.host_factory import build_host, listen_addrs
+    from p2p_fast.identity import load_or_create_identity
+
+    async def main() -> set[type]:
+        cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\n")
+        a = build_host(cfg, load_or_create_identity(tmp_path / "a"))
+        b = build_host(cfg, load_or_create_identity(tmp_path / "b"))
+        async with a.run(listen_addrs=listen_addrs(cfg)), b.run(listen_addrs=listen_addrs(cfg)):
+            await a.connect(PeerInfo(b.get_id(), [b.get_addrs()[0]]))
+            kinds = set()
+            for host, other in ((a, b), (b, a)):  # the dialer's side and the listener's side
+                conn = host.get_network().get_connections(other.get_id())[0]
+                # SwarmConn -> Yamux -> SecureSession -> Noise reader/writer -> RawConnection -> TCP stream
+                kinds.add(type(conn.muxed_conn.secured_conn.conn.conn.stream))
+            return kinds
+
+    tcp_buffering.uninstall()  # build_host installs it
+    assert trio.run(main) == {BufferedTCPStream}
