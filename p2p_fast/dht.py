@@ -29,17 +29,19 @@ class IndexedRoutingTable(RoutingTable):
     """A ``RoutingTable`` with a :class:`KClosestIndex` of its peers for ``find_local_closest_peers``."""
 
     index: KClosestIndex
+    #: the index implementation (the compiled one when loaded); the twin tests swap in the other one
+    index_type: type = KClosestIndex
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.index = KClosestIndex()
+        self.index = self.index_type()
 
     @classmethod
     def adopt(cls, table: RoutingTable) -> "IndexedRoutingTable":
         """Turn an existing stock table (already referenced by KadDHT's helpers) into an indexed one, in place."""
         table.__class__ = cls
         assert isinstance(table, IndexedRoutingTable)
-        table.index = KClosestIndex()
+        table.index = cls.index_type()
         table.index.sync(table.get_peer_ids())
         return table
 
@@ -61,7 +63,7 @@ class IndexedRoutingTable(RoutingTable):
 
     def cleanup_routing_table(self) -> None:
         super().cleanup_routing_table()
-        self.index = KClosestIndex()
+        self.index = self.index_type()
 
     def find_local_closest_peers(self, key: bytes, count: int = 20) -> list[ID]:
         self._resync_if_drifted()

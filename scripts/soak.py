@@ -142,7 +142,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                    "rss_mib_end": round(rss_last, 1), "rss_mib_max": round(max(p[1] for p in pts), 1),
                    "rss_slope_mib_per_h_after_warmup": round(slope_per_hour([(t, r) for t, r, _ in warm]), 1),
                    "fds_start": pts[0][2], "fds_after_warmup": fds_first, "fds_end": fds_last,
-                   "fds_max": max(p[2] for p in pts), "samples": len(pts)}
+                   "fds_max": max(p[2] for p in pts), "samples": len(pts),
+                   # RSS at each tenth of the run: shows whether growth levels off (bounded caches fill) or not
+                   "rss_mib_by_tenth": [round(min(pts, key=lambda p: abs(p[0] - args.duration * k / 10))[1], 1)
+                                        for k in range(11)]}
             figures["resources"][name] = doc
             if rss_last - rss_first > args.max_rss_growth_mib:
                 problems.append(f"{name}: RSS grew {rss_last - rss_first:.1f} MiB after the warm-up")

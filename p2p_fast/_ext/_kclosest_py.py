@@ -5,27 +5,8 @@ is added, so a lookup neither re-hashes peers nor sorts them all: ``closest(targ
 O(n log k). Results are ordered by distance, ties (only possible for equal keys) by slot order, exactly as
 ``heapq.nsmallest`` orders them; removal moves the last slot into the freed one, in both implementations.
 
-Keeping it in sync with a py-libp2p ``RoutingTable`` (``libp2p.kad_dht.routing_table``)::
-
-    class IndexedRoutingTable(RoutingTable):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.index = KClosestIndex()
-
-        async def add_peer(self, peer_obj, **kwargs):
-            added = await super().add_peer(peer_obj, **kwargs)
-            if added:
-                # a full KBucket may have evicted an unresponsive peer inside add_peer: reconcile, O(n)
-                self.index.sync(self.get_peer_ids())
-            return added
-
-        def remove_peer(self, peer_id):
-            removed = super().remove_peer(peer_id)
-            self.index.remove(peer_id)
-            return removed
-
-        def find_local_closest_peers(self, key, count=20):
-            return self.index.closest_to_key(key, count)   # sha256(key), as the stock method does
+Kept in sync with a py-libp2p ``RoutingTable`` by ``p2p_fast.dht.IndexedRoutingTable`` (add, remove, evictions
+inside a full bucket, cleanup).
 
 Peers are any hashable objects: ``bytes`` (the peer id bytes) or objects with ``to_bytes()`` (``libp2p.peer.id.ID``).
 Anything that mutates ``KBucket.peers`` directly must be followed by ``index.sync(table.get_peer_ids())``.

@@ -1,4 +1,5 @@
-"""KClosestIndex and xor_distance: py-libp2p's ordering, both implementations identical, the RoutingTable recipe."""
+"""KClosestIndex and xor_distance: py-libp2p's ordering, both implementations identical, and the node's
+IndexedRoutingTable on each."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from libp2p.kad_dht.routing_table import RoutingTable, peer_id_to_key
 from libp2p.kad_dht.utils import xor_distance as stock_xor_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+
+from p2p_fast.dht import IndexedRoutingTable
 
 
 def random_ids(n: int, seed: int = 1) -> list[ID]:
@@ -176,35 +179,14 @@ def test_xor_distance_both_agree(kclosest_pair, a, b) -> None:
     assert got[0] == got[1]
 
 
-class _IndexedRoutingTable(RoutingTable):
-    """The recipe from ``_kclosest_py``'s docstring, verbatim in spirit."""
-
-    def __init__(self, index_cls, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.index = index_cls()
-
-    async def add_peer(self, peer_obj, **kwargs):
-        added = await super().add_peer(peer_obj, **kwargs)
-        if added:
-            self.index.sync(self.get_peer_ids())
-        return added
-
-    def remove_peer(self, peer_id):
-        removed = super().remove_peer(peer_id)
-        self.index.remove(peer_id)
-        return removed
-
-    def find_local_closest_peers(self, key, count=20):
-        return self.index.closest_to_key(key, count)
-
-
-def test_routing_table_recipe_stays_in_sync(kclosest_impl) -> None:
+def test_indexed_routing_table_stays_in_sync(kclosest_impl) -> None:
     """400 peers through real bucket splits, removals, and an eviction inside ``KBucket.add_peer`` (simulated: the
     stale peer leaves ``bucket.peers`` without ``RoutingTable.remove_peer``); the index must answer like the stock
     method."""
     local, *peers = random_ids(402, seed=7)
     late = peers.pop()
-    table = _IndexedRoutingTable(kclosest_impl.KClosestIndex, local, host=None)
+    table_type = type("TwinIndexedRoutingTable", (IndexedRoutingTable,), {"index_type": kclosest_impl.KClosestIndex})
+    table = table_type(local, host=None)
     addr = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001")]
 
     async def fill() -> None:
