@@ -29,6 +29,15 @@ KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 STORAGE = "storage"
 
 
+async def _close_quietly(stream: Any) -> None:
+    """Close a blob stream even when the caller was cancelled; a peer that is already gone is not an error."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.close()
+        except Exception:
+            pass
+
+
 class BlobStore:
     """Blobs as files under ``<data_dir>/blobs/ab/abcd...``, written atomically."""
 
@@ -135,11 +144,7 @@ class Storage:
                 log.debug("blob request to %s failed: %s", peer, exc)
                 return None
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    try:
-                        await stream.close()
-                    except Exception:
-                        pass
+                await _close_quietly(stream)
         return None
 
     async def handle_stream(self, stream: Any) -> None:
@@ -168,8 +173,4 @@ class Storage:
         except Exception as exc:
             log.debug("blob stream failed: %s", exc)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
+            await _close_quietly(stream)
