@@ -23,7 +23,7 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
 from libp2p.security.tls.transport import TLSTransport
 
 from . import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
-from . import tcp_buffering
+from . import metrics, tcp_buffering
 from .config import Config
 from .muxer import muxer_options
 from .netif import ipv4_addresses
@@ -78,7 +78,7 @@ def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
 def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
     tcp_buffering.install()
     announce = [multiaddr.Multiaddr(a) for a in cfg.network.announce_addrs] or None
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt=security_options(cfg, key_pair),
         muxer_opt=muxer_options(),
@@ -90,3 +90,5 @@ def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
         announce_addrs=announce,
         negotiate_timeout=max(1, int(cfg.network.connection_timeout)),
     )
+    metrics.record_libp2p_metrics(host)  # py-libp2p's metric events recorded where they happen, no consumer task
+    return host

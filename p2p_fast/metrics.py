@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
 from prometheus_client import Counter, Gauge, Histogram
 
 PEERS = Gauge("p2p_peers", "Connected peers")
@@ -24,24 +23,52 @@ UPTIME = Gauge("p2p_uptime_seconds", "Seconds since the node started")
 NODE_INFO = Gauge("p2p_node_info", "Constant 1, labelled with the node's identity", ["peer_id", "role", "version"])
 
 
-async def consume_libp2p_metrics(channel: Any) -> None:
-    """Drain py-libp2p's metric event channel into its Prometheus collectors.
+class InlineMetricSink:
+    """Stands in for py-libp2p's metric event channel and records each event where it is sent.
 
-    py-libp2p sends events with a blocking ``send`` on a 100-slot channel, so somebody must read it or the swarm
-    stalls; its own consumer also starts HTTP servers on fixed ports, which we do not want. We reuse its collectors.
+    py-libp2p sends a metric event on a 100-slot trio channel for every pubsub RPC, ping, DHT request and swarm event
+    (its ``send`` blocks when nobody reads, so somebody must), and a consumer task wakes for each one: on a gossiping
+    node that is one more task switch per RPC (6.5 % of a subscriber's CPU in the profile of ``bench/RESULTS.md``).
+    Recording is a few counter increments, so it is done synchronously inside ``send``, which never blocks. A metrics
+    bug must never take the node down: a failing handler is ignored.
     """
-    from libp2p.metrics.metrics import Metrics
 
-    recorder = Metrics()
-    dispatch = _dispatch_table(recorder)
-    async for event in channel:
-        handler = dispatch.get(type(event))
+    def __init__(self, dispatch: dict[type, Any]) -> None:
+        self._dispatch = dispatch
+
+    async def send(self, event: Any) -> None:
+        self.send_nowait(event)
+
+    def send_nowait(self, event: Any) -> None:  # what a trio channel also offers
+        handler = self._dispatch.get(type(event))
         if handler is not None:
             try:
                 handler(event)
-            except Exception:  # a metrics bug must never take the node down
+            except Exception:
                 pass
-        await trio.lowlevel.checkpoint()
+
+
+_SINK: InlineMetricSink | None = None
+
+
+def record_libp2p_metrics(host: Any) -> InlineMetricSink:
+    """Record py-libp2p's own metrics (ping, gossipsub, kad-dht, swarm) into their Prometheus collectors inline.
+
+    Call it before the host makes its first connection: connections and streams copy the swarm's channel when they
+    are made. The collectors register in the default registry, once per process, so every host of a process shares
+    one sink. The host's receive channel is closed: nothing is ever sent on it now.
+    """
+    global _SINK
+    if _SINK is None:
+        from libp2p.metrics.metrics import Metrics
+
+        _SINK = InlineMetricSink(_dispatch_table(Metrics()))
+    host.get_network().metric_send_channel = _SINK
+    recv = getattr(host, "metric_recv_channel", None)
+    if recv is not None:
+        recv.close()
+        host.metric_recv_channel = None
+    return _SINK
 
 
 def _dispatch_table(recorder: Any) -> dict[type, Any]:

@@ -178,9 +178,6 @@ class Node:
                 if not host.get_addrs():
                     raise NodeStartError(f"could not listen on {cfg.node.listen_host}:{cfg.node.listen_port}")
                 self._nursery = nursery = await stack.enter_async_context(trio.open_nursery())
-                channel = host.get_metrics_recv_channel()  # type: ignore[attr-defined]
-                if channel is not None:
-                    nursery.start_soon(metrics.consume_libp2p_metrics, channel)
                 self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())
                 self.dht = build_dht(host, self._dht_mode())
                 await stack.enter_async_context(background_trio_service(self.dht))

@@ -142,13 +142,7 @@ def run_python(stack: str, data_dir: Path) -> None:
 
             async with AsyncExitStack() as stack_cm:
                 if stack == "ours":
-                    # As the node does: drain py-libp2p's metric events into our collectors (else the swarm stalls).
-                    from p2p_fast import metrics
-
-                    metrics_nursery = await stack_cm.enter_async_context(trio.open_nursery())
-                    channel = host.get_metrics_recv_channel()
-                    if channel is not None:
-                        metrics_nursery.start_soon(metrics.consume_libp2p_metrics, channel)
+                    # build_host records py-libp2p's metric events inline, as the node does.
                     gossip = Gossip(host, cfg)
                     await stack_cm.enter_async_context(gossip.running())
                     pubsub = gossip.pubsub
@@ -277,8 +271,6 @@ def run_python(stack: str, data_dir: Path) -> None:
                     # the stdin thread never blocks the stack.
                     await run()
                 nursery.cancel_scope.cancel()
-                if stack == "ours":
-                    metrics_nursery.cancel_scope.cancel()
 
     trio.run(main)
 

@@ -39,11 +39,6 @@ def payload(tag: bytes, i: int, size: int) -> bytes:
     return (head + block * (size // len(block) + 1))[:size]
 
 
-async def drain(channel) -> None:
-    async for _ in channel:
-        pass
-
-
 async def _case(p2pd_binary: str, security: str, go_dials: bool) -> None:
     cfg = load_config_text(
         "node: {listen_port: 0, listen_host: 127.0.0.1}\n"
@@ -65,9 +60,6 @@ async def _case(p2pd_binary: str, security: str, go_dials: bool) -> None:
         async with host.run(listen_addrs=listen_addrs(cfg)):
             async with trio.open_nursery() as nursery, Gossip(host, cfg).running() as gossip, \
                     AsyncP2PDaemon(p2pd_binary, security=(security,)) as go:
-                # build_host enables py-libp2p's metrics: its event channel must be drained (the node records them;
-                # their Prometheus collectors can be made once per process, so here they are only drained).
-                nursery.start_soon(drain, host.get_metrics_recv_channel())
                 go_id = ID.from_base58(go.peer_id)
                 await gossip.subscribe(TOPIC, on_message)
                 go_sub = await go.subscribe(TOPIC)

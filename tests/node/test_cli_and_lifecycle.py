@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -110,6 +111,9 @@ def test_sigterm_stops_within_5s_with_exit_0_and_health_endpoints(cluster):
         assert name in metrics, name
     wait_until(lambda: 'p2p_messages_in_total{topic="p2p-network/heartbeat"}' in httpx.get(w.http + "/metrics").text,
                20, "heartbeat messages counted")
+    # py-libp2p's own per-RPC gossipsub metric, recorded inline (no consumer task, nothing blocks the swarm)
+    received = re.compile(r'^gossipsub_received_total\{peer_id="\w+"\} [1-9]', re.M)
+    wait_until(lambda: received.search(httpx.get(w.http + "/metrics").text), 20, "py-libp2p's gossipsub metric")
     start = time.monotonic()
     assert w.stop(signal.SIGTERM, timeout=10) == 0
     assert time.monotonic() - start < 5

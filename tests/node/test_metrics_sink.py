@@ -1,0 +1,58 @@
+"""py-libp2p's own metric events are recorded where they are sent: no consumer task, no channel that can fill up."""
+
+from __future__ import annotations
+
+import trio
+from libp2p.peer.peerinfo import PeerInfo
+from prometheus_client import REGISTRY
+
+from p2p_fast import metrics
+from p2p_fast.config import load_config_text
+from p2p_fast.host_factory import build_host, listen_addrs
+from p2p_fast.identity import load_or_create_identity
+
+
+def _swarm_events() -> float:
+    """Every swarm event py-libp2p has counted so far (its counters carry a peer_id label: sum over all of them)."""
+    return sum(s.value for m in REGISTRY.collect() if m.name.startswith("swarm_")
+               for s in m.samples if s.name.endswith("_total"))
+
+
+def test_libp2p_metric_events_are_recorded_inline_and_never_block(tmp_path):
+    cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\n")
+    a = build_host(cfg, load_or_create_identity(tmp_path / "a"))
+    b = build_host(cfg, load_or_create_identity(tmp_path / "b"))
+    # Every host of the process shares the one sink; the stock channel's receiving end is gone.
+    assert a.get_network().metric_send_channel is b.get_network().metric_send_channel
+    assert isinstance(a.get_network().metric_send_channel, metrics.InlineMetricSink)
+    assert a.get_metrics_recv_channel() is None
+    before = _swarm_events()
+
+    async def main() -> None:
+        async with a.run(listen_addrs=listen_addrs(cfg)), b.run(listen_addrs=listen_addrs(cfg)):
+            # Far more events than the stock 100-slot channel holds, with nobody reading: nothing may block.
+            # Each cycle counts a dial on b and an incoming connection on a.
+            with trio.fail_after(60):
+                for _ in range(60):
+                    await b.connect(PeerInfo(a.get_id(), [a.get_addrs()[0]]))
+                    await b.get_network().close_peer(a.get_id())
+
+    trio.run(main)
+    assert _swarm_events() - before >= 120
+
+
+def test_a_failing_metric_handler_is_ignored():
+    class Boom:
+        pass
+
+    def explode(event: object) -> None:
+        raise RuntimeError("metrics bug")
+
+    sink = metrics.InlineMetricSink({Boom: explode})
+
+    async def main() -> None:
+        await sink.send(Boom())
+        await sink.send(object())  # an event type nobody records
+        sink.send_nowait(Boom())
+
+    trio.run(main)
