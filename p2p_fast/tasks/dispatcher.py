@@ -43,6 +43,9 @@ LIGHT_WINDOW = 512  # in-flight inline tasks (echo, storage) per worker
 LIGHT_SOFT = 64  # ... where the cost of one more starts to weigh like a busy slot
 TICK = 0.25
 MAX_BACKOFF = 10.0
+# A stream over a connection that is up opens in one round trip plus multistream; one that takes longer than this is
+# riding a dead connection (a peer that froze, or closed its side while a partition ate the FIN).
+STREAM_OPEN_TIMEOUT = 10.0
 BUSY_PENALTY = 0.25
 RECENT_KEEP = 20000
 LOOKUP_EVERY = 10.0
@@ -465,18 +468,8 @@ class Dispatcher:
 
     async def _run_link(self, link: Link) -> None:
         """Open a stream to the worker, pump it until it breaks, then fail what was in flight on it."""
-        pid = ID.from_base58(link.peer_id)
-        host = self.node.host
-        stream = None
         link.generation += 1
-        with trio.move_on_after(self.node.cfg.network.connection_timeout):
-            try:
-                if not host.get_network().get_connections(pid):
-                    addrs = self._addrs_of(link.peer_id)
-                    await host.connect(PeerInfo(pid, addrs))
-                stream = await host.new_stream(pid, [self.protocol])
-            except Exception as exc:
-                log.info("cannot open a task stream to %s: %s", link.peer_id, exc)
+        stream = await self._open_stream(ID.from_base58(link.peer_id))
         if stream is None:
             link.open_failures += 1
             link.cooldown_until = time.monotonic() + min(0.5 * 2 ** link.open_failures, MAX_BACKOFF)
@@ -526,6 +519,35 @@ class Dispatcher:
                 except Exception:
                     pass
             self._link_broken(link, reason, sent=True)
+
+    async def _open_stream(self, pid: ID) -> Any:
+        """A task stream to the worker, dialling it first if needed; None when it cannot be had in time.
+
+        The dial gets ``connection_timeout``; the stream itself only ``STREAM_OPEN_TIMEOUT``, after which the
+        connection is taken for dead and closed, so the next attempt dials afresh instead of waiting on it again.
+        """
+        host = self.node.host
+        timeout = self.node.cfg.network.connection_timeout
+        try:
+            if not host.get_network().get_connections(pid):
+                with trio.fail_after(timeout):
+                    await host.connect(PeerInfo(pid, self._addrs_of(pid.to_base58())))
+            with trio.move_on_after(min(STREAM_OPEN_TIMEOUT, timeout)):
+                return await host.new_stream(pid, [self.protocol])
+        except trio.TooSlowError:
+            log.info("cannot open a task stream to %s: no connection within %g s", pid, timeout)
+            return None
+        except Exception as exc:
+            log.info("cannot open a task stream to %s: %s", pid, exc)
+            return None
+        log.warning("no task stream to %s within %g s over an open connection: closing it as dead", pid,
+                    min(STREAM_OPEN_TIMEOUT, timeout))
+        with trio.move_on_after(5):
+            try:
+                await host.get_network().close_peer(pid)
+            except Exception as exc:
+                log.debug("closing %s failed: %s", pid, exc)
+        return None
 
     async def _pump_writer(self, writer: FrameWriter, scope: trio.CancelScope) -> None:
         try:

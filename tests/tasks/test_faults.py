@@ -3,6 +3,8 @@ killed and restarted in the middle of a batch."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 
 from conftest import Api, ledger_rows, wait_for_workers, worker_config
@@ -88,4 +90,32 @@ def test_submitter_restart_resumes_pending_and_keeps_finished(cluster: Cluster) 
         earned = [r for w in workers for r in ledger_rows(w, "earned")]
         assert len({r[0] for r in earned}) == n + 1
     finally:
+        api.close()
+
+
+def test_a_frozen_worker_costs_a_stream_open_timeout_not_the_connection_timeout(cluster: Cluster) -> None:
+    """A worker whose connection is up but which answers nothing (SIGSTOP here; in the pod cluster a peer that closed
+    its side during a partition whose FIN never arrived) must not hold tasks for ``connection_timeout`` (120 s here):
+    a stream over a live connection opens in one round trip, so the submitter gives up on it after a short bound,
+    drops the dead connection and runs the tasks elsewhere."""
+    boot = cluster.start("boot", node_config("bootstrap", network={"connection_timeout": 120}))
+    workers = [cluster.start(f"w{i}", worker_config(boot, ["compute"], slots=4)) for i in range(2)]
+    wait_for_workers(boot, "compute", 2)
+    frozen = workers[1]
+    api = Api(boot)
+    assert frozen.proc is not None
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        # Submitted at once, while the frozen worker is still in the live view: some tasks are assigned to it.
+        ids = api.submit_batch([{"type": "sleep", "payload": "0.05", "timeout_s": 120, "max_retries": 3}
+                                for _ in range(8)])
+        docs = api.wait_all(ids, timeout=45)
+        assert Counter(d["state"] for d in docs) == {"completed": 8}, docs
+        assert all(d["worker"] == workers[0].peer_id for d in docs)
+        hit = [d for d in docs if d["attempts"][0]["worker"] == frozen.peer_id]
+        assert hit, "no task was assigned to the frozen worker"
+        for d in hit:
+            assert d["attempts"][0]["outcome"] == "unreachable" and not d["attempts"][0]["counted"], d["attempts"]
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
         api.close()
