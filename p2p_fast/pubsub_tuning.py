@@ -43,9 +43,14 @@ tuned, every Pubsub in the process verifies with ``verify_signature`` — the sa
 7. **A subscription buffer for bursts**: py-libp2p hands a received RPC's messages to the topic's subscription
    buffer (``SUBSCRIPTION_CHANNEL_SIZE``, 32 messages) before the subscriber's reader task can run, and drops
    what does not fit ("fail to deliver message to subscription"). A few RPCs of merged messages (ours, or go's)
-   arriving together overflow it although the reader keeps up on average. We make it ``SUBSCRIPTION_BUFFER``
-   messages. The size is a module constant read by ``Pubsub.subscribe``, so this one applies to every Pubsub of a
-   process that tunes one (they only drop less).
+   arriving together overflow it although the reader keeps up on average: one 64 KiB read of small messages hands
+   over ~200 at once, and several reads can pass before the reader's turn (128 lost ~1000 of 8000 messages in a
+   2 s flood at ~3500 msg/s, ``tests/perf/test_gossip_flood.py``). We make it ``SUBSCRIPTION_BUFFER`` messages, as
+   many as can be in the hands of push tasks at once (``pubsub_tasks.MAX_IN_FLIGHT``): what those tasks deliver
+   fits unless the reader is behind on average, and then GossipSub's answer (drop for a slow subscriber, as
+   go-libp2p does) is the right one. The messages are in memory either way (in the tasks or in the buffer). The
+   size is a module constant read by ``Pubsub.subscribe``, so this one applies to every Pubsub of a process that
+   tunes one (they only drop less).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from ._ext import SeenCache, ValidationCache, message_id
+from .pubsub_tasks import MAX_IN_FLIGHT
 
 ADDRS_RECHECK_S = 1.0
 RECORD_REVERIFY_S = 600.0
@@ -74,7 +80,7 @@ MERGE_LIMIT = 64 * 1024
 # A receiver's py-libp2p delivers a whole RPC's messages to its subscription buffer (32 messages) before its
 # reader task runs: half of it leaves room for what is already buffered.
 MERGE_MAX_MESSAGES = 16
-SUBSCRIPTION_BUFFER = 128
+SUBSCRIPTION_BUFFER = MAX_IN_FLIGHT
 _SIGNING_PREFIX = PUBSUB_SIGNING_PREFIX.encode()
 
 # The stock functions, captured before any patching (the pubsub modules imported them by name).
