@@ -65,8 +65,10 @@ class Peer:
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._readers:
+            t.start()
         self.pid = self.proc.pid
         self.peer_id = self.addr = ""
         if wait:
@@ -82,15 +84,17 @@ class Peer:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
+        with self.proc.stdout:  # closed at EOF, by the thread that reads it
+            for line in self.proc.stdout:
+                self._lines.put(line)
         self._lines.put(None)
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-            del self._stderr[:-200]
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self._stderr.append(line)
+                del self._stderr[:-200]
 
     def _next(self, timeout: float, what: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -136,6 +140,13 @@ class Peer:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:  # the peer died with our last line unread
+                pass
+        for t in self._readers:  # they close stdout and stderr at EOF, which the exit brings
+            t.join(timeout=5)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Any:
