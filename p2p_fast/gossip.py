@@ -23,6 +23,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import libp2p_fixes, metrics
 from .config import Config
+from .pubsub_overflow import count_overflow
 from .pubsub_tasks import PushSpawningManager, spawn_pushes_in
 from .pubsub_tuning import tune_pubsub
 from .security import gossip_guard
@@ -91,6 +92,7 @@ class Gossip:
             return
         self._handlers[topic] = [handler]
         sub = await self.pubsub.subscribe(topic)
+        count_overflow(self.pubsub, topic)
         assert self._nursery is not None, "subscribe() needs running()"
         self._nursery.start_soon(self._reader, topic, sub)
 

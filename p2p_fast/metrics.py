@@ -13,6 +13,9 @@ MESSAGES_IN = Counter("p2p_messages_in_total", "Gossip messages received", ["top
 MESSAGES_OUT = Counter("p2p_messages_out_total", "Gossip messages published", ["topic"])
 MESSAGES_REJECTED = Counter("p2p_messages_rejected_total", "Messages rejected (malformed, unknown version)",
                             ["topic", "reason"])
+MESSAGES_DROPPED = Counter("p2p_messages_dropped_total",
+                           "Valid gossip messages dropped on this node (subscriber-behind: its buffer was full)",
+                           ["topic", "reason"])
 DIAL_FAILURES = Counter("p2p_dial_failures_total", "Failed dials", ["reason"])
 PING_RTT = Histogram("p2p_ping_rtt_seconds", "Ping round-trip time to connected peers",
                      buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
