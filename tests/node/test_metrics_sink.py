@@ -45,7 +45,10 @@ def test_a_failing_metric_handler_is_ignored():
     class Boom:
         pass
 
+    calls: list[object] = []
+
     def explode(event: object) -> None:
+        calls.append(event)
         raise RuntimeError("metrics bug")
 
     sink = metrics.InlineMetricSink({Boom: explode})
@@ -55,4 +58,5 @@ def test_a_failing_metric_handler_is_ignored():
         await sink.send(object())  # an event type nobody records
         sink.send_nowait(Boom())
 
-    trio.run(main)
+    trio.run(main)  # no exception escaped the sink
+    assert len(calls) == 2 and all(isinstance(e, Boom) for e in calls)
