@@ -528,11 +528,12 @@ class Dispatcher:
         """
         host = self.node.host
         timeout = self.node.cfg.network.connection_timeout
+        open_timeout = min(STREAM_OPEN_TIMEOUT, timeout)
         try:
             if not host.get_network().get_connections(pid):
                 with trio.fail_after(timeout):
                     await host.connect(PeerInfo(pid, self._addrs_of(pid.to_base58())))
-            with trio.move_on_after(min(STREAM_OPEN_TIMEOUT, timeout)):
+            with trio.move_on_after(open_timeout):
                 return await host.new_stream(pid, [self.protocol])
         except trio.TooSlowError:
             log.info("cannot open a task stream to %s: no connection within %g s", pid, timeout)
@@ -540,8 +541,7 @@ class Dispatcher:
         except Exception as exc:
             log.info("cannot open a task stream to %s: %s", pid, exc)
             return None
-        log.warning("no task stream to %s within %g s over an open connection: closing it as dead", pid,
-                    min(STREAM_OPEN_TIMEOUT, timeout))
+        log.warning("no task stream to %s within %g s over an open connection: closing it as dead", pid, open_timeout)
         with trio.move_on_after(5):
             try:
                 await host.get_network().close_peer(pid)
