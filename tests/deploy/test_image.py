@@ -2,8 +2,9 @@
 privileges, the data dir and /tmp the only writable places; HEALTHCHECK, SIGTERM, and the console one-liner
 beside the running node.
 
-Runs when the image (./build.sh) is present and built from this tree; otherwise skips saying so.
-``P2P_FAST_BUILD_IMAGE=1`` builds it first (about 50 s with cached layers, 4-5 min from nothing).
+Runs when the image (./build.sh) is present and built from this tree; otherwise skips saying so. ./test.sh builds
+it before a full run; ``P2P_FAST_BUILD_IMAGE=1`` builds it here first (under a minute with cached layers, about
+6 min from nothing).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def image() -> str:
         print(f"image built in {time.monotonic() - t0:.0f}s")
     problem = image_problem(DEFAULT_IMAGE)
     if problem:
-        pytest.skip(f"{problem}; P2P_FAST_BUILD_IMAGE=1 builds it")
+        pytest.skip(f"{problem}; ./build.sh or P2P_FAST_BUILD_IMAGE=1 builds it")
     return DEFAULT_IMAGE
 
 
