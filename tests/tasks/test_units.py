@@ -116,6 +116,37 @@ def test_ledger_verifies_signatures_and_credits_each_task_once(tmp_path: Path) -
     trio.run(main)
 
 
+def test_receipts_sent_just_before_a_crash_are_owed_again_after_reopen(tmp_path: Path) -> None:
+    """A receipt marked delivered may still have sat in our write queue or socket buffer when the node died (kill -9
+    with unread input resets the connection and drops what was unsent): the worker never got it. Reopening the
+    ledger owes the last moments' receipts again; older ones stay delivered. A resent receipt is one credit."""
+    submitter, worker = create_new_key_pair(), create_new_key_pair()
+    sub_id, wrk_id = str(ID.from_pubkey(submitter.public_key)), str(ID.from_pubkey(worker.public_key))
+    key = submitter.public_key.serialize()
+
+    async def main() -> None:
+        db = Database(tmp_path / "s.sqlite3")
+        sub = Ledger(db, sub_id)
+        old = sign_receipt(TaskReceipt("old", 1, sub_id, wrk_id, 1, "ab" * 32, 1000.0, b""), submitter.private_key)
+        recent = [sign_receipt(TaskReceipt(f"r{i}", 1, sub_id, wrk_id, 1, "ab" * 32, 1100.0 + i, b""),
+                               submitter.private_key) for i in range(3)]
+        for r in [old, *recent]:
+            assert sub.record_spent(r, key)
+        sub.mark_delivered(["old"] + [r.task_id for r in recent])
+        db.commit_now()
+        assert sub.owed_workers() == []
+        db.conn.close()  # the process dies here: no clean shutdown
+
+        db = Database(tmp_path / "s.sqlite3")
+        sub = Ledger(db, sub_id)
+        assert sub.owed_workers() == [wrk_id]
+        assert sorted(r.task_id for r in sub.undelivered(wrk_id)) == ["r0", "r1", "r2"]
+        assert (sub.spent, sub.n_spent) == (4, 4)  # owed again, not paid again
+        db.close()
+
+    trio.run(main)
+
+
 def test_journal_keeps_unfinished_and_finished_tasks_across_reopen(tmp_path: Path) -> None:
     async def main() -> None:
         db = Database(tmp_path / "j.sqlite3")
