@@ -34,7 +34,7 @@ from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_IN
 from . import metrics
 from .journal import (CANCELLED, COMPLETED, FAILED, FINAL_STATES, PENDING, RUNNING, Attempt, Database, StorageError,
                       TaskJournal, TaskRecord)
-from .ledger import Ledger, result_digest, sign_receipt
+from .ledger import RESEND_WINDOW_S, Ledger, result_digest, sign_receipt
 from .types import TYPE_NAME_RE, TaskTypes
 from .wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
 
@@ -52,9 +52,6 @@ LOOKUP_EVERY = 10.0
 ID_LEN = 32
 RECEIPT_BATCH_S = 0.02
 RECEIPT_BATCH_MAX = 256
-# Receipts sent on a stream this recently before it broke may never have been read: they are sent again on the next
-# stream (crediting is idempotent on the worker).
-RECEIPT_RESEND_S = 10.0
 REDELIVER_EVERY = 5.0  # how often receipts still owed to live workers get a stream of their own
 
 
@@ -681,7 +678,7 @@ class Dispatcher:
                     link.writer.send(receipt)
                     sent = link.receipts_sent
                     sent.append((now, receipt.task_id))
-                    while sent and sent[0][0] < now - RECEIPT_RESEND_S:
+                    while sent and sent[0][0] < now - RESEND_WINDOW_S:
                         sent.popleft()
                 else:
                     continue  # stays undelivered; sent when the next stream to this worker opens

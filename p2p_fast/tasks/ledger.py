@@ -25,10 +25,11 @@ from .journal import Database
 
 log = logging.getLogger(__name__)
 RECEIPT_DOMAIN = b"p2p-fast/task-receipt/1\x00"
-# A receipt marked delivered may never have reached the worker when the node died right after: it sat in the stream's
-# write queue, or in a socket that kill -9 reset. On start-up the receipts of the last moments before the newest one
-# (which stands in for the time of death) are owed again; the worker credits a receipt once however often it comes.
-RESEND_ON_START_S = 10.0
+# A receipt sent this recently before its stream broke, or before the node died, may never have been read: it sat in
+# the stream's write queue, or in a socket that a reset (kill -9) discarded. Such receipts are owed again: when the
+# stream breaks (the dispatcher), and on start-up for those issued this long before the newest one (which stands in
+# for the time of death). The worker credits a receipt once however often it comes.
+RESEND_WINDOW_S = 10.0
 
 
 def result_digest(result: bytes) -> str:
@@ -73,14 +74,14 @@ class Ledger:
         self._publish_gauges()
 
     def _owe_last_moments(self) -> None:
-        """See ``RESEND_ON_START_S``."""
+        """See ``RESEND_WINDOW_S``."""
         (newest,) = self.conn.execute(
             "SELECT MAX(issued_at) FROM ledger WHERE direction='spent' AND submitter=?", (self.own_id,)).fetchone()
         if newest is None:
             return
         cur = self.conn.execute(
             "UPDATE ledger SET delivered=0 WHERE direction='spent' AND submitter=? AND delivered=1 AND worker<>? "
-            "AND issued_at>=?", (self.own_id, self.own_id, float(newest) - RESEND_ON_START_S))
+            "AND issued_at>=?", (self.own_id, self.own_id, float(newest) - RESEND_WINDOW_S))
         if cur.rowcount:
             log.info("%d receipt(s) sent just before the last stop will be sent again", cur.rowcount)
             self.db.touch(lazy=True)
