@@ -282,6 +282,49 @@ def test_mounted_configs_are_valid_and_agree_with_the_manifests(target: str, tmp
             assert cfg.network.bootstrap_peers, f"{name} has no way into the network"
 
 
+def _admits_mdns(policies: dict[str, dict[str, Any]], labels: dict[str, str]) -> bool:
+    """Whether the NetworkPolicies selecting pods with these labels let mDNS (UDP 5353) out and in."""
+    selecting = [p["spec"] for p in policies.values() if _matches(p["spec"]["podSelector"].get("matchLabels", {}),
+                                                                   labels)]
+    if not selecting:
+        return True  # no policy: everything is allowed
+
+    def allows(spec: dict[str, Any], direction: str) -> bool:
+        if direction.capitalize() not in spec.get("policyTypes", []):
+            return True
+        return any(not r.get("ports") or any(p.get("protocol") == "UDP" and p.get("port") == 5353
+                                             for p in r["ports"]) for r in spec.get(direction, []))
+
+    return all(any(allows(s, d) for s in selecting) for d in ("egress", "ingress"))
+
+
+def test_mdns_in_the_configs_agrees_with_the_network_policy(target: str, tmp_path: Path) -> None:
+    """A pod config with mDNS on needs a policy that admits UDP 5353; ours keep it off and say why next to it."""
+    config_maps = objects(target, "ConfigMap")
+    policies = objects(target, "NetworkPolicy")
+    for name, sts, spec in _pod_specs(target):
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/app/config.yaml")
+        vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        text = config_maps[vol["configMap"]["name"]]["data"][mount["subPath"]]
+        (tmp_path / "c.yaml").write_text(text)
+        mdns = load_config(tmp_path / "c.yaml").network.enable_mdns
+        assert not mdns or _admits_mdns(policies, labels), (
+            f"{name}: network.enable_mdns is true but the NetworkPolicy admits no UDP 5353")
+        if not mdns and name == "p2p-worker":
+            assert "NetworkPolicy" in text and "multicast" in text  # the reason is written next to the setting
+    assert "UDP 5353" in (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_the_mdns_policy_check_sees_a_blocking_policy() -> None:
+    deny = {"p": {"spec": {"podSelector": {"matchLabels": {"a": "b"}}, "policyTypes": ["Egress"],
+                           "egress": [{"ports": [{"protocol": "TCP", "port": 4001}]}]}}}
+    assert not _admits_mdns(deny, {"a": "b"})
+    assert _admits_mdns(deny, {"a": "other"})
+    deny["p"]["spec"]["egress"].append({"ports": [{"protocol": "UDP", "port": 5353}]})
+    assert _admits_mdns(deny, {"a": "b"})
+
+
 # --- image and scripts ----------------------------------------------------------------------------------------------
 
 def test_dockerfile_shape() -> None:
