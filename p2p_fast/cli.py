@@ -1,4 +1,5 @@
-"""``p2p-node --config FILE``: run a node as bootstrap, relay or worker.
+"""``p2p-node --config FILE``: run a node as bootstrap, relay or worker. ``p2p-node doctor --config FILE`` checks
+one instead (``p2p_fast.doctor``).
 
 Exit codes: 0 clean stop (signal, ``quit``, end of piped input with every task done); 1 a runtime failure (port in
 use, data dir locked) or, for piped input, a failed command or task; 2 a bad config or flag.
@@ -169,6 +170,11 @@ async def run_remote_console(url: str, console_mode: str, token: str | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        from .doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         cfg = build_config(args)

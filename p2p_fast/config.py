@@ -23,6 +23,7 @@ from typing import Any, Callable, get_args, get_origin, get_type_hints
 import yaml
 
 ROLES = ("bootstrap", "relay", "worker")
+DATA_DIR_ENV = "P2P_DATA_DIR"
 SECURITY_PROTOCOLS = ("noise", "tls")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -171,7 +172,10 @@ class Config:
 
     @property
     def data_path(self) -> Path:
-        return Path(self.node.data_dir or os.path.join("data", self.node.role)).expanduser()
+        """``node.data_dir``; when unset, ``$P2P_DATA_DIR`` (the pod image sets it to its volume, so a config
+        without a data dir still runs there as a non-root user), else ``data/<role>`` under the working dir."""
+        default = os.environ.get(DATA_DIR_ENV, "").strip() or os.path.join("data", self.node.role)
+        return Path(self.node.data_dir or default).expanduser()
 
 
 def _type_name(tp: Any) -> str:

@@ -360,6 +360,7 @@ class Node:
                 "capabilities": rec.capabilities if rec else [],
                 "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
                 "live": bool(rec and self.book.is_live(rec)),
+                "clock_offset_s": round(rec.clock_offset, 3) if rec and rec.clock_offset is not None else None,
             })
         out.sort(key=lambda p: p["peer_id"])
         return out

@@ -35,6 +35,10 @@ class PeerRecord:
     addrs: list[str] = field(default_factory=list)
     last_seen: float = 0.0
     seq: int = 0
+    # Our wall clock minus the peer's when its last HeartBeat arrived (its ``timestamp``), in seconds: the clock
+    # skew plus the gossip delivery time (milliseconds on a LAN). None until a heartbeat came. `p2p-node doctor`
+    # reports it.
+    clock_offset: float | None = None
 
 
 class PeerBook:
@@ -63,6 +67,8 @@ class PeerBook:
     def on_heartbeat(self, hb: HeartBeat) -> None:
         rec = self._touch(hb.peer_id)
         rec.free_slots, rec.queue_depth, rec.load = hb.free_slots, hb.queue_depth, hb.load
+        if hb.timestamp:
+            rec.clock_offset = time.time() - hb.timestamp
         self._signal()
 
     def _signal(self) -> None:
