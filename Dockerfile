@@ -71,12 +71,18 @@ COPY node/worker.yaml /app/config.yaml
 # `./p2p-node --config /app/config.yaml` from /app, as the system's description shows it.
 RUN ln -s /opt/venv/bin/p2p-node /app/p2p-node \
     && /opt/venv/bin/p2p-node --help >/dev/null
+# P2P_DATA_DIR: the data dir of a config without node.data_dir (the system description's YAML has none), so
+# `docker run -v $(pwd)/config.yaml:/app/config.yaml IMAGE` writes to the volume below, not under the root-owned /app.
 ENV PATH=/opt/venv/bin:$PATH \
+    P2P_DATA_DIR=/var/lib/p2p-fast \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     P2P_FAST_HEALTH_URL=http://127.0.0.1:8080/healthz
 WORKDIR /app
+# A declared volume: docker and podman give each container an anonymous volume here, created from this directory
+# (owned by uid 10001), so a plain `docker run` has a writable data dir; Kubernetes mounts its own volume here.
+VOLUME ["/var/lib/p2p-fast"]
 USER 10001:10001
 # 4001: libp2p (TCP); 8080: /healthz /readyz /metrics and the /v1 API.
 EXPOSE 4001/tcp 8080/tcp

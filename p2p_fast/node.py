@@ -210,6 +210,10 @@ class Node:
                 metrics.NODE_INFO.labels(str(host.get_id()), self.role, __version__).set(1)
                 log.info("node up: role=%s id=%s addrs=%s", self.role, host.get_id(),
                          " ".join(map(str, host.get_addrs())))
+                if not cfg.network.bootstrap_peers and self.role != "bootstrap":
+                    log.warning("no network.bootstrap_peers: this %s meets only peers that dial it%s (e.g. "
+                                "/dns4/p2p-bootstrap.net-test.svc.cluster.local/tcp/4001 in a cluster)", self.role,
+                                " or that mDNS finds on this network segment" if cfg.network.enable_mdns else "")
                 try:
                     yield self
                 finally:
@@ -402,8 +406,16 @@ class Node:
     def ready(self) -> bool:
         """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no
         bootstrap addresses of its own is ready as soon as it listens: it *is* the entry point)."""
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """:meth:`ready` and, when not ready, why (for /readyz): the bootstrap addresses tried and what each did."""
         if self.host is None or self.bootstrapper is None:
-            return False
+            return False, "starting"
         if not self.cfg.network.bootstrap_peers:
-            return True
-        return self.bootstrapper.done_first_round.is_set() and bool(self.host.get_connected_peers())
+            return True, "no bootstrap addresses: an entry point"
+        if not self.bootstrapper.done_first_round.is_set():
+            return False, self.bootstrapper.not_ready_reason()
+        if not self.host.get_connected_peers():
+            return False, self.bootstrapper.not_ready_reason()
+        return True, "connected"

@@ -103,9 +103,11 @@ def create_app(node: Any) -> Any:
 
     @app.get("/readyz", summary="Bootstrapped and connected to at least one peer")
     async def readyz() -> Response:
-        if node.ready():
+        # The remote console's stand-in node has no readiness(); the real one says why it is not ready.
+        ready, why = node.readiness() if hasattr(node, "readiness") else (node.ready(), "no peers")
+        if ready:
             return PlainTextResponse("ready\n")
-        return PlainTextResponse("not ready: not bootstrapped or no peers\n", status_code=503)
+        return PlainTextResponse(f"not ready: {why}\n", status_code=503)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:

@@ -25,18 +25,25 @@ from .resolve import resolve
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 30.0
 MAX_BACKOFF = 30.0
+WARN_EVERY = 60.0
 
 
 class Bootstrapper:
     def __init__(self, host: IHost, addrs: list[str], interval: float, dial_timeout: float) -> None:
         self.host = host
         self.targets: list[PeerAddr] = [parse_peer_multiaddr(a) for a in addrs]
+        self.texts = list(addrs)
         self.interval = interval
         self.dial_timeout = dial_timeout
         self.bootstrap_peers: set[ID] = set()
         self.rounds = 0
         self.done_first_round = trio.Event()
         self._known_ids: dict[str, ID] = {}  # "ip:port" -> peer id learned by probing
+        # What the last round found per configured address ("does not resolve", "10.0.0.5:4001 refused ..."):
+        # /readyz and the not-ready warning name them, so an unready node says why.
+        self.outcomes: dict[str, str] = {}
+        self._failed: dict[str, str] = {}
+        self._last_warned = -WARN_EVERY
 
     async def dial_addr(self, addr: multiaddr.Multiaddr, peer_id: ID | None) -> ID | None:
         key = str(addr)
@@ -60,14 +67,17 @@ class Bootstrapper:
                 return peer_id
             except ProbeError as exc:
                 metrics.DIAL_FAILURES.labels("probe").inc()
+                self._failed[key] = str(exc)
                 log.info("bootstrap %s: %s", addr, exc)
                 note_probe_failure(self.host, addr, exc)  # names a PSK mismatch as one
             except Exception as exc:
                 metrics.DIAL_FAILURES.labels("dial").inc()
                 self._known_ids.pop(key, None)  # the pod behind this address may have a new identity
+                self._failed[key] = f"dial failed: {exc}"
                 log.info("bootstrap dial %s failed: %s", addr, exc)
         if scope.cancelled_caught:
             metrics.DIAL_FAILURES.labels("timeout").inc()
+            self._failed[key] = f"no answer in {self.dial_timeout:g} s"
             log.info("bootstrap dial %s timed out after %.1fs", addr, self.dial_timeout)
             note_dial_timeout(self.host, addr, self.dial_timeout)  # in a private network: may be another PSK
         return None
@@ -77,6 +87,8 @@ class Bootstrapper:
         self.rounds += 1
         metrics.BOOTSTRAP_ROUNDS.inc()
         reached: list[ID] = []
+        self._failed: dict[str, str] = {}
+        resolved: dict[str, list[multiaddr.Multiaddr]] = {}
 
         async def one(addr: multiaddr.Multiaddr, pid: ID | None) -> None:
             got = await self.dial_addr(addr, pid)
@@ -84,14 +96,37 @@ class Bootstrapper:
                 reached.append(got)
 
         async with trio.open_nursery() as nursery:
-            for target in self.targets:
-                addrs = await resolve(target)
+            for target, text in zip(self.targets, self.texts):
+                addrs = resolved[text] = await resolve(target)
                 if not addrs:
                     log.info("bootstrap name %s does not resolve (yet)", target.host)
                 for addr in addrs:
                     nursery.start_soon(one, addr, target.peer_id)
         self.bootstrap_peers.update(reached)
+        self.outcomes = {text: self._describe(text, addrs) for text, addrs in resolved.items()}
         return len(reached)
+
+    def _describe(self, text: str, addrs: list[multiaddr.Multiaddr]) -> str:
+        if not addrs:
+            return "does not resolve"
+        failed = [f"{a}: {self._failed[str(a)]}" for a in addrs if str(a) in self._failed]
+        if not failed:
+            return "reached"
+        return "; ".join(failed)
+
+    def not_ready_reason(self) -> str:
+        """Why no bootstrap peer is connected: every configured address with what the last round found."""
+        if self.rounds == 0:
+            return "first bootstrap round running; dialing " + ", ".join(self.texts)
+        tried = ", ".join(f"{t} ({self.outcomes.get(t, 'not tried yet')})" for t in self.texts)
+        return f"no bootstrap peer reachable after {self.rounds} round(s); tried {tried}"
+
+    def _warn_unready(self) -> None:
+        now = trio.current_time()
+        if now - self._last_warned >= WARN_EVERY:
+            self._last_warned = now
+            log.warning("not ready: %s (p2p-node doctor --config <this config> checks each step)",
+                        self.not_ready_reason())
 
     async def run(self) -> None:
         if not self.targets:
@@ -107,6 +142,7 @@ class Bootstrapper:
                 self.done_first_round.set()
                 since_refresh = 0.0
                 if n == 0 and not self.host.get_connected_peers():
+                    self._warn_unready()
                     await trio.sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
                     continue

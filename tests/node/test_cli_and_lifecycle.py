@@ -124,11 +124,21 @@ def test_readyz_is_503_while_bootstrap_unreachable(cluster):
     with socket.socket() as s:  # a port with nobody behind it
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [f"/ip4/127.0.0.1/tcp/{dead}"]}))
+    missing = "/dns4/no-such-bootstrap.invalid/tcp/4001"
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [f"/ip4/127.0.0.1/tcp/{dead}",
+                                                                             missing]}))
     r = httpx.get(w.http + "/readyz")
     assert r.status_code == 503 and "not ready" in r.text
     wait_until(lambda: 'p2p_dial_failures_total{reason="probe"}' in httpx.get(w.http + "/metrics").text, 20,
                "dial failures counted")
+    # /readyz and the log say why: every address tried, and what it did.
+    wait_until(lambda: "round(s)" in httpx.get(w.http + "/readyz").text, 20, "a reason after the first round")
+    why = httpx.get(w.http + "/readyz").text
+    assert why.startswith("not ready: no bootstrap peer reachable after")
+    assert f"/ip4/127.0.0.1/tcp/{dead} (/ip4/127.0.0.1/tcp/{dead}: cannot connect" in why, why
+    assert f"{missing} (does not resolve)" in why, why
+    wait_until(lambda: "not ready: no bootstrap peer reachable" in w.stderr(), 20, "the not-ready warning")
+    assert "p2p-node doctor" in w.stderr()
 
 
 def test_json_log_format(cluster):
