@@ -4,7 +4,7 @@
 #   ./deploy.sh                      the `local` overlay (kind, minikube): image localhost/p2p-fast:latest
 #   ./deploy.sh production           k8s/overlays/production (set its image first)
 #   ./deploy.sh path/to/overlay      any kustomization directory
-#   ./deploy.sh local --load         first load the image built by ./build.sh into a kind or minikube cluster
+#   ./deploy.sh local --no-load      do not load the image into the cluster (see below)
 #   ./deploy.sh local --image IMG    deploy another image (e.g. registry/p2p-fast:1.2.3)
 #   ./deploy.sh --delete [overlay]   remove what the overlay created (the bootstrap identity Secret stays;
 #                                    --purge removes it too, so the bootstrap gets a new peer ID next time)
@@ -14,6 +14,12 @@
 # `p2p-bootstrap-<n>.key`, mounted at /var/lib/p2p-fast/identity.key). It is created on the first deploy and never
 # replaced; keys for more bootstrap pods are added when the overlay asks for more. Options: --timeout 300s
 # (rollout wait), --context NAME (kubectl context). Needs kubectl (with kustomize, v1.14+).
+#
+# On a kind context (kind-NAME) or a minikube one (minikube, or a profile `minikube profile list` names) the image
+# the overlay uses is loaded into the cluster first when this machine's docker or podman has it: kind load
+# docker-image (docker) or kind load image-archive (podman save), minikube image load; pods cannot pull an image
+# that only exists here. A localhost/ image that is not built stops the deploy (./build.sh first). --load insists on
+# loading (fails on other contexts), --no-load skips it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,7 +28,7 @@ SECRET=p2p-bootstrap-identity
 OVERLAY=local
 TIMEOUT=300s
 IMAGE=""
-LOAD=0
+LOAD=auto
 DELETE=0
 PURGE=0
 KUBECTL=(kubectl)
@@ -48,10 +54,11 @@ while (( $# )); do
         --delete) DELETE=1; shift ;;
         --purge) PURGE=1; shift ;;
         --load) LOAD=1; shift ;;
+        --no-load) LOAD=0; shift ;;
         --image) IMAGE="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --context) KUBECTL=(kubectl --context "$2"); shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (try --help)" ;;
         *) OVERLAY="$1"; shift ;;
     esac
@@ -101,19 +108,74 @@ if (( DELETE )); then
     exit 0
 fi
 
-if (( LOAD )); then
+# kind-NAME -> "kind NAME"; a minikube profile -> "minikube PROFILE"; else nothing.
+local_cluster() {
+    if [[ "$CONTEXT" == kind-* ]]; then
+        echo "kind ${CONTEXT#kind-}"
+    elif [[ "$CONTEXT" == minikube ]]; then
+        echo "minikube minikube"
+    elif command -v minikube >/dev/null && minikube profile list -o json 2>/dev/null \
+            | grep -q "\"Name\": *\"$CONTEXT\""; then
+        echo "minikube $CONTEXT"
+    fi
+}
+
+# Which engine on this machine has the image: docker, podman, or nothing.
+image_engine() {
+    if command -v docker >/dev/null && docker image inspect "$1" >/dev/null 2>&1; then
+        echo docker
+    elif command -v podman >/dev/null && podman image exists "$1" 2>/dev/null; then
+        echo podman
+    fi
+}
+
+load_image() {
+    local image cluster tool name engine archive
     image=$(awk '/^ *image: /{print $2; exit}' "$MANIFESTS")
-    engine=docker
-    { command -v docker >/dev/null && docker info >/dev/null 2>&1; } || engine=podman
+    cluster=$(local_cluster)
+    if [[ -z "$cluster" ]]; then
+        if [[ "$LOAD" == 1 ]]; then
+            die "--load knows kind and minikube contexts, not '$CONTEXT': push $image to a registry"
+        fi
+        log "context $CONTEXT is neither kind nor minikube: its nodes pull $image themselves"
+        return
+    fi
+    read -r tool name <<< "$cluster"
+    engine=$(image_engine "$image")
+    if [[ -z "$engine" ]]; then
+        if [[ "$image" == localhost/* ]]; then
+            die "image $image is not built here and $tool cannot pull it: ./build.sh first"
+        fi
+        if [[ "$LOAD" == 1 ]]; then
+            die "--load: image $image is not in docker or podman here"
+        fi
+        log "image $image is not in docker or podman here: the $tool cluster pulls it from its registry"
+        return
+    fi
+    command -v "$tool" >/dev/null || die "context $CONTEXT is a $tool cluster but $tool is not installed: install it, or load $image yourself and use --no-load"
+    if [[ "$engine" == docker ]]; then
+        log "loading $image (docker) into $tool cluster $name"
+        case "$tool" in
+            kind) kind load docker-image "$image" --name "$name" ;;
+            minikube) minikube -p "$name" image load "$image" ;;
+        esac
+        log "loaded $image into $tool cluster $name ($tool $( [[ $tool == kind ]] && echo 'load docker-image' || echo 'image load'))"
+        return
+    fi
     archive=$(mktemp --suffix=.tar)
-    log "loading $image into $CONTEXT (from $engine)"
-    "$engine" save -o "$archive" "$image" 2>/dev/null || { rm -f "$archive"; "$engine" save --format docker-archive -o "$archive" "$image"; }
-    case "$CONTEXT" in
-        kind-*) kind load image-archive "$archive" --name "${CONTEXT#kind-}" ;;
-        minikube*) minikube image load "$archive" ;;
-        *) rm -f "$archive"; die "--load knows kind and minikube contexts, not '$CONTEXT': push $image to a registry" ;;
+    log "saving $image from podman to $archive"
+    rm -f "$archive"
+    podman save --format docker-archive -o "$archive" "$image" >/dev/null
+    case "$tool" in
+        kind) kind load image-archive "$archive" --name "$name" ;;
+        minikube) minikube -p "$name" image load "$archive" ;;
     esac
     rm -f "$archive"
+    log "loaded $image into $tool cluster $name ($tool $( [[ $tool == kind ]] && echo 'load image-archive' || echo 'image load') from podman save)"
+}
+
+if [[ "$LOAD" != 0 ]]; then
+    load_image
 fi
 
 # How many bootstrap pods the overlay runs: each needs its own key in the Secret.
@@ -170,5 +232,6 @@ log "bootstrap $boot (through its console: echo status | ./p2p-node --config /ap
 cat >&2 <<EOF
 == next
   ./test.sh --cluster                      smoke tests against this deployment
-  kubectl -n $NS port-forward svc/p2p-bootstrap 8080:8080 &  ./stress-test.sh --urls http://127.0.0.1:8080
+  ./stress-test.sh --cluster               locust against this deployment (its own port-forward)
+  kubectl -n $NS exec <pod> -- p2p-node doctor --config /app/config.yaml   a pod's way into the network
 EOF

@@ -29,7 +29,7 @@ if args and args[0] == "kustomize":
     out, rc = proc.stdout, proc.returncode
     sys.stderr.write(proc.stderr)
 elif args[:2] == ["config", "current-context"]:
-    out = "kind-test\n"
+    out = os.environ.get("FAKE_CONTEXT", "kind-test") + "\n"
 elif args and args[0] == "version":
     out = "ok\n"
 elif args[:2] == ["create", "namespace"]:
@@ -58,6 +58,38 @@ sys.stdout.write(out)
 sys.exit(rc)
 '''
 
+# Stand-ins for kind, minikube and the engines: each call is logged; FAKE_IMAGES lists the images the engine named
+# by FAKE_ENGINE has; `save -o FILE` writes FILE, and kind/minikube record whether the archive they got exists.
+FAKE_TOOL = r'''#!/usr/bin/env python3
+import json, os, sys
+tool, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+entry = {"tool": tool, "args": args}
+rc = 0
+images = os.environ.get("FAKE_IMAGES", "").split()
+if tool in ("podman", "docker"):
+    mine = os.environ.get("FAKE_ENGINE") == tool
+    if args[:2] in (["image", "exists"], ["image", "inspect"]):
+        rc = 0 if mine and args[2] in images else 1
+    elif args[:1] == ["info"]:
+        rc = 0 if mine else 1
+    elif args[:1] == ["save"] and mine:
+        open(args[args.index("-o") + 1], "w").write("archive of " + args[-1])
+    else:
+        rc = 1
+else:
+    entry["files"] = {a: open(a).read() for a in args if a.endswith(".tar") and os.path.exists(a)}
+    if tool == "minikube" and args[:2] == ["profile", "list"]:
+        print(json.dumps({"valid": [{"Name": "dev-profile"}]}))
+with open(os.environ["FAKE_TOOLS_LOG"], "a") as fh:
+    fh.write(json.dumps(entry) + "\n")
+sys.exit(rc)
+'''
+
+
+def _tools(env: dict[str, str]) -> list[dict]:
+    path = Path(env["FAKE_TOOLS_LOG"])
+    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+
 
 @pytest.fixture
 def fake(tmp_path: Path) -> dict[str, str]:
@@ -68,14 +100,20 @@ def fake(tmp_path: Path) -> dict[str, str]:
     bindir.mkdir()
     (bindir / "kubectl").write_text(FAKE_KUBECTL)
     (bindir / "kubectl").chmod(0o755)
+    for tool in ("kind", "minikube", "podman", "docker"):
+        (bindir / tool).write_text(FAKE_TOOL)
+        (bindir / tool).chmod(0o755)
     return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "REAL_KUBECTL": real,
-            "FAKE_KUBECTL_STATE": str(tmp_path / "state.json")}
+            "FAKE_KUBECTL_STATE": str(tmp_path / "state.json"), "FAKE_TOOLS_LOG": str(tmp_path / "tools.jsonl"),
+            "FAKE_CONTEXT": "kind-test", "FAKE_IMAGES": "localhost/p2p-fast:latest", "FAKE_ENGINE": "podman"}
 
 
-def _run(env: dict[str, str], *args: str) -> dict:
+def _run(env: dict[str, str], *args: str, expect: int = 0) -> dict:
     proc = subprocess.run([str(REPO / "deploy.sh"), *args], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(Path(env["FAKE_KUBECTL_STATE"]).read_text())
+    assert proc.returncode == expect, proc.stdout + proc.stderr
+    state = json.loads(Path(env["FAKE_KUBECTL_STATE"]).read_text())
+    state["stderr"] = proc.stderr
+    return state
 
 
 def test_deploy_creates_the_secret_once_applies_and_waits(fake: dict[str, str]) -> None:
@@ -108,3 +146,42 @@ def test_delete_keeps_the_identity_unless_purged(fake: dict[str, str]) -> None:
     assert not any("delete --ignore-not-found secret" in c for c in calls)
     state = _run(fake, "--delete", "--purge", "local")
     assert any("delete --ignore-not-found secret p2p-bootstrap-identity" in " ".join(c) for c in state["calls"])
+
+
+def test_kind_context_gets_the_podman_image_loaded_before_apply(fake: dict[str, str]) -> None:
+    state = _run(fake, "local")
+    loads = [t for t in _tools(fake) if t["tool"] == "kind"]
+    assert len(loads) == 1 and loads[0]["args"][:2] == ["load", "image-archive"], loads
+    assert loads[0]["args"][-2:] == ["--name", "test"]
+    assert list(loads[0]["files"].values()) == ["archive of localhost/p2p-fast:latest"]  # podman save's archive
+    assert "loaded localhost/p2p-fast:latest into kind cluster test (kind load image-archive from podman save)" in (
+        state["stderr"])
+    assert "applied" in state
+
+
+def test_kind_with_docker_loads_by_name(fake: dict[str, str]) -> None:
+    _run({**fake, "FAKE_ENGINE": "docker"}, "local")
+    (load,) = [t for t in _tools(fake) if t["tool"] == "kind"]
+    assert load["args"] == ["load", "docker-image", "localhost/p2p-fast:latest", "--name", "test"]
+
+
+@pytest.mark.parametrize("context, profile", [("minikube", "minikube"), ("dev-profile", "dev-profile")])
+def test_minikube_contexts_load_with_minikube_image_load(fake: dict[str, str], context: str, profile: str) -> None:
+    state = _run({**fake, "FAKE_CONTEXT": context}, "local")
+    loads = [t for t in _tools(fake) if t["tool"] == "minikube" and "image" in t["args"]]
+    assert len(loads) == 1 and loads[0]["args"][:4] == ["-p", profile, "image", "load"], loads
+    assert list(loads[0]["files"].values()) == ["archive of localhost/p2p-fast:latest"]
+    assert f"into minikube cluster {profile}" in state["stderr"]
+
+
+def test_no_load_elsewhere_and_a_missing_local_image_stops_the_deploy(fake: dict[str, str]) -> None:
+    state = _run({**fake, "FAKE_CONTEXT": "gke_prod"}, "local")
+    assert not [t for t in _tools(fake) if t["tool"] in ("kind", "minikube") and "load" in t["args"]]
+    assert "is neither kind nor minikube" in state["stderr"]
+    applied = len(state["applied"])
+    state = _run({**fake, "FAKE_CONTEXT": "gke_prod"}, "local", "--load", expect=1)
+    assert "--load knows kind and minikube contexts, not 'gke_prod'" in state["stderr"]
+    state = _run({**fake, "FAKE_IMAGES": ""}, "local", expect=1)
+    assert "image localhost/p2p-fast:latest is not built here" in state["stderr"] and "./build.sh" in state["stderr"]
+    assert len(state["applied"]) == applied  # both stopped before anything was applied
+    _run({**fake, "FAKE_IMAGES": ""}, "local", "--no-load")  # the user loaded it some other way
