@@ -5,8 +5,11 @@
 #
 #   ./stress-test.sh                           start the test-bed cluster (root: network namespaces, cluster DNS,
 #                                              1 bootstrap, 1 relay, 3 workers) and run against it
-#   ./stress-test.sh --urls http://127.0.0.1:8080[,URL...]   run against a real cluster's task API instead, e.g.
-#                                              kubectl -n net-test port-forward svc/p2p-bootstrap 8080:8080
+#   ./stress-test.sh --cluster                 run against the cluster ./deploy.sh deployed, in kubectl's current
+#                                              context (--context NAME for another): a kubectl port-forward to
+#                                              svc/p2p-bootstrap's API is started on a free local port and stopped
+#                                              at the end
+#   ./stress-test.sh --urls http://127.0.0.1:8080[,URL...]   run against task APIs you reach yourself
 #
 # Options (defaults): --users 20 (at most 500)  --spawn-rate 5  --run-time 60s (at most 30m)  --workers 3
 #   --task-type compute  --payload 'sha256 2000 {user}-{n}'  --max-failure-rate 1.0 (percent)
@@ -29,6 +32,9 @@ LOCUST_WORKERS=0
 RUNTIME=auto
 TARGETS=services
 REPORTS=stress/reports
+CLUSTER=0
+KUBECTL=(kubectl)
+NS=net-test
 
 die() { printf 'stress-test.sh: %s\n' "$*" >&2; exit 2; }
 while (( $# )); do
@@ -45,7 +51,9 @@ while (( $# )); do
         --runtime) RUNTIME="$2"; shift 2 ;;
         --targets) TARGETS="$2"; shift 2 ;;
         --reports) REPORTS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --cluster) CLUSTER=1; shift ;;
+        --context) KUBECTL=(kubectl --context "$2"); shift 2 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
 done
@@ -59,6 +67,43 @@ if [[ "$RUN_TIME" =~ ^([0-9]+)(s|m)?$ ]]; then
     (( secs >= 5 && secs <= 1800 )) || die "--run-time must be between 5s and 30m"
 else
     die "--run-time looks like 60s or 2m"
+fi
+
+(( CLUSTER )) && [[ -n "$URLS" ]] && die "--cluster and --urls exclude each other"
+
+# --cluster: a port-forward to the bootstrap Service's API for the length of the run (stopped on any exit).
+PF_PID=""
+stop_port_forward() {
+    if [[ -n "$PF_PID" ]]; then
+        kill "$PF_PID" 2>/dev/null || true
+        wait "$PF_PID" 2>/dev/null || true
+        echo "== port-forward stopped"
+    fi
+}
+if (( CLUSTER )); then
+    command -v kubectl >/dev/null || die "--cluster needs kubectl"
+    CONTEXT=$("${KUBECTL[@]}" config current-context 2>/dev/null) || die "no current kubectl context"
+    "${KUBECTL[@]}" -n "$NS" get service p2p-bootstrap >/dev/null 2>&1 \
+        || die "no Service p2p-bootstrap in namespace $NS of context $CONTEXT: ./deploy.sh first"
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PF_LOG=$(mktemp)
+    trap 'stop_port_forward; rm -f "$PF_LOG"' EXIT
+    echo "== context $CONTEXT: kubectl -n $NS port-forward svc/p2p-bootstrap $PORT:8080"
+    "${KUBECTL[@]}" -n "$NS" port-forward --address 127.0.0.1 svc/p2p-bootstrap "$PORT:8080" > "$PF_LOG" 2>&1 &
+    PF_PID=$!
+    for ((i = 0; i < 150; i++)); do  # 30 s at most
+        if ! kill -0 "$PF_PID" 2>/dev/null; then
+            PF_PID=""
+            die "kubectl port-forward exited: $(tail -5 "$PF_LOG")"
+        fi
+        if python3 -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/readyz', timeout=2)" \
+                2>/dev/null; then
+            break
+        fi
+        sleep 0.2
+    done
+    (( i < 150 )) || die "the bootstrap's API did not answer ready through the port-forward in 30 s: $(tail -5 "$PF_LOG")"
+    URLS="http://127.0.0.1:$PORT"
 fi
 
 source scripts/setup-env.sh
@@ -103,4 +148,6 @@ else
         -- "${RUNNER[@]}"
 fi
 echo "== reports: $PREFIX.html, ${PREFIX}_stats.csv ($((SECONDS - t0)) s)"
-exec "$PY" stress/summary.py "$PREFIX" --max-failure-rate "$MAX_FAIL"
+rc=0
+"$PY" stress/summary.py "$PREFIX" --max-failure-rate "$MAX_FAIL" || rc=$?
+exit $rc
