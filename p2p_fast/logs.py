@@ -38,4 +38,10 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(logging.WARNING)
     # Our own loggers follow --log-level; py-libp2p is noisy at info and only follows at debug.
     logging.getLogger("p2p_fast").setLevel(level.upper())
-    logging.getLogger("libp2p").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    libp2p = logging.getLogger("libp2p")
+    libp2p.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    if level == "debug":
+        # py-libp2p (libp2p.utils.logging, at import) cuts its loggers off from the root unless LIBP2P_DEBUG is set;
+        # at debug they go through our handler and format instead, like everything else.
+        libp2p.handlers.clear()
+        libp2p.propagate = True

@@ -141,6 +141,18 @@ def test_readyz_is_503_while_bootstrap_unreachable(cluster):
     assert "p2p-node doctor" in w.stderr()
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_logging_includes_py_libp2p(cluster, how):
+    """``--log-level debug`` / ``P2P_LOG=debug`` (the description's ``RUST_LOG=debug``) shows the libp2p layer too:
+    py-libp2p stops its loggers from propagating unless LIBP2P_DEBUG is set, so without our hook it stayed silent."""
+    boot = cluster.start("boot", node_config("bootstrap"))
+    kw = {"extra_args": ["--log-level", "debug"]} if how == "flag" else {"env": {"P2P_LOG": "debug"}}
+    w = cluster.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr()]}), **kw)
+    wait_until(lambda: re.search(r" DEBUG +libp2p\.", w.stderr()), 20, "a py-libp2p debug line")
+    assert re.search(r" DEBUG +p2p_fast\.", w.stderr()) or "DEBUG" in w.stderr()
+    assert not re.search(r" DEBUG +libp2p\.", boot.stderr())  # info level stays quiet
+
+
 def test_json_log_format(cluster):
     boot = cluster.start("boot", node_config("bootstrap"), extra_args=["--log-format", "json"])
     wait_until(lambda: "node up" in boot.stderr(), 10, "startup log line")
