@@ -25,7 +25,9 @@ STOP_GRACE_S = 4.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="p2p-node", description="Run a p2p-fast node (bootstrap, relay or worker).")
+    p = argparse.ArgumentParser(prog="p2p-node", description="Run a p2p-fast node (bootstrap, relay or worker).",
+                                epilog="p2p-node doctor --config FILE checks a node's config, its way into the "
+                                       "network and its gossip mesh (p2p-node doctor --help).")
     p.add_argument("--config", required=True, help="YAML config file (see node/*.yaml)")
     p.add_argument("--listen-port", type=int, help="libp2p TCP port (0 picks a free one); overrides node.listen_port")
     p.add_argument("--listen-host", help="address to listen on; overrides node.listen_host")
