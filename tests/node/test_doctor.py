@@ -4,6 +4,7 @@ name, a closed port, another protocol_version and another PSK are each named as 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,9 +43,11 @@ def closed_port() -> int:
 
 def test_doctor_passes_on_a_healthy_network(cluster: Cluster, tmp_path: Path) -> None:
     boot = cluster.start("boot", node_config("bootstrap"))
+    relay = cluster.start("relay", node_config("relay", network={"bootstrap_peers": [boot.addr()]}))
     port = boot.addr(with_id=False).split("/tcp/")[1]
     # By name (/etc/hosts), as a cluster names its bootstrap Service: the doctor shows what the name resolves to.
     worker_cfg = node_config("worker", network={"bootstrap_peers": [f"/dns4/localhost/tcp/{port}"],
+                                                "relay_addrs": [relay.addr()],
                                                 "rebootstrap_interval": 1, "enable_mdns": False,
                                                 "connection_timeout": 10})
     worker = cluster.start("worker", worker_cfg)
@@ -64,9 +67,11 @@ def test_doctor_passes_on_a_healthy_network(cluster: Cluster, tmp_path: Path) ->
     assert "localhost -> 127.0.0.1" in line(out, "[ok     ] bootstrap /dns4/localhost")
     assert f"peer {boot.peer_id}, protocol_version 'p2p-network'" in line(out, f"[ok     ] dial 127.0.0.1:{port}")
     assert "held by the node running on this data dir" in line(out, "[ok     ] listen port")
+    relay_port = relay.addr(with_id=False).split("/tcp/")[1]
+    assert f"peer {relay.peer_id}" in line(out, f"[ok     ] dial 127.0.0.1:{relay_port}")  # serves the hop protocol
     gossip = line(out, "[ok     ] gossip")
     for topic in ("gossip", "capabilities", "heartbeat"):
-        assert f"p2p-network/{topic} mesh 1" in gossip
+        assert re.search(rf"p2p-network/{topic} mesh [12]\b", gossip), gossip
     assert "largest offset" in line(out, "[ok     ] clock")
     assert out.rstrip().endswith("doctor: all checks passed")
 
@@ -119,3 +124,15 @@ def test_doctor_bad_config_and_busy_port(tmp_path: Path) -> None:
         proc = doctor(tmp_path, cfg)
     assert proc.returncode == 1
     assert "in use by another process" in line(proc.stdout, "[PROBLEM] listen port")
+
+
+def test_doctor_relay_without_the_hop_protocol_and_mdns_in_kubernetes(cluster: Cluster, tmp_path: Path) -> None:
+    not_relay = cluster.start("plain", node_config("bootstrap"))  # reachable, but serves no circuit relay hop
+    cfg = node_config("bootstrap", network={"relay_addrs": [not_relay.addr()], "enable_mdns": True})
+    cfg["node"]["data_dir"] = str(tmp_path / "data")
+    proc = doctor(tmp_path, cfg, env={"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    port = not_relay.addr(with_id=False).split("/tcp/")[1]
+    assert "does not serve /libp2p/circuit/relay/0.2.0/hop" in line(out, f"[PROBLEM] dial 127.0.0.1:{port}")
+    assert "inside Kubernetes" in line(out, "[PROBLEM] mdns")
