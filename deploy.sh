@@ -141,6 +141,8 @@ load_image() {
         return
     fi
     read -r tool name <<< "$cluster"
+    local how_docker="minikube image load" how_archive="minikube image load"
+    [[ "$tool" == kind ]] && { how_docker="kind load docker-image"; how_archive="kind load image-archive"; }
     engine=$(image_engine "$image")
     if [[ -z "$engine" ]]; then
         if [[ "$image" == localhost/* ]]; then
@@ -152,14 +154,15 @@ load_image() {
         log "image $image is not in docker or podman here: the $tool cluster pulls it from its registry"
         return
     fi
-    command -v "$tool" >/dev/null || die "context $CONTEXT is a $tool cluster but $tool is not installed: install it, or load $image yourself and use --no-load"
+    command -v "$tool" >/dev/null \
+        || die "$CONTEXT is a $tool cluster but $tool is not installed: install it or load $image and --no-load"
     if [[ "$engine" == docker ]]; then
         log "loading $image (docker) into $tool cluster $name"
         case "$tool" in
             kind) kind load docker-image "$image" --name "$name" ;;
             minikube) minikube -p "$name" image load "$image" ;;
         esac
-        log "loaded $image into $tool cluster $name ($tool $( [[ $tool == kind ]] && echo 'load docker-image' || echo 'image load'))"
+        log "loaded $image into $tool cluster $name ($how_docker)"
         return
     fi
     archive=$(mktemp --suffix=.tar)
@@ -171,7 +174,7 @@ load_image() {
         minikube) minikube -p "$name" image load "$archive" ;;
     esac
     rm -f "$archive"
-    log "loaded $image into $tool cluster $name ($tool $( [[ $tool == kind ]] && echo 'load image-archive' || echo 'image load') from podman save)"
+    log "loaded $image into $tool cluster $name ($how_archive from podman save)"
 }
 
 if [[ "$LOAD" != 0 ]]; then

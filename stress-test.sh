@@ -102,7 +102,7 @@ if (( CLUSTER )); then
         fi
         sleep 0.2
     done
-    (( i < 150 )) || die "the bootstrap's API did not answer ready through the port-forward in 30 s: $(tail -5 "$PF_LOG")"
+    (( i < 150 )) || die "the bootstrap's API is not ready through the port-forward after 30 s: $(tail -5 "$PF_LOG")"
     URLS="http://127.0.0.1:$PORT"
 fi
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..config import Config, ConfigError, load_config
-from .report import OK, PROBLEM, SKIPPED, Check
+from .report import OK, PROBLEM, Check
 
 MDNS_GROUP = ("224.0.0.251", 5353)
 MDNS_SERVICE = "_p2p._udp.local."  # py-libp2p's service type
@@ -87,9 +88,7 @@ def _browse(seconds: float) -> int:
     zc = Zeroconf()
     try:
         ServiceBrowser(zc, MDNS_SERVICE, handlers=[on_change])
-        import time
-
-        time.sleep(seconds)
+        time.sleep(seconds)  # a worker thread (trio.to_thread): answers arrive on zeroconf's own threads
     finally:
         zc.close()
     return len(found)
@@ -116,5 +115,3 @@ async def check_mdns(cfg: Config) -> Check:
     return Check("mdns", OK, f"on; multicast routable; {n} p2p service(s) answered a {BROWSE_S:.0f} s browse"
                              + (" (none: fine when no other node is on this network segment)" if n == 0 else ""))
 
-
-__all__ = ["check_config", "check_listen_port", "check_mdns", "SKIPPED"]
