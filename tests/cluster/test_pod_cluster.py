@@ -268,3 +268,23 @@ def _outsider_tasks(kube: PodCluster, outsider: Pod, home: Any, relay_addr: str,
     conn = next((p for p in w0.get("/v1/peers") if p["peer_id"] == me), None)
     if conn is not None:
         assert conn["addr"].startswith(f"/ip4/{home.wan_ip}/tcp/") or conn["relayed"], conn
+
+
+def test_doctor_in_a_worker_pod_passes_on_the_healthy_cluster(kube: PodCluster) -> None:
+    """`kubectl exec <worker> -- p2p-node doctor --config /app/config.yaml`, in the emulated cluster: the
+    bootstrap Service's name through the cluster DNS, the dial, the pod's own running node (mesh, clock)."""
+    pod = kube.workers[0]
+    eventually(lambda: pod.status()["peers"] >= 2 and all(n >= 1 for n in pod.status()["topics"].values()), 90,
+               "the worker's gossip mesh")
+    if pod.container:
+        proc = podman("exec", pod.container, "p2p-node", "doctor", "--config", "/app/config.yaml", check=False,
+                      timeout=120)
+    else:  # pods as processes: the same config, the node's data dir given on its command line, so --api
+        proc = pod.host.run([sys.executable, "-m", "p2p_fast", "doctor", "--config", str(pod.config_path),
+                             "--api", pod.url], check=False, timeout=120)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    boot = kube.bootstrap
+    assert f"{BOOTSTRAP_SVC}.{DOMAIN} -> {boot.ip} (1 A record(s))" in out, out
+    assert f"[ok     ] dial {boot.ip}:4001: TCP, handshake, peer {boot.peer_id}" in out, out
+    assert "[ok     ] gossip: " in out and "[ok     ] mdns: network.enable_mdns is false" in out
