@@ -42,6 +42,23 @@ network:
   enable_relay: true
   connection_timeout: 30
 """
+SEED_BOOTSTRAP_YAML = """\
+node:
+  role: "bootstrap"
+  listen_port: 4001
+  capabilities:
+    - "bootstrap"
+    - "discovery"
+  max_connections: 500
+  heartbeat_interval: 10
+
+network:
+  protocol_version: "p2p-network"
+  mesh_network: true
+  enable_mdns: false
+  enable_relay: false
+  connection_timeout: 60
+"""
 BOOTSTRAP_NAME = "p2p-bootstrap.net-test.svc.cluster.local"
 
 BOOTSTRAP_ONLY = """\
@@ -137,6 +154,15 @@ def test_repository_config_is_the_descriptions_worker_config_plus_a_bootstrap() 
     extra = {f"{s}.{k}" for s, v in ours.items() for k in v if k not in seed.get(s, {})}
     assert extra == {"network.bootstrap_peers"}
     assert ours["network"]["bootstrap_peers"] == [f"/dns4/{BOOTSTRAP_NAME}/tcp/4001"]
+
+
+def test_the_descriptions_configs_load_as_written(tmp_path: Path) -> None:
+    from p2p_fast.config import load_config
+
+    for role, text in (("worker", SEED_WORKER_YAML), ("bootstrap", SEED_BOOTSTRAP_YAML)):
+        (tmp_path / f"{role}.yaml").write_text(text)
+        cfg = load_config(tmp_path / f"{role}.yaml")
+        assert cfg.node.role == role and cfg.node.listen_port == 4001 and cfg.network.protocol_version == "p2p-network"
 
 
 def _run_plain(image: str, config: Path) -> str:

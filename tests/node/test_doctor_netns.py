@@ -39,3 +39,21 @@ def test_doctor_resolves_a_short_name_to_every_pod_and_dials_each(testbed, testb
     assert "(2 A record(s))" in shown and b1.ip in shown and b2.ip in shown
     for host, node in zip((b1, b2), boots):
         assert f"[ok     ] dial {host.ip}:4001: TCP, handshake, peer {node.peer_id}" in out, out
+
+
+def test_doctor_sees_mdns_answers_on_a_lan(testbed, cluster, tmp_path):
+    """mDNS on, on a LAN segment (a bridge between namespaces): multicast can leave, and a node that announces
+    itself by mDNS answers the doctor's browse."""
+    lan_node, client = testbed.add_host("mlan"), testbed.add_host("mclient")
+    mdns = {"network": {"enable_mdns": True, "bootstrap_peers": []}}
+    cluster.start_in(lan_node, "lan", _ns_config("worker", **mdns))
+    cfg = _ns_config("worker", **mdns)
+    cfg["node"]["data_dir"] = str(tmp_path / "data")
+    path = tmp_path / "doctor.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(["ip", "netns", "exec", client.ns, sys.executable, "-m", "p2p_fast", "doctor",
+                           "--config", str(path), "--timeout", "5"],
+                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    mdns_line = next(ln for ln in proc.stdout.splitlines() if "] mdns:" in ln)
+    assert mdns_line.startswith("[ok     ] mdns: on; multicast routable; 1 p2p service(s) answered"), proc.stdout
+    assert "[ok     ] bootstrap: none configured: peers come from mDNS" in proc.stdout
