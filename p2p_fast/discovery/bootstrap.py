@@ -87,7 +87,7 @@ class Bootstrapper:
         self.rounds += 1
         metrics.BOOTSTRAP_ROUNDS.inc()
         reached: list[ID] = []
-        self._failed: dict[str, str] = {}
+        self._failed = {}
         resolved: dict[str, list[multiaddr.Multiaddr]] = {}
 
         async def one(addr: multiaddr.Multiaddr, pid: ID | None) -> None:
@@ -103,10 +103,11 @@ class Bootstrapper:
                 for addr in addrs:
                     nursery.start_soon(one, addr, target.peer_id)
         self.bootstrap_peers.update(reached)
-        self.outcomes = {text: self._describe(text, addrs) for text, addrs in resolved.items()}
+        self.outcomes = {text: self._describe(addrs) for text, addrs in resolved.items()}
         return len(reached)
 
-    def _describe(self, text: str, addrs: list[multiaddr.Multiaddr]) -> str:
+    def _describe(self, addrs: list[multiaddr.Multiaddr]) -> str:
+        """One configured address's result in the last round, for :meth:`not_ready_reason`."""
         if not addrs:
             return "does not resolve"
         failed = [f"{a}: {self._failed[str(a)]}" for a in addrs if str(a) in self._failed]

@@ -64,3 +64,17 @@ def test_peer_leaves_the_live_view_after_three_missed_heartbeats():
     assert book.get("p2").queue_depth == 3 and book.get("p2").free_slots == 0
     book.expire(keep_for=5.0)
     assert book.get("p1") is None and book.get("p2") is not None
+
+
+def test_heartbeat_timestamps_give_each_peer_a_clock_offset():
+    import time
+
+    book = PeerBook(heartbeat_interval=2.0)
+    book.on_advertisement(_ad("p1", ("compute",)))
+    assert book.get("p1").clock_offset is None  # no heartbeat yet
+    before = time.time()
+    book.on_heartbeat(HeartBeat("p1", 2, 1, 0, 0.1, before - 5.0))  # its clock 5 s behind ours
+    after = time.time()
+    assert 5.0 <= book.get("p1").clock_offset <= 5.0 + (after - before)
+    book.on_heartbeat(HeartBeat("p1", 3, 1, 0, 0.1, time.time() + 2.0))  # now 2 s ahead
+    assert -2.0 <= book.get("p1").clock_offset < -1.9
