@@ -155,7 +155,7 @@ class Dispatcher:
         self._emit("task", {"id": rec.id, "type": rec.type, "event": what, "state": rec.state,
                             "worker": a.worker if a is not None else rec.worker, "attempt": a.n if a is not None else 0,
                             "error": (a.reason or None) if what == "retry" and a is not None else rec.error,
-                            "ts": time.time()},
+                            "ts": time.time(), "created": rec.created},
                    rec.result if what == "completed" else None)
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
