@@ -166,8 +166,9 @@ function renderTasks() {
   const batches = new Map();
   for (const t of tasks) {
     if (!t.created) continue;
-    const b = batches.get(t.created) || { created: t.created, total: 0, done: 0, failed: 0, type: t.type };
+    const b = batches.get(t.created) || { created: t.created, total: 0, done: 0, failed: 0, types: [] };
     b.total += 1;
+    if (!b.types.includes(t.type)) b.types.push(t.type);
     if (t.state === "completed") b.done += 1;
     if (t.state === "failed" || t.state === "cancelled") b.failed += 1;
     batches.set(t.created, b);
@@ -181,7 +182,8 @@ function renderWorkers() {
   const rep = (state.ledger && state.ledger.reputation) || {};
   const credits = (state.ledger && state.ledger.by_peer) || {};
   const rows = [];
-  if (st && state.self && st.worker && st.worker.slots) {
+  const TASK_CAPS = (caps) => (caps || []).filter((c) => !["bootstrap", "discovery", "relay"].includes(c));
+  if (st && state.self && st.worker && st.worker.slots && TASK_CAPS(state.self.capabilities).length) {
     rows.push({ id: state.self.id, role: state.self.role + " (this node)", capabilities: state.self.capabilities,
       slots: st.worker.slots, free: st.worker.free, queued: st.worker.queued, load: st.worker.load });
   }

@@ -69,9 +69,11 @@ function drawGraph(box, nodes) {
       + (n.self ? "\n(this node)" : n.connected ? (n.relayed ? "\nconnected via a relay" : "\nconnected directly")
         : "\nknown from gossip, not connected")));
     g.appendChild(svg("circle", { r: n.self ? 16 : 12, fill: n.self ? "#1d2330" : (ROLE_COLOR[n.role] || "#8d97a8") }));
-    g.appendChild(svg("text", { x: 0, y: (n.self ? 30 : 26), "text-anchor": "middle" },
-      (n.self ? "this node " : "") + short(n.id)));
-    g.appendChild(svg("text", { x: 0, y: (n.self ? 43 : 39), "text-anchor": "middle", class: "edge-label" },
+    // Labels away from the centre, so that they do not sit on this node's edges.
+    const above = !n.self && y < cy - 1;
+    const y1 = n.self ? 30 : above ? -31 : 26, y2 = n.self ? 43 : above ? -18 : 39;
+    g.appendChild(svg("text", { x: 0, y: y1, "text-anchor": "middle" }, (n.self ? "this node " : "") + short(n.id)));
+    g.appendChild(svg("text", { x: 0, y: y2, "text-anchor": "middle", class: "edge-label" },
       n.role + ((n.capabilities || []).length ? ": " + n.capabilities.join(",") : "")));
     root.appendChild(g);
   }
@@ -107,7 +109,7 @@ function drawTimeline(box, bars, workers, span) {
 function drawBatches(box, batches) {
   const items = batches.map((b) => {
     const div = el("div", { class: "batch" });
-    div.appendChild(el("div", {}, `batch of ${b.total} (${b.type}): ${b.done} done` + (b.failed ? `, ${b.failed} failed` : "")
+    div.appendChild(el("div", {}, `batch of ${b.total} (${b.types.join(", ")}): ${b.done} done` + (b.failed ? `, ${b.failed} failed` : "")
       + ` · ${fmtAge(b.created)}`));
     const bar = el("div", { class: "progress" });
     bar.appendChild(el("div", { class: "done", style: { width: `${(100 * b.done) / b.total}%` } }));
