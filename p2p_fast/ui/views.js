@@ -57,7 +57,7 @@ function drawGraph(box, nodes) {
     if (!n.connected || !self) continue;
     root.appendChild(svg("line", { class: "edge" + (n.relayed ? " relayed" : ""), x1: cx, y1: cy, x2: x, y2: y }));
     if (n.rtt !== null && n.rtt !== undefined) {
-      root.appendChild(svg("text", { class: "edge-label", x: cx + (x - cx) * 0.62 + 4, y: cy + (y - cy) * 0.62 - 4 },
+      root.appendChild(svg("text", { class: "edge-label", x: cx + (x - cx) * 0.72 + 4, y: cy + (y - cy) * 0.72 - 4 },
         n.rtt < 10 ? n.rtt.toFixed(2) + " ms" : Math.round(n.rtt) + " ms"));
     }
   }

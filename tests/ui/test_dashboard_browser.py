@@ -127,8 +127,10 @@ def test_dashboard_shows_the_network_and_tasks_live(net: dict[str, Any]) -> None
         wait_until(lambda: boot.peer_id in _js(driver, "document.getElementById('node-info').textContent"), 10,
                    "the node's ID")
         # Let a few stats samples draw the time series before the screenshots.
-        wait_until(lambda: driver.execute_script("return document.querySelectorAll('#charts polyline').length") >= 2,
-                   30, "the traffic charts to have lines")
+        wait_until(lambda: _js(driver, "Math.min(...[...document.querySelectorAll('#charts polyline')]"
+                                       ".map(p => p.points.length))") >= 5 and
+                   _js(driver, "document.querySelectorAll('#charts polyline').length") >= 4,
+                   40, "the traffic charts to have a few samples")
 
         SHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOTS / "dashboard-desktop.png"))
