@@ -1,5 +1,6 @@
 """Pages served from files on this machine: the dashboard (``/ui``, files in ``p2p_fast/ui/``) and Swagger UI
-(``/docs``, assets of the ``swagger-ui-bundle`` package). Nothing is loaded from a CDN: a pod without internet shows
+(``/docs``, the Swagger UI 5 assets shipped by the ``fastapi-offline`` package; ``swagger-ui-bundle`` has Swagger UI 4,
+which cannot read the OpenAPI 3.1 schema FastAPI writes). Nothing is loaded from a CDN: a pod without internet shows
 both, and the Content-Security-Policy on every page forbids the browser to fetch anything from another origin.
 
 ``/ui`` and its files are open even with an API token (``security.token.OPEN_PREFIXES``): they are the same static
@@ -24,7 +25,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 # Swagger UI builds some styles inline and decodes its logo from a data: URI.
 DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'")
-DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
 
 
 def _ui_files() -> dict[str, Path]:
@@ -53,18 +54,19 @@ def install_ui(app: Any) -> None:
 
 
 def install_docs(app: Any) -> bool:
-    """Swagger UI at ``/docs`` from the ``swagger-ui-bundle`` package; False (no ``/docs``) when it is missing."""
+    """Swagger UI at ``/docs`` from the ``fastapi-offline`` package's files; False (no ``/docs``) when missing.
+    Only its static files are used, not its ``FastAPIOffline`` class: the app and its routes stay ours."""
     try:
-        import swagger_ui_bundle  # type: ignore[import-untyped]
+        import fastapi_offline  # type: ignore[import-untyped]
     except ImportError:
-        log.info("swagger-ui-bundle is not installed: no /docs page (the schema is at /openapi.json)")
+        log.info("fastapi-offline is not installed: no /docs page (the schema is at /openapi.json)")
         return False
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    root = Path(swagger_ui_bundle.swagger_ui_path)
+    root = Path(fastapi_offline.__file__).resolve().parent / "static"
     assets = {name: root / name for name in DOCS_ASSETS if (root / name).is_file()}
     if len(assets) != len(DOCS_ASSETS):
-        log.warning("swagger-ui-bundle lacks %s: no /docs page",
+        log.warning("fastapi-offline lacks %s: no /docs page",
                     ", ".join(sorted(set(DOCS_ASSETS) - set(assets))))
         return False
 
@@ -73,7 +75,9 @@ def install_docs(app: Any) -> bool:
         page = get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI",
                                    swagger_js_url="/docs/assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs/assets/favicon.png",
+                                   # No spec validation badge: it would ask an online validator.
+                                   swagger_ui_parameters={"validatorUrl": None})
         page.headers["content-security-policy"] = DOCS_CSP
         return page
 

@@ -69,12 +69,17 @@ function drawGraph(box, nodes) {
       + (n.self ? "\n(this node)" : n.connected ? (n.relayed ? "\nconnected via a relay" : "\nconnected directly")
         : "\nknown from gossip, not connected")));
     g.appendChild(svg("circle", { r: n.self ? 16 : 12, fill: n.self ? "#1d2330" : (ROLE_COLOR[n.role] || "#8d97a8") }));
-    // Labels away from the centre, so that they do not sit on this node's edges.
-    const above = !n.self && y < cy - 1;
-    const y1 = n.self ? 30 : above ? -31 : 26, y2 = n.self ? 43 : above ? -18 : 39;
-    g.appendChild(svg("text", { x: 0, y: y1, "text-anchor": "middle" }, (n.self ? "this node " : "") + short(n.id)));
-    g.appendChild(svg("text", { x: 0, y: y2, "text-anchor": "middle", class: "edge-label" },
-      n.role + ((n.capabilities || []).length ? ": " + n.capabilities.join(",") : "")));
+    const what = n.role + ((n.capabilities || []).length ? ": " + n.capabilities.join(",") : "");
+    if (n.self) {
+      // This node's label goes in the corner: under the centre it would sit on the edges.
+      g.appendChild(svg("text", { x: 0, y: 4, "text-anchor": "middle", class: "self-mark" }, "me"));
+      root.appendChild(svg("text", { x: 8, y: 16, class: "self-label" }, `this node ${short(n.id)} · ${what}`));
+    } else {
+      // Labels away from the centre, so that they do not sit on this node's edge.
+      const above = y < cy - 1;
+      g.appendChild(svg("text", { x: 0, y: above ? -31 : 26, "text-anchor": "middle" }, short(n.id)));
+      g.appendChild(svg("text", { x: 0, y: above ? -18 : 39, "text-anchor": "middle", class: "edge-label" }, what));
+    }
     root.appendChild(g);
   }
   box.replaceChildren(root);

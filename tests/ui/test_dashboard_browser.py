@@ -154,6 +154,25 @@ def test_dashboard_shows_the_network_and_tasks_live(net: dict[str, Any]) -> None
         driver.quit()
 
 
+def test_swagger_docs_load_from_the_node_alone(net: dict[str, Any]) -> None:
+    """``/docs`` is Swagger UI from the fastapi-offline package's files: it renders every route, nothing from a CDN."""
+    boot = net["boot"]
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(boot.http))
+    driver = _browser(1200, 900)
+    try:
+        driver.get(boot.http + "/docs")
+        wait_until(lambda: _js(driver, "document.querySelectorAll('.opblock').length") >= 10, 60,
+                   "Swagger UI to list the operations")
+        assert "/v1/events" in _js(driver, "document.body.textContent")
+        assert not _console_errors(driver), _console_errors(driver)
+        urls = _requested_urls(driver)
+        assert any(u == origin + "/openapi.json" for u in urls), urls
+        foreign = [u for u in urls if not (u.startswith(origin + "/") or u.startswith("data:"))]
+        assert not foreign, f"requests that left 127.0.0.1: {foreign}"
+    finally:
+        driver.quit()
+
+
 def test_token_protected_node_shows_the_prompt_not_data(net: dict[str, Any], tmp_path: Path) -> None:
     token = "ui-browser-test-token-0123456789"
     (tmp_path / "token").write_text(token)
