@@ -177,18 +177,21 @@ function renderTasks() {
     .sort((a, b) => b.created - a.created).slice(0, 4));
 }
 
+// Capabilities that are roles of the network, not kinds of task: peers with only these run no tasks.
+const NETWORK_CAPS = ["bootstrap", "discovery", "relay", "nat-traversal"];
+function taskCaps(caps) { return (caps || []).filter((c) => !NETWORK_CAPS.includes(c)); }
+
 function renderWorkers() {
   const st = latestStats();
   const rep = (state.ledger && state.ledger.reputation) || {};
   const credits = (state.ledger && state.ledger.by_peer) || {};
   const rows = [];
-  const TASK_CAPS = (caps) => (caps || []).filter((c) => !["bootstrap", "discovery", "relay"].includes(c));
-  if (st && state.self && st.worker && st.worker.slots && TASK_CAPS(state.self.capabilities).length) {
+  if (st && state.self && st.worker && st.worker.slots && taskCaps(state.self.capabilities).length) {
     rows.push({ id: state.self.id, role: state.self.role + " (this node)", capabilities: state.self.capabilities,
       slots: st.worker.slots, free: st.worker.free, queued: st.worker.queued, load: st.worker.load });
   }
   for (const w of (st && st.workers) || []) {
-    if (state.self && w.peer_id === state.self.id) continue;
+    if ((state.self && w.peer_id === state.self.id) || !taskCaps(w.capabilities).length) continue;
     rows.push({ id: w.peer_id, role: w.role, capabilities: w.capabilities, slots: w.slots, free: w.free,
       queued: w.queued, load: w.load });
   }

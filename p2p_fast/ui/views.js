@@ -57,7 +57,11 @@ function drawGraph(box, nodes) {
     if (!n.connected || !self) continue;
     root.appendChild(svg("line", { class: "edge" + (n.relayed ? " relayed" : ""), x1: cx, y1: cy, x2: x, y2: y }));
     if (n.rtt !== null && n.rtt !== undefined) {
-      root.appendChild(svg("text", { class: "edge-label", x: cx + (x - cx) * 0.72 + 4, y: cy + (y - cy) * 0.72 - 4 },
+      // Half way along the edge, moved off it along its normal (never on a node or under a label).
+      const len = Math.hypot(x - cx, y - cy) || 1, nx = -(y - cy) / len, ny = (x - cx) / len;
+      const side = ny > 0 ? -1 : 1;
+      root.appendChild(svg("text", { class: "edge-label", "text-anchor": "middle",
+        x: cx + (x - cx) * 0.5 + side * nx * 10, y: cy + (y - cy) * 0.5 + side * ny * 10 + 4 },
         n.rtt < 10 ? n.rtt.toFixed(2) + " ms" : Math.round(n.rtt) + " ms"));
     }
   }
