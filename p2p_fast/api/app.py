@@ -1,8 +1,10 @@
 """Routes of the HTTP listener. Health and metrics for operators; ``/v1`` JSON for clients and ``p2p-ctl``.
 
 Every error is JSON (``{"error": ..., "detail": ...}``) with a 4xx/5xx code; request bodies are size-limited before
-they are parsed. With an API token configured every route but ``/healthz``, ``/readyz``, the dashboard's static files under ``/ui``
-(and ``/metrics`` unless ``http.metrics_public`` is false) needs ``Authorization: Bearer <token>`` (``p2p_fast.security.token``). Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
+they are parsed. With an API token configured every route but ``/healthz``, ``/readyz``, the dashboard's static
+files under ``/ui`` (and ``/metrics`` unless ``http.metrics_public`` is false) needs ``Authorization: Bearer
+<token>`` (``p2p_fast.security.token``). Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task
+service; ``GET /v1/events`` is ``api.events``, ``/ui`` and ``/docs`` are ``api.static``.
 """
 
 from __future__ import annotations
