@@ -68,7 +68,7 @@ class Subscriber:
         self.results = results
         self.send, self.receive = trio.open_memory_channel[Event](BUFFER)
         self.overflowed = False
-        self.scope: trio.CancelScope | None = None  # the handler's; cut short on overflow
+        self.dropped = trio.Event()  # set on overflow: the handler gives the client OVERFLOW_GRACE, then hangs up
 
 
 class EventBus:
@@ -125,8 +125,7 @@ class EventBus:
         self.overflows += 1
         metrics.EVENT_OVERFLOWS.inc()
         sub.send.close()  # its handler stops at the end of the buffer, says overflow and ends
-        if sub.scope is not None:  # ... within OVERFLOW_GRACE, even if the client never reads again
-            sub.scope.deadline = min(sub.scope.deadline, trio.current_time() + OVERFLOW_GRACE)
+        sub.dropped.set()
 
     def subscribe(self, types: Iterable[str], since: int | None, results: bool) -> tuple[Subscriber, list[Event], bool]:
         """Register a subscriber; returns it, the history to replay first (events after ``since``) and whether

@@ -10,13 +10,17 @@ wait: the bus hands events over with ``send_nowait`` and this handler writes the
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import trio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from ..events import TYPES, EventBus, Subscriber
+from ..events import OVERFLOW_GRACE, TYPES, EventBus, Subscriber
+from .sockets import shutdown_connection
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
 MAX_BATCH = 256  # events per socket write
@@ -76,8 +80,8 @@ class EventStream(Response):
                                     (b"connection", b"close")]})
             first = f"event: hello\ndata: {json.dumps(hello, separators=(',', ':'))}\n\n".encode()
             async with trio.open_nursery() as nursery:
-                sub.scope = nursery.cancel_scope  # the bus sets its deadline when it drops this subscriber
                 nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope)
+                nursery.start_soon(self._hang_up_when_dropped, sub, scope, nursery.cancel_scope)
                 await self._pump(sub, first, replay, send)
                 nursery.cancel_scope.cancel()
             with trio.move_on_after(1):
@@ -92,6 +96,17 @@ class EventStream(Response):
             if message["type"] == "http.disconnect":
                 scope.cancel()
                 return
+
+    @staticmethod
+    async def _hang_up_when_dropped(sub: Subscriber, scope: Any, cancel: trio.CancelScope) -> None:
+        """After an overflow the client gets ``OVERFLOW_GRACE`` seconds to read the notice; then the connection is
+        shut down. Cancelling is not enough: hypercorn shields its socket writes, so a write to a client that
+        never reads again would wait for ever (holding the handler and the connection)."""
+        await sub.dropped.wait()
+        await trio.sleep(OVERFLOW_GRACE)
+        cancel.cancel()
+        if not shutdown_connection(scope.get("client"), scope.get("server")):
+            log.warning("could not shut down the connection of a dropped event subscriber %s", scope.get("client"))
 
     async def _pump(self, sub: Subscriber, first: bytes, replay: list[Any], send: Any) -> None:
         results = self.results

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from typing import Any, Iterator
@@ -317,3 +319,49 @@ def test_gossip_events(net: dict[str, Any]) -> None:
         assert doc in httpx.get(boot.http + "/v1/gossip", timeout=5).json()  # as GET /v1/gossip lists it
     finally:
         sub.close()
+
+
+def test_a_subscriber_that_never_reads_again_is_disconnected(net: dict[str, Any]) -> None:
+    """Dropped and never reading again: the node hangs up (resets the connection) after its grace instead of
+    holding a handler and a socket blocked on it; ``ss`` shows the node process no longer owns the connection."""
+    boot, api = net["boot"], net["api"]
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    before = _metric(boot, "p2p_event_overflows_total")
+    host, port = urlsplit(boot.http).hostname, urlsplit(boot.http).port
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(30)
+    try:
+        slow.connect((host, port))
+        slow.sendall(f"GET /v1/events?types=task HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert slow.recv(256).startswith(b"HTTP/1.1 200")
+        ids: list[str] = []
+        for _ in range(40):
+            ids += api.submit_batch([{"type": "echo", "payload": "p" * 200} for _ in range(500)])
+            if _metric(boot, "p2p_event_overflows_total") > before:
+                break
+        assert _metric(boot, "p2p_event_overflows_total") > before
+        local_port = slow.getsockname()[1]
+
+        assert boot.proc is not None
+        owner = f"pid={boot.proc.pid},"
+
+        def owned_by_the_node() -> bool:
+            out = subprocess.run(["ss", "-Htnp", "dport", "=", f":{local_port}"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            return owner in out
+
+        assert owned_by_the_node()  # the check sees the connection while the node holds it
+
+        def closed_by_the_node() -> bool:
+            return not owned_by_the_node()
+
+        wait_until(closed_by_the_node, 10 + 20, "the node to close the dropped subscriber's connection")
+        with pytest.raises(ConnectionResetError):  # reset: what was left unsent is dropped, not delivered
+            for _ in range(10_000):
+                if not slow.recv(1 << 16):
+                    break
+        assert all(d["state"] == "completed" for d in api.wait_all(ids, timeout=120))
+    finally:
+        slow.close()
