@@ -45,7 +45,8 @@ function drawGraph(box, nodes) {
     "aria-label": `network graph, ${nodes.length} nodes` });
   const self = nodes.find((n) => n.self);
   const others = nodes.filter((n) => !n.self).sort((a, b) => (a.id < b.id ? -1 : 1));
-  const cx = W / 2, cy = H / 2, r = Math.max(60, Math.min(W, H) / 2 - 48);
+  const top = 24; // a strip for this node's label, above the circle of peers
+  const cx = W / 2, cy = (H + top) / 2, r = Math.max(60, Math.min(W, H - top) / 2 - 48);
   const pos = new Map();
   if (self) pos.set(self.id, [cx, cy]);
   others.forEach((n, i) => {
