@@ -104,7 +104,7 @@ async def run_node(cfg: Any, console_mode: str) -> int:
                 node.tasks.install_routes(app)
             await nursery.start(serve_http, wrap(app, cfg.http.max_body_bytes), http_sock)
             write_runtime_file(node, http_url)
-            log.info("http listener on %s (healthz, readyz, metrics, /v1)", http_url)
+            log.info("http listener on %s (healthz, readyz, metrics, /v1; dashboard: %s/ui)", http_url, http_url)
             done = trio.Event()
 
             async def signals() -> None:

@@ -28,6 +28,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from . import __version__, metrics
 from .config import Config
 from .dht import build_dht
+from .events import EventBus
 from .discovery.bootstrap import Bootstrapper
 from .discovery.connector import Connector
 from .gossip import Gossip
@@ -125,6 +126,8 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.failure: str | None = None
         self.api_token: str | None = None  # the HTTP API's bearer token (http.token_file, P2P_API_TOKEN)
+        self.events = EventBus()  # what GET /v1/events streams; a new stream id per process
+        self.book.on_identified = self._on_identified
 
     # -- identity and addresses ---------------------------------------------------------------------------------
     @property
@@ -205,6 +208,9 @@ class Node:
                 nursery.start_soon(self.connector.run)
                 nursery.start_soon(self.presence.run)
                 nursery.start_soon(self._watch_peers)
+                from .node_events import stats_loop
+
+                nursery.start_soon(stats_loop, self)
                 if cfg.network.enable_mdns:
                     self._start_mdns_bridge(stack)
                 metrics.NODE_INFO.labels(str(host.get_id()), self.role, __version__).set(1)
@@ -271,8 +277,13 @@ class Node:
             metrics.CONNECTIONS.set(sum(len(c) for c in host.get_network().get_connections_map().values()))
             metrics.UPTIME.set(time.monotonic() - self.started_at)
             metrics.DHT_PEERS.set(dht.get_routing_table_size())
+            self.update_health_gauges()
             if peers - known and self.presence is not None:
                 self.presence.poke()
+            if peers != known:
+                from .node_events import emit_peer_changes
+
+                emit_peer_changes(self, peers - known, known - peers)
             for pid in peers:
                 if dht.routing_table.peer_in_table(pid):
                     continue
@@ -334,40 +345,47 @@ class Node:
         if not isinstance(msg, GossipText):
             metrics.MESSAGES_REJECTED.labels(self.cfg.topic("gossip"), "wrong-type").inc()
             return
-        self.gossip_log.append({"sender": str(sender), "text": msg.text, "sent_at": msg.sent_at,
-                                "received_at": time.time()})
+        item = {"sender": str(sender), "text": msg.text, "sent_at": msg.sent_at, "received_at": time.time()}
+        self.gossip_log.append(item)
+        self.events.emit("gossip", item)
         del self.gossip_log[:-1000]
         for listener in list(self.gossip_listeners):
             listener(str(sender), msg.text, msg.sent_at)
 
+    def _on_identified(self, rec: Any) -> None:
+        from .node_events import emit_identified
+
+        emit_identified(self, rec)
+
     # -- views for the console and the API ------------------------------------------------------------------------
     def peers(self) -> list[dict[str, Any]]:
-        assert self.host is not None and self.health is not None
-        network = self.host.get_network()
-        out = []
-        for pid in self.host.get_connected_peers():
-            conns = network.get_connections(pid)
-            addr = ""
-            relayed = False
-            for conn in conns:
-                addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
-                if addrs:
-                    addr = str(addrs[0])
-                    relayed = relayed or is_relayed(addrs[0])
-            rec = self.book.get(str(pid))
-            rtt = self.health.rtt.get(pid)
-            out.append({
-                "peer_id": str(pid),
-                "addr": addr,
-                "relayed": relayed,
-                "role": rec.role if rec else "?",
-                "capabilities": rec.capabilities if rec else [],
-                "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
-                "live": bool(rec and self.book.is_live(rec)),
-                "clock_offset_s": round(rec.clock_offset, 3) if rec and rec.clock_offset is not None else None,
-            })
+        assert self.host is not None
+        out = [self.peer_doc(pid) for pid in self.host.get_connected_peers()]
         out.sort(key=lambda p: p["peer_id"])
         return out
+
+    def peer_doc(self, pid: ID) -> dict[str, Any]:
+        """One connected peer as ``/v1/peers`` and ``peer`` events show it."""
+        assert self.host is not None and self.health is not None
+        addr = ""
+        relayed = False
+        for conn in self.host.get_network().get_connections(pid):
+            addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
+            if addrs:
+                addr = str(addrs[0])
+                relayed = relayed or is_relayed(addrs[0])
+        rec = self.book.get(str(pid))
+        rtt = self.health.rtt.get(pid)
+        return {
+            "peer_id": str(pid),
+            "addr": addr,
+            "relayed": relayed,
+            "role": rec.role if rec else "?",
+            "capabilities": rec.capabilities if rec else [],
+            "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
+            "live": bool(rec and self.book.is_live(rec)),
+            "clock_offset_s": round(rec.clock_offset, 3) if rec and rec.clock_offset is not None else None,
+        }
 
     def status(self) -> dict[str, Any]:
         assert self.host is not None and self.gossip is not None and self.dht is not None
@@ -402,6 +420,24 @@ class Node:
             for cap in rec.capabilities:
                 network.setdefault(cap, []).append(rec.peer_id)
         return {"node": self.capabilities, "network": network}
+
+    def health_checks(self) -> dict[str, bool]:
+        """The checks behind ``p2p_node_health{check}``: ``listening`` (the host has addresses), ``bootstrapped``
+        (first bootstrap round done, or no bootstrap addresses to dial), ``peers`` (connected to one, or a lone
+        entry point), ``storage`` (the task journal is writable: the node has not failed)."""
+        host, boot = self.host, self.bootstrapper
+        lone = not self.cfg.network.bootstrap_peers
+        return {
+            "listening": host is not None and bool(host.get_addrs()),
+            "bootstrapped": boot is not None and (lone or boot.done_first_round.is_set()),
+            "peers": host is not None and (lone or bool(host.get_connected_peers())),
+            "storage": self.failure is None,
+        }
+
+    def update_health_gauges(self) -> None:
+        for check, ok in self.health_checks().items():
+            metrics.NODE_HEALTH.labels(check).set(1 if ok else 0)
+        metrics.NODE_READY.set(1 if self.ready() else 0)
 
     def ready(self) -> bool:
         """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no
