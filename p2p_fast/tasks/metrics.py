@@ -19,3 +19,9 @@ WORKER_RUNNING = Gauge("p2p_tasks_worker_running", "Tasks this worker is running
 CREDITS = Gauge("p2p_credits", "Ledger totals of this node", ["kind"])
 RECEIPTS_DUPLICATE = Counter("p2p_receipts_duplicate_total", "Receipts received again for a task already credited")
 RECEIPTS_REJECTED = Counter("p2p_receipts_rejected_total", "Receipts refused (bad signature, wrong worker)")
+CREDIT_BALANCE = Gauge("p2p_credit_balance", "Bilateral credit balance of the peers with the largest balances or "
+                       "debts (top 10 by size)", ["peer"])
+REFUSED = Counter("p2p_tasks_refused_total", "Task requests this worker refused, by reason", ["reason"])
+WRONG = Counter("p2p_tasks_wrong_results_total", "Results found wrong (by a verifier or outvoted by other workers)",
+                ["by"])
+REDUNDANT = Counter("p2p_tasks_redundant_total", "Redundant or spot-checked tasks decided, by outcome", ["outcome"])
