@@ -6,13 +6,22 @@ The dishonest worker runs the test plugin (tests/tasks/plugin) with ``P2P_TEST_C
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
+
+import httpx
 
 from conftest import Api, ledger_rows, plugin_env, wait_for_workers, worker_config
 from harness import Cluster, NodeProcess, node_config, record, wait_until
 
 REPLICA_PREFIX = 20
+
+
+def _ctl(node: NodeProcess, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(node.data_dir), *argv],
+                          capture_output=True, text=True, timeout=60)
 
 
 def _submitter(boot: NodeProcess, **tasks: Any) -> dict[str, Any]:
@@ -68,6 +77,20 @@ def test_redundancy_accepts_only_correct_results_pays_only_agreeing_workers_and_
         assert all(d["state"] == "completed" and d["result"] == str(int(n) ** 2)
                    for n, d in zip(range(30, 40), later)), later
         assert not any(a["worker"] == bad.peer_id for d in later for a in d["attempts"])
+        # The same through p2p-ctl and the console.
+        r = _ctl(sub, "submit", "square", "9", "--redundancy", "2")
+        assert r.returncode == 0 and "81" in r.stdout, r.stdout + r.stderr
+        r = _ctl(sub, "ledger")
+        assert r.returncode == 0 and f"{bad.peer_id}: " in r.stdout and "EXCLUDED" in r.stdout, r.stdout
+        mark = len(sub.lines)
+        sub.command("task -r 2 square 11")
+        sub.wait_output(r"completed by \S+: 121$", start=mark)
+        sub.command("task -r x square 11")
+        sub.wait_output(r"usage: task -r K", start=mark)
+        r = httpx.post(sub.http + "/v1/tasks", json={"type": "square", "payload": "1", "redundancy": 17})
+        assert r.status_code == 422 and "redundancy" in r.text
+        r = httpx.post(sub.http + "/v1/tasks", json={"type": "storage", "payload": "x", "redundancy": 2})
+        assert r.status_code == 422 and "side effects" in r.text
         # The exclusion and the reputation survive a restart of the submitter; its ledger still verifies.
         api.close()
         sub.stop()
@@ -181,6 +204,12 @@ def test_free_rider_is_refused_past_grant_and_debt_limit_contributor_first_and_s
         assert rider_during <= 5, (rider_during, len(cdocs))  # first come, first served would be about 20
         doc = _credit(wapi, rider.peer_id)
         assert doc["served"] == 20 and doc["balance"] == -10 and doc["refused"] >= 980
+        r = _ctl(w, "ledger")
+        assert r.returncode == 0 and "credit with each peer" in r.stdout and f"{rider.peer_id}: balance -10" in r.stdout
+        metrics = httpx.get(w.http + "/metrics").text
+        assert f'p2p_credit_balance{{peer="{rider.peer_id}"}} -10.0' in metrics
+        assert f'p2p_credit_balance{{peer="{contrib.peer_id}"}}' in metrics
+        assert 'p2p_tasks_refused_total{reason="credit"} 980.0' in metrics
         record("free_rider_contention", worker_slots=1, contributor_tasks=len(cdocs), rider_tasks=1000,
                rider_served=len(served), rider_refused=len(refused),
                rider_served_while_contributor_busy=rider_during)
