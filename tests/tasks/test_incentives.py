@@ -250,3 +250,42 @@ def test_free_rider_is_refused_past_grant_and_debt_limit_contributor_first_and_s
     finally:
         for api_ in (wapi, capi, rapi):
             api_.close()
+
+
+def test_redundant_tasks_exactly_once_across_a_submitter_kill9(cluster: Cluster) -> None:
+    """Killed with redundant tasks in flight, the submitter runs their replicas again after the restart: every task
+    ends with one accepted result, and each agreeing worker of the deciding round is paid once."""
+    boot = cluster.start("boot", node_config("bootstrap"))
+    workers = [cluster.start(f"w{i}", worker_config(boot, ["compute"], slots=2), env=plugin_env(P2P_TEST_SLOW="1"))
+               for i in range(3)]
+    sub = cluster.start("sub", _submitter(boot), env=plugin_env())
+    wait_for_workers(sub, "compute", 3)
+    api = Api(sub)
+    try:
+        n = 60
+        ids = api.submit_batch([{"type": "slowpoke", "payload": "0.1", "redundancy": 2} for _ in range(n)])
+        wait_until(lambda: api.status()["tasks"]["completed"] >= 10, 60, "10 redundant tasks to complete")
+        sub.kill9()
+        api.close()
+        sub.start().wait_started()
+        api = Api(sub)
+        at_restart = Counter(d["state"] for d in api.lookup(ids, results=False))
+        assert at_restart["completed"] >= 10 and at_restart["completed"] < n, at_restart
+        wait_for_workers(sub, "compute", 3, timeout=60)
+        docs = api.wait_all(ids, timeout=120)
+        assert Counter(d["state"] for d in docs) == {"completed": n}, [d["error"] for d in docs if d["error"]]
+        assert all(d["result"] == "0.1" and d["redundancy"] == 2 for d in docs)
+        spent = ledger_rows(sub, "spent")
+        by_task: dict[str, list[str]] = {}
+        for task_id, _, worker, _ in spent:
+            by_task.setdefault(task_id[:REPLICA_PREFIX], []).append(worker)
+        assert set(by_task) == {d["id"][:REPLICA_PREFIX] for d in docs}
+        for d in docs:
+            agreeing = [a["worker"] for a in d["attempts"] if a["outcome"] == "ok"]
+            assert len(agreeing) == 2 and sorted(by_task[d["id"][:REPLICA_PREFIX]]) == sorted(agreeing), d
+        wait_until(lambda: sum(len(ledger_rows(w, "earned")) for w in workers) == len(spent), 30,
+                   "every receipt to reach its worker")
+        earned = [r[0] for w in workers for r in ledger_rows(w, "earned")]
+        assert len(earned) == len(set(earned)) == 2 * n
+    finally:
+        api.close()
