@@ -200,26 +200,26 @@ class PriorityGate:
 
     def __init__(self, slots: int) -> None:
         self.free = slots
+        self.waiting = 0  # waiters not yet granted nor gone
         self._waiters: list[tuple[float, int, dict[str, Any]]] = []
         self._seq = itertools.count()
 
-    @property
-    def waiting(self) -> int:
-        return sum(1 for _, _, w in self._waiters if not w["gone"])
-
     async def acquire(self, priority: float) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # before taking a permit: a cancellation after would leak it
         if self.free > 0 and not self.waiting:
             self.free -= 1
-            await trio.lowlevel.checkpoint()
             return
         entry: dict[str, Any] = {"event": trio.Event(), "granted": False, "gone": False}
         heapq.heappush(self._waiters, (-priority, next(self._seq), entry))
+        self.waiting += 1
         try:
             await entry["event"].wait()
         except BaseException:
-            entry["gone"] = True
             if entry["granted"]:
                 self.release()  # granted while being cancelled: pass the permit on
+            else:
+                entry["gone"] = True  # left in the heap, skipped when it comes up
+                self.waiting -= 1
             raise
 
     def release(self) -> None:
@@ -229,6 +229,7 @@ class PriorityGate:
                 continue
             entry["granted"] = True
             entry["gone"] = True
+            self.waiting -= 1
             entry["event"].set()
             return
         self.free += 1

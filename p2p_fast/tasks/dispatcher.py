@@ -10,6 +10,10 @@ key pays every task at most once.
 
 Each worker gets one long-lived stream (``Link``), opened on first use and reused; requests are pipelined on it
 and batched into few writes. The node itself is a worker for the capabilities it has (a local link, no stream).
+
+Incentives hook in narrowly: a task with ``redundancy`` > 1 runs as replicas decided by ``redundancy.py``; a worker
+that answers ``busy: credit`` (``credit.py``) is avoided for that task; workers excluded by ``reputation.py`` are not
+candidates; a result the type's verifier calls wrong counts against the worker's reputation.
 """
 
 from __future__ import annotations
