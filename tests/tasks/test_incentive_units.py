@@ -197,3 +197,22 @@ def test_incentive_config_keys_are_validated(key: str, value: object, problem: s
     with pytest.raises(ConfigError) as err:
         load_config_text(yaml.safe_dump({"tasks": {key: value}}), "test.yaml")
     assert f"tasks.{key}" in str(err.value) and problem in str(err.value)
+
+
+def test_the_per_peer_credit_gauge_stays_bounded(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from p2p_fast.tasks.credit import TOP_N
+
+    async def main() -> None:
+        db = Database(tmp_path / "c.sqlite3")
+        book = CreditBook(db, "me", TasksSection(initial_credit=0), Clock())
+        for i in range(3 * TOP_N):
+            book.settle(f"peer{i}", i, ok=True)  # peer{i} owes max(i, 1)
+        book.flush()
+        samples = [s for m in REGISTRY.collect() if m.name == "p2p_credit_balance" for s in m.samples]
+        assert len(samples) == TOP_N
+        assert {s.labels["peer"] for s in samples} == {f"peer{i}" for i in range(2 * TOP_N, 3 * TOP_N)}
+        db.close()
+
+    trio.run(main)

@@ -289,3 +289,28 @@ def test_redundant_tasks_exactly_once_across_a_submitter_kill9(cluster: Cluster)
         assert len(earned) == len(set(earned)) == 2 * n
     finally:
         api.close()
+
+
+def test_a_worker_that_refuses_for_credit_is_skipped_and_the_task_runs_elsewhere(cluster: Cluster) -> None:
+    boot = cluster.start("boot", node_config("bootstrap"))
+    strict = cluster.start("strict", worker_config(boot, ["compute"], slots=2, initial_credit=2, debt_limit=1,
+                                                   debt_decay=0))
+    easy = cluster.start("easy", worker_config(boot, ["compute"], slots=2))
+    rider = cluster.start("rider", _submitter(boot))
+    wait_for_workers(rider, "compute", 2)
+    api = Api(rider)
+    try:
+        docs = api.wait_all(api.submit_batch([{"type": "sleep", "payload": "0.05", "max_retries": 0}
+                                              for _ in range(30)]), timeout=90)
+        assert Counter(d["state"] for d in docs) == {"completed": 30}, [d["error"] for d in docs]
+        on_strict = [d for d in docs if d["worker"] == strict.peer_id]
+        assert len(on_strict) == 3  # grant 2 + debt limit 1
+        bounced = [d for d in docs if any(a["outcome"] == "refused" for a in d["attempts"])]
+        assert bounced
+        for d in bounced:
+            refused = [a for a in d["attempts"] if a["outcome"] == "refused"]
+            assert all(a["worker"] == strict.peer_id and not a["counted"] and a["reason"].startswith("busy: credit")
+                       for a in refused)
+            assert d["worker"] == easy.peer_id
+    finally:
+        api.close()
