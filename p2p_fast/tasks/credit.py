@@ -107,8 +107,9 @@ class CreditBook:
 
     def served(self, peer: str, reward: int) -> None:
         """This node (as a worker) sent ``peer`` a result."""
-        acc = self._account(peer)
-        cost = task_cost(reward)
+        self._served(self._account(peer), peer, task_cost(reward))
+
+    def _served(self, acc: Account, peer: str, cost: int) -> None:
         acc.balance -= cost
         acc.served += 1
         acc.served_credits += cost
@@ -130,7 +131,7 @@ class CreditBook:
         """A request from ``peer`` arrived: None when it may run (its cost is held as in flight until ``settle``),
         else the refusal's text (starting with ``CREDIT_REFUSAL``)."""
         acc = self._account(peer)
-        cost = task_cost(reward)
+        cost = reward if reward > 1 else 1
         if self.limit > 0 and acc.balance - acc.in_flight - cost < -self.limit:
             acc.refused += 1
             self._dirty.add(peer)
@@ -148,9 +149,10 @@ class CreditBook:
     def settle(self, peer: str, reward: int, ok: bool) -> None:
         """An admitted request ended; ``ok``: its result was sent (the cost becomes debt)."""
         acc = self._account(peer)
-        acc.in_flight = max(0, acc.in_flight - task_cost(reward))
+        cost = reward if reward > 1 else 1  # task_cost, inlined: this runs for every request a worker answers
+        acc.in_flight = max(0, acc.in_flight - cost)
         if ok:
-            self.served(peer, reward)
+            self._served(acc, peer, cost)
 
     def priority(self, peer: str) -> float:
         """Order of service under contention: the node itself first, then by balance."""
