@@ -196,9 +196,14 @@ class CreditBook:
                 "peers": peers}
 
 
+class GaveWay(Exception):
+    """A waiting request was pushed out of a full queue by one of higher priority."""
+
+
 class PriorityGate:
     """``slots`` permits handed out to waiters highest priority first (FIFO among equals): trio's Semaphore would
-    serve them in arrival order, which lets a peer that only consumes crowd out one that works."""
+    serve them in arrival order, which lets a peer that only consumes crowd out one that works. With the queue full,
+    a newcomer of higher priority takes the place of the lowest waiter (``give_way``), which gets :class:`GaveWay`."""
 
     def __init__(self, slots: int) -> None:
         self.free = slots
@@ -211,18 +216,40 @@ class PriorityGate:
         if self.free > 0 and not self.waiting:
             self.free -= 1
             return
-        entry: dict[str, Any] = {"event": trio.Event(), "granted": False, "gone": False}
+        entry: dict[str, Any] = {"event": trio.Event(), "granted": False, "gone": False, "bumped": False,
+                                 "priority": priority}
         heapq.heappush(self._waiters, (-priority, next(self._seq), entry))
         self.waiting += 1
         try:
             await entry["event"].wait()
+            if entry["bumped"]:
+                raise GaveWay()
+        except GaveWay:
+            raise
         except BaseException:
             if entry["granted"]:
                 self.release()  # granted while being cancelled: pass the permit on
-            else:
+            elif not entry["gone"]:  # (a waiter that gave way was already counted out)
                 entry["gone"] = True  # left in the heap, skipped when it comes up
                 self.waiting -= 1
             raise
+
+    def give_way(self, priority: float) -> bool:
+        """Push out the lowest-priority waiter (the latest among equals) if it ranks below ``priority``."""
+        lowest: dict[str, Any] | None = None
+        lowest_key: tuple[float, int] | None = None
+        for neg, seq, entry in self._waiters:
+            if entry["gone"]:
+                continue
+            key = (neg, seq)
+            if lowest_key is None or key > lowest_key:
+                lowest, lowest_key = entry, key
+        if lowest is None or lowest["priority"] >= priority:
+            return False
+        lowest["bumped"] = lowest["gone"] = True
+        self.waiting -= 1
+        lowest["event"].set()
+        return True
 
     def release(self) -> None:
         while self._waiters:

@@ -26,7 +26,7 @@ from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_IN
 from ..security.limits import NOT_ALLOWED, SubmitterPolicy
 from . import metrics
 from .builtins import InvalidPayload
-from .credit import PriorityGate
+from .credit import GaveWay, PriorityGate
 from .ledger import Ledger, result_digest
 from .pool import PoolClosed, ProcessPool, TaskFailed
 from .types import TaskType, TaskTypes
@@ -210,7 +210,8 @@ class Worker:
         if t.inline:
             nursery.start_soon(self._run_inline, req, t, reply, active)
             return
-        if self.running + self.queued >= self.slots + self.cfg.queue_limit:
+        if self.running + self.queued >= self.slots + self.cfg.queue_limit and \
+                not self.gate.give_way(self.ledger.credit.priority(req.submitter)):
             reply(self._response(req, TASK_BUSY, f"worker {self.own_id}: all {self.slots} slots busy"))
             return
         self.queued += 1
@@ -261,6 +262,9 @@ class Worker:
                 status, error = (TASK_INVALID if exc.invalid else TASK_FAILED), str(exc)
             except PoolClosed as exc:
                 status, error = TASK_REJECTED, str(exc)
+            except GaveWay:
+                status, error = TASK_BUSY, (f"worker {self.own_id}: all {self.slots} slots busy (this request gave "
+                                            "its place in the queue to a peer with more credit here)")
             finally:
                 active.pop((req.task_id, req.attempt), None)
                 if acquired:

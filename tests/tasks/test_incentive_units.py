@@ -216,3 +216,38 @@ def test_the_per_peer_credit_gauge_stays_bounded(tmp_path: Path) -> None:
         db.close()
 
     trio.run(main)
+
+
+def test_a_full_queue_gives_way_to_a_higher_balance() -> None:
+    from p2p_fast.tasks.credit import GaveWay
+
+    outcome: dict[str, str] = {}
+
+    async def main() -> None:
+        gate = PriorityGate(1)
+        await gate.acquire(0)
+
+        async def want(name: str, prio: float) -> None:
+            try:
+                await gate.acquire(prio)
+            except GaveWay:
+                outcome[name] = "gave way"
+                return
+            outcome[name] = "ran"
+            gate.release()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(want, "rider-a", -5.0)
+            await trio.sleep(0.01)
+            n.start_soon(want, "rider-b", -5.0)
+            await trio.sleep(0.01)
+            assert not gate.give_way(-5.0)  # an equal never pushes anyone out
+            assert gate.give_way(3.0)  # the latest of the lowest gives way
+            n.start_soon(want, "worker", 3.0)
+            await trio.sleep(0.01)
+            assert gate.waiting == 2
+            gate.release()
+        assert outcome == {"rider-b": "gave way", "worker": "ran", "rider-a": "ran"}
+        assert gate.free == 1 and gate.waiting == 0
+
+    trio.run(main)

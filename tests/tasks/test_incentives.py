@@ -174,7 +174,7 @@ def test_free_rider_is_refused_past_grant_and_debt_limit_contributor_first_and_s
         cluster: Cluster) -> None:
     boot = cluster.start("boot", node_config("bootstrap"))
     credit = {"initial_credit": 10, "debt_limit": 10, "debt_decay": 0}
-    w = cluster.start("w", worker_config(boot, ["compute"], slots=1, queue_limit=4, **credit))
+    w = cluster.start("w", worker_config(boot, ["compute"], slots=1, **credit))  # the default queue_limit, 2
     # The contributor itself sets no debt limit: w's 30 tasks for it are more than a grant and a limit of 10 each.
     contrib = cluster.start("contrib", worker_config(boot, ["wordcount"]), env=plugin_env())
     rider = cluster.start("rider", _submitter(boot, **credit))
