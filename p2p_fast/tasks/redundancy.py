@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
-from .journal import COMPLETED, FAILED, FINAL_STATES, RUNNING, Attempt, TaskRecord
+from .journal import COMPLETED, FINAL_STATES, RUNNING, Attempt, TaskRecord
 from .ledger import result_digest
 
 log = logging.getLogger(__name__)

@@ -123,6 +123,17 @@ def test_no_majority_adds_workers_then_fails_listing_every_result(cluster: Clust
         assert "'144'" in doc["error"] and "'145'" in doc["error"]
         assert honest[0].peer_id in doc["error"] and bad.peer_id in doc["error"]
         assert ledger_rows(sub, "spent") == []
+        # Cancelling a redundant task stops every replica on every worker.
+        task_id = api.submit("sleep", "30", timeout_s=60, redundancy=2)
+        workers = [honest[0], bad]
+        wait_until(lambda: all(w.status()["tasks"]["worker_running"] == 1 for w in workers), 20,
+                   "both workers to run a replica")
+        assert api.get(task_id)["state"] == "running" and api.status()["tasks"]["running"] == 1
+        r = api.client.post(f"/v1/tasks/{task_id}/cancel")
+        assert r.status_code == 200 and r.json()["state"] == "cancelled"
+        wait_until(lambda: all(w.status()["tasks"]["worker_running"] == 0 for w in workers), 20,
+                   "both replicas to stop")
+        assert api.status()["tasks"]["running"] == 0 and api.status()["tasks"]["pending"] == 0
     finally:
         api.close()
 
