@@ -24,4 +24,5 @@ CREDIT_BALANCE = Gauge("p2p_credit_balance", "Bilateral credit balance of the pe
 REFUSED = Counter("p2p_tasks_refused_total", "Task requests this worker refused, by reason", ["reason"])
 WRONG = Counter("p2p_tasks_wrong_results_total", "Results found wrong (by a verifier or outvoted by other workers)",
                 ["by"])
+EXCLUDED = Counter("p2p_workers_excluded_total", "Workers excluded from assignment for repeated wrong results")
 REDUNDANT = Counter("p2p_tasks_redundant_total", "Redundant or spot-checked tasks decided, by outcome", ["outcome"])

@@ -60,7 +60,7 @@ class Reputation:
         rec[OUTCOMES[outcome]] += 1
         if outcome == "wrong" and rec[3] >= self.ban_after - 1e-9 and self.ban_duration > 0:
             rec[5] = self.clock() + self.ban_duration
-            metrics.WRONG.labels("ban").inc()
+            metrics.EXCLUDED.inc()
         self._dirty.add(peer)
 
     def banned(self, peer: str) -> bool:
