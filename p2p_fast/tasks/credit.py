@@ -13,8 +13,9 @@ Every node keeps, per peer, one balance in credits (the receipt amounts: a task 
 No global ledger is needed and none could be gamed: a balance moves only by work this node did or received itself.
 Identities vouching for each other change nothing here (work done for a third peer does not count), so a new
 identity (a Sybil) is worth the grant and no more. Under contention the worker's slots go to queued requests in
-order of balance (:class:`PriorityGate`); a peer whose debt, with what it has in flight, would pass
-``tasks.debt_limit`` is answered ``busy: credit`` (``debt_limit`` 0: never refused).
+order of balance (:class:`PriorityGate`); a peer whose debt, with what it has in flight, has reached
+``tasks.debt_limit`` is answered ``busy: credit`` (``debt_limit`` 0: never refused). Reached, not "would pass with
+this task": a debt at the limit then only has to fade a little for the next task, whatever the limit and the cost.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class CreditBook:
         else the refusal's text (starting with ``CREDIT_REFUSAL``)."""
         acc = self._account(peer)
         cost = reward if reward > 1 else 1
-        if self.limit > 0 and acc.balance - acc.in_flight - cost < -self.limit:
+        if self.limit > 0 and acc.balance - acc.in_flight <= -self.limit:
             acc.refused += 1
             self._dirty.add(peer)
             self.db.touch(lazy=True)

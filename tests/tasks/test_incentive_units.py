@@ -69,6 +69,22 @@ def test_credit_grant_limit_decay_and_persistence(tmp_path: Path) -> None:
     trio.run(main)
 
 
+def test_a_debt_at_a_limit_of_one_fades_enough_for_the_next_task(tmp_path: Path) -> None:
+    clock = Clock()
+
+    async def main() -> None:
+        db = Database(tmp_path / "c.sqlite3")
+        book = CreditBook(db, "me", TasksSection(initial_credit=0, debt_limit=1, debt_decay=10.0), clock)
+        assert book.admit("p", 1) is None
+        book.settle("p", 1, ok=True)
+        assert book.admit("p", 1) is not None  # debt 1: the limit is reached
+        clock.t += 1  # a tenth of a half-life
+        assert book.admit("p", 1) is None
+        db.close()
+
+    trio.run(main)
+
+
 def test_no_debt_limit_means_never_refused(tmp_path: Path) -> None:
     async def main() -> None:
         db = Database(tmp_path / "c.sqlite3")
