@@ -151,8 +151,9 @@ class TasksSection:
     submit_burst: int = _check(_rng(1, 1_000_000), default=10000)
     # Bilateral credit (tasks/credit.py): what a stranger may take from this worker before it gives anything back.
     initial_credit: int = _check(_rng(0, 10**12), default=100)
-    # Debt (credits this worker gave a peer beyond the grant and what the peer did for it) above which the peer's
-    # requests are refused with "busy: credit"; 0: never refused (queued requests are still served by balance).
+    # Debt (credits this worker gave a peer beyond the grant and what the peer did for it, counting tasks in flight)
+    # at which the peer's requests are refused with "busy: credit"; 0: never refused (queued requests are still served
+    # by balance).
     debt_limit: int = _check(_rng(0, 10**12), default=0)
     # Half-life of a debt in seconds (a refused peer is served again after a while); 0: debts never fade.
     debt_decay: float = _check(_rng(0, 10**9), default=3600.0)
