@@ -403,6 +403,8 @@ class Dispatcher:
                                     f"{self.cfg.assign_timeout:g} s" + self._attempt_summary(rec, prefix="; "))
                 else:
                     skipped.append(rec)
+                    if len(skipped) > 1000:
+                        break
                 continue
             if best is None:
                 if fallback is not None or any(self._cost(c, heavy) is not None for c in cands):
