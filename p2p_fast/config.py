@@ -150,6 +150,23 @@ class TasksSection:
     submit_rate: float = _check(_rng(0, 1_000_000), default=2000.0)
     # Requests a submitter may send at once above the rate (the bucket's size).
     submit_burst: int = _check(_rng(1, 1_000_000), default=10000)
+    # Bilateral credit (tasks/credit.py): what a stranger may take from this worker before it gives anything back.
+    initial_credit: int = _check(_rng(0, 10**12), default=100)
+    # Debt (credits this worker gave a peer beyond the grant and what the peer did for it, counting tasks in flight)
+    # at which the peer's requests are refused with "busy: credit"; 0: never refused (queued requests are still served
+    # by balance).
+    debt_limit: int = _check(_rng(0, 10**12), default=0)
+    # Half-life of a debt in seconds (a refused peer is served again after a while); 0: debts never fade.
+    debt_decay: float = _check(_rng(0, 10**9), default=3600.0)
+    # Share of tasks without redundancy that also run on a second worker to check the first (spot checks).
+    verify_rate: float = _check(_rng(0, 1), default=0.0)
+    # Most workers one redundant task may run on: a disagreement without a majority adds workers up to this.
+    max_replicas: int = _check(_rng(1, 32), default=5)
+    # Wrong results (decayed count) after which a worker gets no tasks from this node for ban_duration seconds.
+    ban_after: float = _check(_rng(1, 10_000), default=3.0)
+    ban_duration: float = _check(_rng(0, 10**8), default=600.0)
+    # Half-life in seconds of every reputation count (old behaviour weighs less); 0: never decays.
+    reputation_half_life: float = _check(_rng(0, 10**9), default=86400.0)
 
 
 @dataclass

@@ -21,6 +21,7 @@ HELP = """commands:
   status                   role, ID, listen addresses, uptime, connections, topics and mesh sizes, DHT, tasks
   capabilities             this node's capabilities, and which live peers offer what
   task <type> <payload>    submit a task; its result is printed when it arrives
+  task -r K <type> <payload>  the same, run on K distinct workers: the majority result is accepted
   gossip <text>            broadcast a line of text to every node (printed there as [gossip])
   quit                     stop (piped input stops at its end, after submitted tasks finish)"""
 
@@ -130,12 +131,20 @@ class Console:
             parts = shlex.split(rest)
         except ValueError as exc:
             raise ValueError(f"cannot parse task arguments: {exc}") from None
+        redundancy: int | None = None
+        if parts and parts[0] in ("-r", "--redundancy"):
+            if len(parts) < 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= 16:
+                raise ValueError("usage: task -r K <type> <payload>  (K: workers that must agree, 1..16)")
+            redundancy, parts = int(parts[1]), parts[2:]
         if not parts:
-            raise ValueError("usage: task <type> <payload>")
+            raise ValueError("usage: task [-r K] <type> <payload>")
         task_type, payload = parts[0], " ".join(parts[1:])
         if self.node.tasks is None:
             raise ValueError("this node runs no task service")
-        task_id = await self.node.tasks.submit(task_type, payload.encode())
+        if redundancy is None:
+            task_id = await self.node.tasks.submit(task_type, payload.encode())
+        else:
+            task_id = await self.node.tasks.submit(task_type, payload.encode(), redundancy=redundancy)
         self.out(f"task {task_id} submitted ({task_type})")
         assert self._nursery is not None
         self._nursery.start_soon(self._await_task, task_id)

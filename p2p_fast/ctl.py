@@ -189,6 +189,8 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         task["max_retries"] = args.retries
     if args.reward is not None:
         task["reward"] = args.reward
+    if args.redundancy is not None:
+        task["redundancy"] = args.redundancy
     ids: list[str] = []
     for start in range(0, args.count, 5000):
         n = min(5000, args.count - start)
@@ -249,9 +251,19 @@ def cmd_ledger(client: Client, args: argparse.Namespace) -> int:
         return 0
     print(f"balance {doc['balance']}  (earned {doc['earned']} in {doc['receipts_earned']} receipts, "
           f"spent {doc['spent']} in {doc['receipts_spent']})")
+    print("reputation of the workers this node used (decayed counts):")
     for peer, r in doc["reputation"].items():
-        print(f"  {peer}: {r['successes']} ok, {r['failures']} failed, {r['timeouts']} timed out "
-              f"(score {r['score']})")
+        banned = f", EXCLUDED for {r['excluded_for_s']:g} s" if r.get("excluded_for_s") else ""
+        print(f"  {peer}: {r['successes']:g} ok, {r['failures']:g} failed, {r['timeouts']:g} timed out, "
+              f"{r.get('wrong', 0):g} wrong (score {r['score']}{banned})")
+    credit = doc.get("credit")
+    if credit:
+        limit = f"debt limit {credit['debt_limit']:g}" if credit["debt_limit"] else "no debt limit"
+        print(f"credit with each peer (grant {credit['initial_credit']:g}, {limit}, debts halve every "
+              f"{credit['debt_decay']:g} s):")
+        for peer, c in credit["peers"].items():
+            print(f"  {peer}: balance {c['balance']:g}  (served it {c['served']}, it served us {c['received']}, "
+                  f"refused {c['refused']})")
     if "verification" in doc:
         v = doc["verification"]
         print(f"signatures: {v['verified']} verified, {v['bad']} bad")
@@ -276,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="per-attempt timeout, s")
     s.add_argument("--retries", type=int, help="max retries")
     s.add_argument("--reward", type=int)
+    s.add_argument("--redundancy", type=int, help="run on this many distinct workers; the majority result is accepted")
     s.add_argument("--no-wait", dest="wait", action="store_false", help="print the id(s) and return")
     s.add_argument("--wait-timeout", type=float, default=600)
     w = sub.add_parser("watch", help="wait for tasks, with a progress bar")

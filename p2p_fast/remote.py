@@ -38,8 +38,11 @@ class _RemoteTasks:
     def __init__(self, node: "RemoteNode") -> None:
         self.node = node
 
-    async def submit(self, task_type: str, payload: bytes) -> str:
-        doc = await self.node.request("POST", "/v1/tasks", json={"type": task_type, "payload": payload.decode()})
+    async def submit(self, task_type: str, payload: bytes, redundancy: int | None = None) -> str:
+        body: dict[str, Any] = {"type": task_type, "payload": payload.decode()}
+        if redundancy is not None:
+            body["redundancy"] = redundancy
+        doc = await self.node.request("POST", "/v1/tasks", json=body)
         return str(doc["id"])
 
     async def wait(self, task_id: str) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Decentralized task distribution: capability-based assignment, retries, rewards, durable results, task API.
 
 Layout (one way, bottom up): ``builtins`` and ``types`` (what a task is) | ``pool`` (process pool) | ``wire`` (frames
-on streams) | ``journal`` and ``ledger`` (SQLite: tasks, credits, reputation) | ``worker`` (runs tasks for others) and
-``dispatcher`` (gets our tasks done) | ``service`` (``node.tasks``) | ``api`` (HTTP routes). The wire protocol is
-described in ``docs/protocol.md``.
+on streams) | ``journal`` and ``ledger`` (SQLite: tasks, receipts; with ``credit`` and ``reputation``) | ``worker``
+(runs tasks for others) and ``dispatcher`` (gets our tasks done; ``redundancy`` for replicated tasks) | ``service``
+(``node.tasks``) | ``api`` (HTTP routes). The wire protocol is described in ``docs/protocol.md``.
 
 This package's top level stays import-light: process-pool children import ``p2p_fast.tasks._child`` and must not
 pay for libp2p.

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .dispatcher import TaskSpec, TaskSpecError
 from .journal import FINAL_STATES, STATES
+from .redundancy import MAX_REDUNDANCY
 
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_BATCH = 10000
@@ -42,6 +43,8 @@ class TaskSubmit(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=86400, description="per-attempt timeout")
     max_retries: int | None = Field(default=None, ge=0, le=100, description="retries after the first attempt")
     reward: int | None = Field(default=None, ge=0, le=10**12, description="credits paid for the verified result")
+    redundancy: int | None = Field(default=None, ge=1, le=MAX_REDUNDANCY,
+                                   description="distinct workers that run the task; the majority result is accepted")
 
     def spec(self) -> TaskSpec:
         if self.payload_encoding == "base64":
@@ -51,7 +54,7 @@ class TaskSubmit(BaseModel):
                 raise TaskSpecError("payload is not valid base64") from None
         else:
             payload = self.payload.encode("utf-8")
-        return TaskSpec(self.type, payload, self.timeout_s, self.max_retries, self.reward)
+        return TaskSpec(self.type, payload, self.timeout_s, self.max_retries, self.reward, self.redundancy)
 
 
 class TaskBatch(BaseModel):
@@ -155,13 +158,14 @@ def install_routes(app: Any, service: Any) -> None:
         recs = service.list_tasks(state, limit, offset)
         return {"tasks": [_brief(r) for r in recs], "counts": service.counts(), "states": list(STATES)}
 
-    @app.get("/v1/ledger", summary="Credits earned and spent, reputation, recent receipts")
+    @app.get("/v1/ledger", summary="Credits earned and spent, per-peer credit balances, reputation, recent receipts")
     async def ledger(limit: int = Query(default=20, ge=0, le=MAX_BATCH),
                      verify: bool = Query(default=False, description="re-check every entry's signature"),
                      by_peer: bool = Query(default=False, description="credits paid to / received from each peer")
                      ) -> Any:
         doc: dict[str, Any] = dict(service.ledger.status())
         doc["reputation"] = service.ledger.reputation_doc()
+        doc["credit"] = service.ledger.credit.doc()
         doc["entries"] = service.ledger.entries(limit) if limit else []
         if by_peer:
             doc["by_peer"] = service.ledger.by_peer()

@@ -69,13 +69,7 @@ def _int(value: object, what: str) -> int:
         raise InvalidPayload(f"{what} must be an integer, got {value!r}") from None
 
 
-def compute(payload: bytes) -> str:
-    """CPU work defined by the payload, with a deterministic result anybody can recompute.
-
-    * ``{"op": "sha256", "data": "...", "rounds": N}`` or ``sha256 N text``: N-fold iterated sha256 of the text.
-    * ``{"op": "primes", "lo": A, "hi": B}`` or ``primes A B``: how many primes lie in [A, B).
-    * any other text (``test_payload``): 100 000-fold iterated sha256 of the text.
-    """
+def _parse_compute(payload: bytes) -> tuple[str | None, dict[str, object]]:
     text = payload.decode("utf-8", errors="replace").strip()
     op: str | None = None
     args: dict[str, object] = {}
@@ -95,6 +89,17 @@ def compute(payload: bytes) -> str:
             op, args = "primes", {"lo": words[1], "hi": words[2]}
         elif words and words[0] == "sha256" and len(words) >= 2 and words[1].isdigit():
             op, args = "sha256", {"rounds": words[1], "data": words[2] if len(words) > 2 else ""}
+    return op, args
+
+
+def compute(payload: bytes) -> str:
+    """CPU work defined by the payload, with a deterministic result anybody can recompute.
+
+    * ``{"op": "sha256", "data": "...", "rounds": N}`` or ``sha256 N text``: N-fold iterated sha256 of the text.
+    * ``{"op": "primes", "lo": A, "hi": B}`` or ``primes A B``: how many primes lie in [A, B).
+    * any other text (``test_payload``): 100 000-fold iterated sha256 of the text.
+    """
+    op, args = _parse_compute(payload)
     if op == "primes":
         lo, hi = _int(args.get("lo"), "lo"), _int(args.get("hi"), "hi")
         if hi - lo > MAX_PRIME_RANGE:
@@ -121,3 +126,38 @@ def sleep(payload: bytes) -> str:
         raise InvalidPayload("sleep seconds must be within 0..86400")
     time.sleep(seconds)
     return f"slept {seconds:g} s"
+
+
+# What the submitter recomputes to check a ``compute`` result: small enough to cost well under a millisecond or two
+# on its event loop. Larger tasks get only the checks that cost nothing (shape, bounds), and redundancy for the rest.
+VERIFY_MAX_PRIME_RANGE = 100_000
+VERIFY_MAX_ROUNDS = 2_000
+
+
+def verify_compute(payload: bytes, result: bytes) -> bool | None:
+    """Check a ``compute`` result: False when it is wrong, True when recomputed and right, None when only its shape
+    could be checked (the range or the rounds are too large to recompute cheaply)."""
+    try:
+        text = result.decode("ascii")
+        op, args = _parse_compute(payload)
+        if op == "primes":
+            lo, hi = _int(args.get("lo"), "lo"), _int(args.get("hi"), "hi")
+            prefix = f"primes[{lo},{hi})="
+            if not text.startswith(prefix) or not text[len(prefix):].isdigit():
+                return False
+            count = int(text[len(prefix):])
+            if count > max(0, hi - max(lo, 2)):
+                return False
+            return count == count_primes(lo, hi) if hi - lo <= VERIFY_MAX_PRIME_RANGE else None
+        if op == "sha256":
+            rounds = _int(args.get("rounds", DEFAULT_SHA256_ROUNDS), "rounds")
+            data = str(args.get("data", "")).encode()
+        else:
+            rounds, data = DEFAULT_SHA256_ROUNDS, payload
+        prefix = f"sha256^{rounds}="
+        digest = text[len(prefix):]
+        if not text.startswith(prefix) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return False
+        return digest == sha256_rounds(data, rounds) if rounds <= VERIFY_MAX_ROUNDS else None
+    except (UnicodeDecodeError, InvalidPayload, ValueError):
+        return False

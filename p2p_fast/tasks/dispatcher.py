@@ -10,6 +10,10 @@ key pays every task at most once.
 
 Each worker gets one long-lived stream (``Link``), opened on first use and reused; requests are pipelined on it
 and batched into few writes. The node itself is a worker for the capabilities it has (a local link, no stream).
+
+Incentives hook in narrowly: a task with ``redundancy`` > 1 runs as replicas decided by ``redundancy.py``; a worker
+that answers ``busy: credit`` (``credit.py``) is avoided for that task; workers excluded by ``reputation.py`` are not
+candidates; a result the type's verifier calls wrong counts against the worker's reputation.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from libp2p.peer.peerinfo import PeerInfo
 from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_INVALID, TASK_OK, TASK_REJECTED,
                                  TASK_TIMED_OUT, TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 from . import metrics
+from .credit import CREDIT_REFUSAL
 from .journal import (CANCELLED, COMPLETED, FAILED, FINAL_STATES, PENDING, RUNNING, Attempt, Database, StorageError,
                       TaskJournal, TaskRecord)
 from .ledger import RESEND_WINDOW_S, Ledger, result_digest, sign_receipt
+from .redundancy import Redundancy
 from .types import TYPE_NAME_RE, TaskTypes
 from .wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
 
@@ -82,6 +88,7 @@ class TaskSpec:
     timeout_s: float | None = None
     max_retries: int | None = None
     reward: int | None = None
+    redundancy: int | None = None  # distinct workers that must agree on the result (redundancy.py)
 
 
 class Link:
@@ -144,6 +151,7 @@ class Dispatcher:
         self.receipts: list[tuple[Link, TaskReceipt]] = []
         self._receipts_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.redundancy = Redundancy(self)
         self._bus = getattr(node, "events", None)
 
     def _event(self, rec: TaskRecord, what: str) -> None:
@@ -203,6 +211,9 @@ class Dispatcher:
             raise TaskSpecError("max_retries must be within 0..100")
         if spec.reward is not None and not 0 <= spec.reward <= 10**12:
             raise TaskSpecError("reward must be within 0..10^12")
+        problem = Redundancy.check(spec.type, spec.redundancy)
+        if problem:
+            raise TaskSpecError(problem)
 
     def _capability_seen(self, capability: str) -> bool:
         if capability in self.node.capabilities:
@@ -236,7 +247,8 @@ class Dispatcher:
             id=secrets.token_hex(ID_LEN // 2), type=s.type, capability=self.types.capability_for(s.type),
             payload=bytes(s.payload), reward=cfg.default_reward if s.reward is None else s.reward,
             timeout_s=cfg.default_timeout if s.timeout_s is None else float(s.timeout_s),
-            max_retries=cfg.max_retries if s.max_retries is None else s.max_retries, created=now, updated=now)
+            max_retries=cfg.max_retries if s.max_retries is None else s.max_retries, created=now, updated=now,
+            redundancy=self.redundancy.choose(s.type, not self._heavy_type(s.type), s.redundancy))
             for s in specs]
         try:
             # Accepted means journaled (WAL, no fsync: ~0.1 ms, cheaper than a scheduler hop). Written alone: a full
@@ -257,6 +269,9 @@ class Dispatcher:
 
     # -- queues -----------------------------------------------------------------------------------------------------
     def _enqueue(self, rec: TaskRecord, front: bool = False) -> None:
+        if rec.redundancy > 1 and rec.group is None:
+            self.redundancy.start(rec)  # runs as replicas, each enqueued on its own
+            return
         rec.state = PENDING
         rec.waiting_since = time.monotonic()
         q = self.queues.get(rec.capability)
@@ -308,7 +323,7 @@ class Dispatcher:
             out.append(Candidate(self.local, slots, static))
             seen.add(self.own_id)
         for rec in self.node.book.with_capability(cap):
-            if rec.peer_id in seen:
+            if rec.peer_id in seen or self.ledger.banned(rec.peer_id):
                 continue
             seen.add(rec.peer_id)
             link = self.links.get(rec.peer_id)
@@ -323,7 +338,7 @@ class Dispatcher:
                       + (1 - self.ledger.score(rec.peer_id)))
             out.append(Candidate(link, slots, static))
         for pid, info in self.dht_found.get(cap, {}).items():
-            if pid in seen:
+            if pid in seen or self.ledger.banned(pid):
                 continue
             link = self.links.get(pid)
             if link is None:
@@ -333,8 +348,18 @@ class Dispatcher:
             out.append(Candidate(link, 1, 1.0 + (1 - self.ledger.score(pid))))
         return out
 
+    def _capable_peers(self, cap: str) -> set[str]:
+        """Every peer that could run ``cap`` now (cooling down or not), without those excluded for wrong results."""
+        peers = {self.own_id} if cap in self.node.capabilities else set()
+        peers.update(r.peer_id for r in self.node.book.with_capability(cap))
+        peers.update(self.dht_found.get(cap, {}))
+        return {p for p in peers if p == self.own_id or not self.ledger.banned(p)}
+
     def _heavy(self, rec: TaskRecord) -> bool:
-        t = self.types.get(rec.type)
+        return self._heavy_type(rec.type)
+
+    def _heavy_type(self, type_name: str) -> bool:
+        t = self.types.get(type_name)
         return t is None or not t.inline
 
     @staticmethod
@@ -372,7 +397,10 @@ class Dispatcher:
             fallback: Candidate | None = None
             fallback_cost = 0.0
             has_fresh = False
+            avoid = rec.avoid or ()
             for c in cands:
+                if c.link.peer_id in avoid:
+                    continue  # refused it for credit, or ran a sibling replica
                 is_excluded = c.link.peer_id in excluded
                 has_fresh = has_fresh or not is_excluded
                 cost = self._cost(c, heavy)
@@ -385,6 +413,16 @@ class Dispatcher:
                     best, best_cost = c, cost
             if best is None and not has_fresh:
                 best = fallback  # every capable worker already failed this task: try again anyway
+            if best is None and avoid and all(c.link.peer_id in avoid for c in cands):
+                q.popleft()  # no worker it may use: wait for one (a bounded time), let the others go ahead
+                if time.monotonic() - rec.waiting_since > self.cfg.assign_timeout:
+                    self._fail(rec, f"no live worker with capability {cap!r} that this task may use within "
+                                    f"{self.cfg.assign_timeout:g} s" + self._attempt_summary(rec, prefix="; "))
+                else:
+                    skipped.append(rec)
+                    if len(skipped) > 1000:
+                        break
+                continue
             if best is None:
                 if fallback is not None or any(self._cost(c, heavy) is not None for c in cands):
                     skipped.append(q.popleft())  # another task may fit where this one may not go
@@ -443,6 +481,8 @@ class Dispatcher:
         n = (rec.attempts[-1].n + 1) if rec.attempts else 1
         attempt = Attempt(n, link.peer_id, time.time())
         rec.attempts.append(attempt)
+        if rec.group is not None and rec.avoid is not None:
+            rec.avoid.add(link.peer_id)  # no sibling replica may run there
         rec.state = RUNNING
         rec.worker = link.peer_id
         rec.deadline = time.monotonic() + 2 * rec.timeout_s + self.grace
@@ -626,6 +666,8 @@ class Dispatcher:
         status = resp.status
         if status == TASK_OK:
             self._completed(rec, link, resp)
+        elif status == TASK_BUSY and resp.error.startswith(CREDIT_REFUSAL):
+            self._refused_for_credit(rec, link, resp.error)
         elif status == TASK_BUSY:
             rec.attempts.pop()  # not an attempt: the worker never started it
             link.cooldown_until = time.monotonic() + BUSY_PENALTY
@@ -654,8 +696,12 @@ class Dispatcher:
             problem = "result does not match its digest"
         elif len(resp.result) > self.cfg.max_payload_bytes:
             problem = "result over tasks.max_payload_bytes"
-        elif t is not None and t.verify is not None and not t.verify(rec.payload, resp.result):
+        elif t is not None and t.verify is not None and t.verify(rec.payload, resp.result) is False:
             problem = f"result does not verify for {rec.type!r}"
+            self.ledger.note(link.peer_id, "wrong")  # not merely failed: a result that is wrong
+            metrics.WRONG.labels("verifier").inc()
+            self._attempt_failed(rec, "wrong", problem)
+            return
         if problem:
             self.ledger.note(link.peer_id, "failure")
             self._attempt_failed(rec, "failed", problem)
@@ -666,12 +712,33 @@ class Dispatcher:
         rec.worker = link.peer_id
         rec.error = None
         rec.finished = time.time()
-        receipt = sign_receipt(TaskReceipt(rec.id, resp.attempt, self.own_id, link.peer_id, rec.reward, digest,
-                                           rec.finished, b""), self.key)
-        self.ledger.record_spent(receipt, self.own_key_bytes)
-        self.ledger.note(link.peer_id, "success")
+        if rec.group is None:  # a replica is paid only if the majority agrees with it (redundancy.py)
+            self._pay(rec, link.peer_id, resp.attempt, digest)
         self._finalize(rec)
+
+    def _pay(self, rec: TaskRecord, worker: str, attempt: int, digest: str) -> None:
+        """Sign and record the receipt for ``rec``'s result; it goes out to the worker after the commit."""
+        receipt = sign_receipt(TaskReceipt(rec.id, attempt, self.own_id, worker, rec.reward, digest,
+                                           rec.finished or time.time(), b""), self.key)
+        self.ledger.record_spent(receipt, self.own_key_bytes)
+        self.ledger.note(worker, "success")
+        if worker == self.own_id:
+            link = self.local
+        else:
+            link = self.links.get(worker) or self.links.setdefault(worker, Link(worker))
         self.db.after_commit(lambda: self._deliver_receipt(link, receipt))
+
+    def _refused_for_credit(self, rec: TaskRecord, link: Link, error: str) -> None:
+        """The worker will not serve us until we work for it (credit.py): try the others; fail when all refused."""
+        self._end_attempt(rec, "refused", error, counted=False)
+        if rec.avoid is None:
+            rec.avoid = set()
+        rec.avoid.add(link.peer_id)
+        if not self._capable_peers(rec.capability) - rec.avoid:
+            self._fail(rec, f"every capable worker refused it: {error}")
+            return
+        self.journal.save_attempts(rec)
+        self._enqueue(rec, front=True)
 
     def _deliver_receipt(self, link: Link, receipt: TaskReceipt) -> None:
         """Receipts go out in batches (``RECEIPT_BATCH_S``): off the critical path of the next task."""
@@ -762,6 +829,10 @@ class Dispatcher:
         self._finalize(rec)
 
     def _finalize(self, rec: TaskRecord) -> None:
+        if rec.group is not None:  # a replica: its redundant task decides (redundancy.py)
+            self.active.pop(rec.id, None)
+            self.redundancy.replica_final(rec)
+            return
         self.active.pop(rec.id, None)
         self.recent[rec.id] = rec
         while len(self.recent) > RECENT_KEEP:
@@ -810,6 +881,7 @@ class Dispatcher:
         rec = self.active.get(task_id)
         if rec is None:
             return None
+        self.redundancy.cancel(task_id)
         if rec.state == RUNNING and rec.attempts:
             a = rec.attempts[-1]
             link = self.local if a.worker == self.own_id else self.links.get(a.worker)
@@ -845,9 +917,10 @@ class Dispatcher:
         return self.get(task_id)
 
     def counts(self) -> dict[str, int]:
-        running = sum(1 for r in self.active.values() if r.state == RUNNING)
+        tasks = [r for r in self.active.values() if r.group is None]  # not the replicas of redundant tasks
+        running = sum(1 for r in tasks if r.state == RUNNING)
         return {
-            "pending": len(self.active) - running,
+            "pending": len(tasks) - running,
             "running": running,
             "completed": self.totals.get(COMPLETED, 0),
             "failed": self.totals.get(FAILED, 0),

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker TEXT,
     result BLOB,
     error TEXT,
-    attempts TEXT NOT NULL DEFAULT '[]'
+    attempts TEXT NOT NULL DEFAULT '[]',
+    redundancy INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, created);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -133,6 +134,10 @@ class Database:
             conn = sqlite3.connect(str(path), check_same_thread=False, factory=_GuardedConnection)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tasks'").fetchone():
+                have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+                if "redundancy" not in have:  # a journal written before redundant tasks existed
+                    conn.execute("ALTER TABLE tasks ADD COLUMN redundancy INTEGER NOT NULL DEFAULT 1")
             conn.executescript(SCHEMA)
             conn.commit()
         except sqlite3.OperationalError as exc:
@@ -271,10 +276,15 @@ class TaskRecord:
     finished: float | None = None
     updated: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
+    redundancy: int = 1  # workers that must agree on the result (2 for a spot-checked task)
     # Not journaled: scheduling state of a live task.
     waiting_since: float = field(default=0.0, repr=False, compare=False)
     deadline: float = field(default=0.0, repr=False, compare=False)
     not_before: float = field(default=0.0, repr=False, compare=False)
+    # Workers this record must not go to: those that refused it for credit, and for a replica of a redundant task
+    # every worker its siblings used (shared set). ``group``: the redundant task a replica belongs to.
+    avoid: set[str] | None = field(default=None, repr=False, compare=False)
+    group: Any = field(default=None, repr=False, compare=False)
 
     @property
     def counted_attempts(self) -> int:
@@ -292,6 +302,7 @@ class TaskRecord:
             "created": self.created, "finished": self.finished,
             "attempts": [a.as_dict() for a in self.attempts],
             "error": self.error,
+            "redundancy": self.redundancy,
         }
         if self.result is not None:
             try:
@@ -310,7 +321,7 @@ class TaskRecord:
 
 
 _COLUMNS = ("id, type, capability, payload, reward, timeout_s, max_retries, created, updated, finished, state, "
-            "worker, result, error, attempts")
+            "worker, result, error, attempts, redundancy")
 
 
 class TaskJournal:
@@ -321,9 +332,9 @@ class TaskJournal:
     def insert_many(self, records: list[TaskRecord]) -> None:
         now = time.time()
         self.conn.executemany(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(r.id, r.type, r.capability, r.payload, r.reward, r.timeout_s, r.max_retries, r.created, now, None,
-              PENDING, None, None, None, "[]") for r in records])
+              PENDING, None, None, None, "[]", r.redundancy) for r in records])
         self.db.touch()
 
     def save_attempts(self, rec: TaskRecord) -> None:
@@ -340,10 +351,11 @@ class TaskJournal:
 
     def _row(self, row: tuple[Any, ...]) -> TaskRecord:
         (id_, type_, cap, payload, reward, timeout_s, max_retries, created, updated, finished, state, worker,
-         result, error, attempts) = row
+         result, error, attempts, redundancy) = row
         return TaskRecord(id_, type_, cap, bytes(payload), int(reward), float(timeout_s), int(max_retries),
                           float(created), state, worker, bytes(result) if result is not None else None, error,
-                          finished, float(updated), [Attempt.from_dict(a) for a in json.loads(attempts or "[]")])
+                          finished, float(updated), [Attempt.from_dict(a) for a in json.loads(attempts or "[]")],
+                          int(redundancy or 1))
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()

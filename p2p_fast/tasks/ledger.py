@@ -4,8 +4,9 @@ For every verified result the submitter signs a :class:`TaskReceipt` with its no
 ``spent``; the worker checks the signature against the submitter's public key and records it as ``earned``. Each
 entry keeps the signature and the signer's public key, so anybody can re-check the whole ledger
 (:meth:`Ledger.verify_all`), and the primary key ``(task_id, submitter, direction)`` makes counting one task twice
-impossible, whatever arrives late or twice. Reputation (successes, failures, timeouts per worker) is what the
-submitter learned first-hand; assignment prefers workers with a good record.
+impossible, whatever arrives late or twice. Reputation (``reputation.py``) is what the submitter learned
+first-hand about its workers; the bilateral credit balances (``credit.py``) are what this node did for each peer and
+that peer for it, and decide whom a busy worker serves.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from libp2p.crypto.serialization import deserialize_public_key
 from ..protocol.codec import encode
 from ..protocol.messages import TaskReceipt
 from . import metrics
+from .credit import CreditBook
 from .journal import Database
+from .reputation import Reputation
 
 log = logging.getLogger(__name__)
 RECEIPT_DOMAIN = b"p2p-fast/task-receipt/1\x00"
@@ -55,7 +58,7 @@ def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
 class Ledger:
     """Credits earned (as a worker) and spent (as a submitter), plus reputation of the workers we used."""
 
-    def __init__(self, db: Database, own_id: str) -> None:
+    def __init__(self, db: Database, own_id: str, cfg: Any = None) -> None:
         self.db = db
         self.conn = db.conn
         self.own_id = own_id
@@ -66,10 +69,12 @@ class Ledger:
                 self.earned, self.n_earned = int(total), int(count)
             else:
                 self.spent, self.n_spent = int(total), int(count)
-        self.reputation: dict[str, list[int]] = {
-            pid: [s, f, t] for pid, s, f, t in self.conn.execute(
-                "SELECT peer_id, successes, failures, timeouts FROM reputation")}
-        self._rep_dirty: set[str] = set()
+        if cfg is None:
+            from ..config import TasksSection
+
+            cfg = TasksSection()
+        self.rep = Reputation(db, cfg)
+        self.credit = CreditBook(db, own_id, cfg)
         self._owe_last_moments()
         self._publish_gauges()
 
@@ -104,6 +109,8 @@ class Ledger:
         self.db.touch()
         self.spent += receipt.reward
         self.n_spent += 1
+        if receipt.worker != self.own_id:
+            self.credit.received(receipt.worker, receipt.reward)
         self._publish_gauges()
         return True
 
@@ -195,42 +202,32 @@ class Ledger:
         metrics.LEDGER_BAD.set(bad)
         return {"verified": ok, "bad": bad}
 
-    # -- reputation -------------------------------------------------------------------------------------------------
+    # -- reputation and credit -------------------------------------------------------------------------------------
     def note(self, worker: str, outcome: str) -> None:
-        """outcome: success, failure or timeout."""
-        rec = self.reputation.setdefault(worker, [0, 0, 0])
-        rec[{"success": 0, "failure": 1, "timeout": 2}[outcome]] += 1
-        self._rep_dirty.add(worker)
+        """outcome: success, failure, timeout or wrong."""
+        self.rep.note(worker, outcome)
+
+    def banned(self, worker: str) -> bool:
+        return self.rep.banned(worker)
 
     def flush_reputation(self) -> None:
-        if not self._rep_dirty:
-            return
-        self.conn.executemany(
-            "INSERT INTO reputation (peer_id, successes, failures, timeouts) VALUES (?,?,?,?) "
-            "ON CONFLICT(peer_id) DO UPDATE SET successes=excluded.successes, failures=excluded.failures, "
-            "timeouts=excluded.timeouts",
-            [(p, *self.reputation[p]) for p in self._rep_dirty])
-        self._rep_dirty.clear()
-        self.db.touch(lazy=True)
+        """Reputation and credit counters: written lazily (a crash may lose the last second of them)."""
+        self.rep.flush()
+        self.credit.flush()
 
     def score(self, worker: str) -> float:
-        """0..1, 0.5 for a stranger: (successes + 1) / (all + 2), timeouts weigh double."""
-        s, f, t = self.reputation.get(worker, (0, 0, 0))
-        return (s + 1) / (s + f + 2 * t + 2)
+        return self.rep.score(worker)
 
     def status(self) -> dict[str, Any]:
-        rep = self.reputation
         return {
             "balance": self.earned - self.spent,
             "earned": self.earned,
             "spent": self.spent,
             "receipts_earned": self.n_earned,
             "receipts_spent": self.n_spent,
-            "workers_rated": len(rep),
-            "reputation": " ".join(f"{p[-6:]}:{s}/{f}/{t}" for p, (s, f, t) in sorted(rep.items())) or "-",
+            "workers_rated": len(self.rep.peers),
+            "reputation": self.rep.brief(),
         }
 
     def reputation_doc(self) -> dict[str, dict[str, Any]]:
-        return {p: {"successes": s, "failures": f, "timeouts": t, "score": round(self.score(p), 3)}
-                for p, (s, f, t) in sorted(self.reputation.items())}
-
+        return self.rep.doc()

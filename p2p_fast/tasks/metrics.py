@@ -21,3 +21,10 @@ RECEIPTS_DUPLICATE = Counter("p2p_receipts_duplicate_total", "Receipts received 
 RECEIPTS_REJECTED = Counter("p2p_receipts_rejected_total", "Receipts refused (bad signature, wrong worker)")
 LEDGER_BAD = Gauge("p2p_ledger_bad_entries", "Ledger entries whose signature failed the last verification "
                    "(GET /v1/ledger?verify=true, p2p-ctl ledger --verify)")
+CREDIT_BALANCE = Gauge("p2p_credit_balance", "Bilateral credit balance of the peers with the largest balances or "
+                       "debts (top 10 by size)", ["peer"])
+REFUSED = Counter("p2p_tasks_refused_total", "Task requests this worker refused, by reason", ["reason"])
+WRONG = Counter("p2p_tasks_wrong_results_total", "Results found wrong (by a verifier or outvoted by other workers)",
+                ["by"])
+EXCLUDED = Counter("p2p_workers_excluded_total", "Workers excluded from assignment for repeated wrong results")
+REDUNDANT = Counter("p2p_tasks_redundant_total", "Redundant or spot-checked tasks decided, by outcome", ["outcome"])

@@ -36,7 +36,7 @@ class TaskService:
         self.db = Database(Path(node.data_dir) / DB_FILE)
         self.db.on_failure = getattr(node, "fail", None)  # the journal cannot be written: the node stops, says why
         self.journal = TaskJournal(self.db)
-        self.ledger = Ledger(self.db, str(node.peer_id))
+        self.ledger = Ledger(self.db, str(node.peer_id), self.cfg)
         self.pool = ProcessPool(self.cfg.slots)
         self.storage = Storage(node)
         self.worker = Worker(node, self.types, self.pool, self.ledger, self.storage)
@@ -90,8 +90,9 @@ class TaskService:
 
     # -- the public interface ---------------------------------------------------------------------------------------
     async def submit(self, task_type: str, payload: bytes, timeout_s: float | None = None,
-                     max_retries: int | None = None, reward: int | None = None) -> str:
-        (task_id,) = await self.dispatcher.submit_many([TaskSpec(task_type, payload, timeout_s, max_retries, reward)])
+                     max_retries: int | None = None, reward: int | None = None, redundancy: int | None = None) -> str:
+        (task_id,) = await self.dispatcher.submit_many([TaskSpec(task_type, payload, timeout_s, max_retries, reward,
+                                                                 redundancy)])
         return task_id
 
     async def submit_many(self, specs: list[TaskSpec]) -> list[str]:
@@ -114,7 +115,8 @@ class TaskService:
     def list_tasks(self, state: str | None, limit: int, offset: int) -> list[TaskRecord]:
         active = self.dispatcher.active
         if state in (PENDING, RUNNING):
-            recs = sorted((r for r in active.values() if r.state == state), key=lambda r: (r.created, r.id))
+            recs = sorted((r for r in active.values() if r.state == state and r.group is None),
+                          key=lambda r: (r.created, r.id))
             return recs[offset:offset + limit]
         recs = self.journal.list(state, limit, offset)
         return [active.get(r.id, r) if r.state not in FINAL_STATES else r for r in recs]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from .builtins import verify_compute
+
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "p2p_fast.tasks"
 TYPE_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -38,15 +40,21 @@ class TaskType:
     capability: str
     fn_ref: str = ""  # "module:attr" run in the process pool
     inline: bool = False  # runs on the event loop (handled by the worker itself)
-    verify: Callable[[bytes, bytes], bool] | None = None  # submitter-side check of a result
+    # Submitter-side check of a result (payload, result): False wrong, True right, None cannot tell. Cheap: it runs on
+    # the submitter's event loop for every result.
+    verify: Callable[[bytes, bytes], bool | None] | None = None
     builtin: bool = False
 
 
-def task_type(capability: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a user task function to set its capability (default: the entry-point name)."""
+def task_type(capability: str | None = None,
+              verify: Callable[[bytes, bytes], bool | None] | None = None) -> Callable[[Callable[..., Any]],
+                                                                                     Callable[..., Any]]:
+    """Decorate a user task function to set its capability (default: the entry-point name) and, optionally, a cheap
+    verifier ``verify(payload, result) -> bool | None`` that submitters with the plugin installed run on every result
+    (False: wrong, the worker is penalised and the task runs elsewhere; None: cannot tell)."""
 
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__p2p_task__ = {"capability": capability}  # type: ignore[attr-defined]
+        fn.__p2p_task__ = {"capability": capability, "verify": verify}  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -59,7 +67,8 @@ def _verify_echo(payload: bytes, result: bytes) -> bool:
 BUILTIN_TYPES = {
     "echo": TaskType("echo", "compute", "p2p_fast.tasks.builtins:echo", inline=True, verify=_verify_echo,
                      builtin=True),
-    "compute": TaskType("compute", "compute", "p2p_fast.tasks.builtins:compute", builtin=True),
+    "compute": TaskType("compute", "compute", "p2p_fast.tasks.builtins:compute", verify=verify_compute,
+                        builtin=True),
     "sleep": TaskType("sleep", "compute", "p2p_fast.tasks.builtins:sleep", builtin=True),
     "storage": TaskType("storage", "storage", inline=True, builtin=True),
 }
@@ -92,7 +101,8 @@ class TaskTypes:
                 continue
             meta = getattr(fn, "__p2p_task__", {}) or {}
             capability = meta.get("capability") or name
-            self.types[name] = TaskType(name, capability, ep.value)
+            verify = meta.get("verify")
+            self.types[name] = TaskType(name, capability, ep.value, verify=verify if callable(verify) else None)
             log.info("task type %r registered from %s (capability %s)", name, ep.value, capability)
 
     def get(self, name: str) -> TaskType | None:

@@ -4,8 +4,9 @@ One inbound stream per submitter carries many requests (pipelined) and their res
 finish. ``echo`` runs right in the reader (no slot, no process hop); ``storage`` runs on the event loop (it is I/O);
 everything else takes one of ``tasks.slots`` slots and runs in the process pool with the task's timeout. With every
 slot busy a request may wait in a short queue (``tasks.queue_limit``); beyond that it is answered ``busy`` and the
-submitter picks another worker. When the submitter's stream goes away its running tasks are cancelled: nobody could
-receive their results.
+submitter picks another worker. Waiting requests get a free slot in order of their submitter's credit balance with
+this worker, and a submitter too deep in debt is answered ``busy: credit`` (``credit.py``). When the submitter's
+stream goes away its running tasks are cancelled: nobody could receive their results.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..protocol.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_IN
 from ..security.limits import NOT_ALLOWED, SubmitterPolicy
 from . import metrics
 from .builtins import InvalidPayload
+from .credit import GaveWay, PriorityGate
 from .ledger import Ledger, result_digest
 from .pool import PoolClosed, ProcessPool, TaskFailed
 from .types import TaskType, TaskTypes
@@ -51,7 +53,7 @@ class Worker:
         self.protocol = node.cfg.protocol_id("task")
         self.max_frame = self.cfg.max_payload_bytes + FRAME_OVERHEAD
         self.slots = self.cfg.slots
-        self.slot_sem = trio.Semaphore(max(1, self.slots))
+        self.gate = PriorityGate(max(1, self.slots))
         self.running = 0
         self.queued = 0
         self.executed: dict[str, int] = {}
@@ -83,12 +85,13 @@ class Worker:
         writer = FrameWriter(stream, self.max_frame)
         reader = FrameReader(stream, self.max_frame, self.protocol)
         active: dict[tuple[str, int], trio.CancelScope] = {}
+        admitted: dict[tuple[str, int], int] = {}  # credit held for this stream's requests until they are answered
         self.streams += 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, writer, nursery.cancel_scope)
                 try:
-                    await self._read(reader, writer, remote, active, nursery)
+                    await self._read(reader, writer, remote, active, admitted, nursery)
                 except (StreamClosed, FrameError) as exc:
                     if isinstance(exc, FrameError):
                         node_metrics.MESSAGES_REJECTED.labels(self.protocol, "bad-frame").inc()
@@ -102,6 +105,9 @@ class Worker:
             log.exception("task stream from %s failed; closing it", remote)
         finally:
             self.streams -= 1
+            for (_, _), reward in admitted.items():  # cancelled with the stream: no result went out
+                self.ledger.credit.settle(str(remote), reward, ok=False)
+            admitted.clear()
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
                     await stream.reset()
@@ -116,8 +122,15 @@ class Worker:
             scope.cancel()
 
     async def _read(self, reader: FrameReader, writer: FrameWriter, remote: ID,
-                    active: dict[tuple[str, int], trio.CancelScope], nursery: trio.Nursery) -> None:
+                    active: dict[tuple[str, int], trio.CancelScope], admitted: dict[tuple[str, int], int],
+                    nursery: trio.Nursery) -> None:
+        credit = self.ledger.credit
+        submitter = str(remote)
+
         def reply(resp: TaskResponse) -> None:
+            reward = admitted.pop((resp.task_id, resp.attempt), None)
+            if reward is not None:
+                credit.settle(submitter, reward, ok=resp.status == TASK_OK)
             if not writer.closed:
                 writer.send(resp)
 
@@ -135,6 +148,14 @@ class Worker:
                     if refused is not None:
                         reply(self._refusal(msg, refused))
                         continue
+                    key = (msg.task_id, msg.attempt)
+                    if key not in admitted:
+                        no_credit = credit.admit(submitter, msg.reward)
+                        if no_credit is not None:
+                            node_metrics.MESSAGES_REJECTED.labels(self.protocol, "credit").inc()
+                            reply(self._response(msg, TASK_BUSY, no_credit))
+                            continue
+                        admitted[key] = msg.reward
                     self.execute(msg, reply, active, nursery)
                 elif isinstance(msg, TaskCancel):
                     scope = active.get((msg.task_id, msg.attempt))
@@ -151,6 +172,7 @@ class Worker:
     def _refusal(self, req: TaskRequest, reason: str) -> TaskResponse:
         """Not allowed: rejected (the submitter tries another worker); over the rate: busy (it backs off first)."""
         node_metrics.MESSAGES_REJECTED.labels(self.protocol, reason).inc()
+        metrics.REFUSED.labels(reason).inc()
         if reason == NOT_ALLOWED:
             return self._response(req, TASK_REJECTED, f"worker {self.own_id} does not run tasks of {req.submitter} "
                                                       "(tasks.allowed_submitters)")
@@ -188,7 +210,8 @@ class Worker:
         if t.inline:
             nursery.start_soon(self._run_inline, req, t, reply, active)
             return
-        if self.running + self.queued >= self.slots + self.cfg.queue_limit:
+        if self.running + self.queued >= self.slots + self.cfg.queue_limit and \
+                not self.gate.give_way(self.ledger.credit.priority(req.submitter)):
             reply(self._response(req, TASK_BUSY, f"worker {self.own_id}: all {self.slots} slots busy"))
             return
         self.queued += 1
@@ -223,7 +246,7 @@ class Worker:
             active[(req.task_id, req.attempt)] = scope
             acquired = False
             try:
-                await self.slot_sem.acquire()
+                await self.gate.acquire(self.ledger.credit.priority(req.submitter))
                 acquired = True
                 self.queued -= 1
                 self.running += 1
@@ -239,11 +262,14 @@ class Worker:
                 status, error = (TASK_INVALID if exc.invalid else TASK_FAILED), str(exc)
             except PoolClosed as exc:
                 status, error = TASK_REJECTED, str(exc)
+            except GaveWay:
+                status, error = TASK_BUSY, (f"worker {self.own_id}: all {self.slots} slots busy (this request gave "
+                                            "its place in the queue to a peer with more credit here)")
             finally:
                 active.pop((req.task_id, req.attempt), None)
                 if acquired:
                     self.running -= 1
-                    self.slot_sem.release()
+                    self.gate.release()
                     metrics.WORKER_RUNNING.set(self.running)
                 else:
                     self.queued -= 1

@@ -20,3 +20,29 @@ def slowpoke(payload: bytes) -> bytes:
 def wordcount(payload: bytes) -> str:
     """Needs the capability ``wordcount`` (the entry-point name: no decorator)."""
     return str(len(payload.split()))
+
+
+def _corrupt() -> bool:
+    """Workers started with P2P_TEST_CORRUPT=1 return wrong results (a dishonest worker, for the incentive tests)."""
+    return os.environ.get("P2P_TEST_CORRUPT") == "1"
+
+
+@task_type(capability="compute")
+def square(payload: bytes) -> str:
+    """The square of the integer in the payload (no verifier: only redundancy can catch a wrong one)."""
+    n = int(payload.decode())
+    return str(n * n + 1 if _corrupt() else n * n)
+
+
+def _check_square(payload: bytes, result: bytes) -> bool | None:
+    try:
+        return int(result.decode()) == int(payload.decode()) ** 2
+    except ValueError:
+        return False
+
+
+@task_type(capability="compute", verify=_check_square)
+def checked_square(payload: bytes) -> str:
+    """``square`` with a verifier: submitters with this plugin check every result themselves."""
+    n = int(payload.decode())
+    return str(n * n + 1 if _corrupt() else n * n)
