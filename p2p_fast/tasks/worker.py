@@ -56,6 +56,7 @@ class Worker:
         self.queued = 0
         self.executed: dict[str, int] = {}
         self.streams = 0
+        self.submitters: dict[str, int] = {}  # peer id -> open task streams from it (the connection manager asks)
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
         self._nursery: trio.Nursery | None = None
 
@@ -84,6 +85,7 @@ class Worker:
         reader = FrameReader(stream, self.max_frame, self.protocol)
         active: dict[tuple[str, int], trio.CancelScope] = {}
         self.streams += 1
+        self.submitters[str(remote)] = self.submitters.get(str(remote), 0) + 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, writer, nursery.cancel_scope)
@@ -102,6 +104,9 @@ class Worker:
             log.exception("task stream from %s failed; closing it", remote)
         finally:
             self.streams -= 1
+            left = self.submitters.pop(str(remote), 1) - 1
+            if left > 0:
+                self.submitters[str(remote)] = left
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
                     await stream.reset()
