@@ -23,7 +23,8 @@ import random
 
 import trio
 from libp2p.abc import IHost
-from libp2p.host.ping import PingService
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 
 from . import metrics
@@ -50,7 +51,6 @@ class HealthMonitor:
         self.host = host
         self.interval = interval
         self.timeout = timeout
-        self.ping = PingService(host)
         self.rtt: dict[ID, float] = {}
         self.failures: dict[ID, int] = {}  # consecutive misses
         self.seen: dict[ID, int] = {}  # frames received from the peer at the last check
@@ -58,18 +58,37 @@ class HealthMonitor:
         self.pings_skipped = 0
 
     async def ping_once(self, peer: ID, timeout: float | None = None) -> float | None:
+        """One ping on a stream of its own, reset unless it completed.
+
+        Not ``PingService.ping``: py-libp2p 0.8.1 caches its outbound ping stream per peer and forgets it only on
+        an ``Exception``, and a timeout is a cancellation (a ``BaseException``), so after one timed-out ping every
+        later ping reuses the stale stream: it reads the late answer to an earlier ping (a payload mismatch) or
+        waits behind a handler that is still busy with it. Under overload, one slow answer thus turned into
+        "failed 2 pings in a row" and a closed connection (tests/node/test_health_liveness.py shows it)."""
         start = trio.current_time()
-        with trio.move_on_after(self.timeout if timeout is None else timeout):
-            try:
-                await self.ping.ping(peer, ping_amt=1)
-            except Exception as exc:
-                log.debug("ping %s failed: %s", peer, exc)
-                return None
-            rtt = trio.current_time() - start
-            self.rtt[peer] = rtt
-            metrics.PING_RTT.observe(rtt)
-            return rtt
-        return None
+        stream = None
+        done = False
+        try:
+            with trio.move_on_after(self.timeout if timeout is None else timeout):
+                try:
+                    stream = await self.host.new_stream(peer, [PING_PROTOCOL])
+                    await perform_ping_roundtrip(stream)
+                    done = True
+                except Exception as exc:
+                    log.debug("ping %s failed: %s", peer, exc)
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    try:
+                        await (stream.close() if done else stream.reset())
+                    except Exception:
+                        pass
+        if not done:
+            return None
+        rtt = trio.current_time() - start
+        self.rtt[peer] = rtt
+        metrics.PING_RTT.observe(rtt)
+        return rtt
 
     def heard_from(self, peer: ID) -> bool:
         """Whether the peer sent anything since the last check (and remember where its counter stands)."""
@@ -88,7 +107,11 @@ class HealthMonitor:
         misses = self.failures.get(peer, 0)
         timeout = self.timeout * min(MAX_TIMEOUT_FACTOR, 2 ** misses)
         self.pings_sent += 1
-        if await self.ping_once(peer, timeout) is not None or self.heard_from(peer):
+        answered = await self.ping_once(peer, timeout) is not None
+        # Frames the ping itself provoked (the peer's muxer acknowledging the stream) are not liveness of the peer's
+        # application: count traffic afresh from here.
+        self.heard_from(peer)
+        if answered:
             self.failures.pop(peer, None)
             return
         metrics.PING_FAILURES.inc()
