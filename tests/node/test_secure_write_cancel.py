@@ -156,3 +156,47 @@ def test_concurrent_writers_with_expiring_deadlines_keep_the_session(caplog):
     assert auth_failures(caplog) == []
     assert alive
     assert received.endswith(b"the end")
+
+
+def test_a_frame_write_that_cannot_finish_closes_the_connection(monkeypatch, caplog):
+    """The shield is bounded: when the peer stops reading and the socket buffers fill, a frame write that waits
+    past CONNECTION_WRITE_TIMEOUT closes the connection (its session state is unknown) and the writer gets an
+    error, instead of blocking forever or going on with a half-written frame."""
+    import p2p_fast.muxer as muxer_mod
+
+    monkeypatch.setattr(muxer_mod, "CONNECTION_WRITE_TIMEOUT", 1.0)
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> tuple[int, bool]:
+        async with two_hosts() as (a, b):
+            b.set_stream_handler(SINK, lambda stream: trio.sleep_forever())
+            streams = [await a.new_stream(b.get_id(), [SINK]) for _ in range(64)]
+            conn_b = muxed_conn(b, a.get_id())
+            tcp_b = conn_b.secured_conn.conn.read_writer.read_write_closer.stream
+            failures = 0
+            async with tcp_b.read_lock:  # b stops reading its socket: a's writes back up
+                async def fill(stream) -> None:
+                    nonlocal failures
+                    try:
+                        with trio.fail_after(30):
+                            await stream.write(b"x" * (256 * 1024))
+                    except trio.TooSlowError:
+                        raise
+                    except Exception:
+                        failures += 1
+
+                async with trio.open_nursery() as nursery:
+                    for s in streams:
+                        nursery.start_soon(fill, s)
+                closed = muxed_conn_closed(a, b.get_id())
+            return failures, closed
+
+    failures, closed = trio.run(main)
+    assert failures > 0
+    assert closed
+    assert any("took over" in r.getMessage() for r in caplog.records)
+
+
+def muxed_conn_closed(host, peer_id) -> bool:
+    conns = host.get_network().get_connections(peer_id)
+    return not conns or all(c.muxed_conn.event_shutting_down.is_set() or c.muxed_conn._write_broken for c in conns)
