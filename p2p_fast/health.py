@@ -102,11 +102,13 @@ class HealthMonitor:
     async def _check(self, peer: ID) -> None:
         if self.heard_from(peer):
             self.pings_skipped += 1
+            metrics.LIVENESS_CHECKS.labels("traffic").inc()
             self.failures.pop(peer, None)
             return
         misses = self.failures.get(peer, 0)
         timeout = self.timeout * min(MAX_TIMEOUT_FACTOR, 2 ** misses)
         self.pings_sent += 1
+        metrics.LIVENESS_CHECKS.labels("ping").inc()
         answered = await self.ping_once(peer, timeout) is not None
         # Frames the ping itself provoked (the peer's muxer acknowledging the stream) are not liveness of the peer's
         # application: count traffic afresh from here.

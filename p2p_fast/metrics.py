@@ -23,6 +23,9 @@ PING_FAILURES = Counter("p2p_ping_failures_total", "Pings that failed or timed o
 CONNECTIONS_PRUNED = Counter("p2p_connections_pruned_total",
                              "Connections this node closed: watermark (connection manager above its high watermark), "
                              "unresponsive (liveness: no traffic and no ping answers)", ["reason"])
+LIVENESS_CHECKS = Counter("p2p_liveness_checks_total",
+                          "Liveness checks of a connected peer: traffic (it sent something since the last check, no "
+                          "ping needed) or ping", ["how"])
 DIALS_DEFERRED = Counter("p2p_dials_deferred_total",
                          "Dials not started: at the low watermark, the per-address backoff, or the dial rate limit",
                          ["reason"])
