@@ -27,9 +27,9 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import __version__, metrics
 from .config import Config
+from .connmgr import ConnManager, Limits, mesh_value, peers_of
 from .dht import build_dht
 from .discovery.bootstrap import Bootstrapper
-from .connmgr import ConnManager, Limits, mesh_value, peers_of
 from .discovery.connector import Connector
 from .gossip import Gossip
 from .health import HealthMonitor
