@@ -100,6 +100,11 @@ class NetworkSection:
     rebootstrap_interval: float = _check(_rng(0.5, 3600), default=5.0)
     relay_addrs: list[str] = field(default_factory=list)
     psk_file: str = ""
+    # Connection manager (p2p_fast.connmgr): above conn_high peers, close unprotected ones down to conn_low; discovery
+    # stops dialing at conn_low. Both are capped by node.max_connections; conn_grace_period protects new connections.
+    conn_low: int = _check(_rng(0, 100_000), default=16)
+    conn_high: int = _check(_rng(1, 100_000), default=24)
+    conn_grace_period: float = _check(_rng(0, 3600), default=30.0)
 
 
 @dataclass
@@ -286,6 +291,9 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError(src, "gossip.degree",
                           f"needs degree_low <= degree <= degree_high, got {g.degree_low} <= {g.degree} <= "
                           f"{g.degree_high}")
+    if cfg.network.conn_low > cfg.network.conn_high:
+        raise ConfigError(src, "network.conn_low",
+                          f"must be <= network.conn_high, got {cfg.network.conn_low} > {cfg.network.conn_high}")
     from .multiaddrs import parse_peer_multiaddr  # local import: keeps config importable without libp2p
 
     for name in ("bootstrap_peers", "relay_addrs", "announce_addrs"):

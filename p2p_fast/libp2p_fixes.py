@@ -24,6 +24,11 @@
    origin -100 in its peer score, so a restarted bootstrap's gossip stopped reaching most of the network. go-libp2p
    starts the counter at the time in nanoseconds; :func:`start_seqno_from_nanoseconds` does the same for a Pubsub
    we construct (a per-instance fix, so nothing global to apply or undo).
+5. ``Multiselect.negotiate`` checks that a protocol has a handler, awaits the write of its answer, and then reads
+   ``self.handlers[protocol]``: a handler removed during that await (the DHT switching to client mode when AutoNAT
+   finds the node private removes ``/ipfs/kad/1.0.0``) raises ``KeyError``, which is not a ``MultiselectError``,
+   escapes the swarm's stream task and stops the whole node (seen: 6 of 21 nodes of a join storm on a loaded
+   machine). We turn it into the ``MultiselectError`` a missing protocol gets, so only that stream fails.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import weakref
 from typing import Any
 
 import libp2p.network.swarm as _swarm
+from libp2p.protocol_muxer.exceptions import MultiselectError
+from libp2p.protocol_muxer.multiselect import Multiselect
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.tools.anyio_service.trio_manager import TrioManager
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
@@ -41,6 +48,7 @@ STOCK_HAPPY_EYEBALLS_DELAY = _swarm._HAPPY_EYEBALLS_DELAY
 STOCK_MUXER_NEW_CONN = MuxerMultistream.new_conn
 STOCK_FIND_PARENT_TASK = TrioManager._find_parent_task
 STOCK_TRIO_TASK_PROPERTY = FunctionTask.trio_task
+STOCK_NEGOTIATE = Multiselect.negotiate
 
 # trio task -> the FunctionTask running in it (fix 3); both sides weak, so finished tasks drop out.
 _FUNCTION_TASK_OF: "weakref.WeakKeyDictionary[Any, weakref.ref[FunctionTask]]" = weakref.WeakKeyDictionary()
@@ -85,6 +93,22 @@ def start_seqno_from_nanoseconds(pubsub: Any) -> None:
     pubsub.counter = max(int(getattr(pubsub, "counter", 0)), time.time_ns())
 
 
+async def _negotiate_tolerating_removed_handlers(self: Multiselect, *args: Any, **kwargs: Any) -> Any:
+    """Fix 5: a handler removed while its protocol was being negotiated fails the stream, not the node."""
+    try:
+        return await STOCK_NEGOTIATE(self, *args, **kwargs)
+    except KeyError as exc:
+        raise MultiselectError(f"protocol {exc} was removed while it was being negotiated") from None
+
+
+def apply_negotiate_fix() -> None:
+    Multiselect.negotiate = _negotiate_tolerating_removed_handlers  # type: ignore[method-assign]
+
+
+def undo_negotiate_fix() -> None:
+    Multiselect.negotiate = STOCK_NEGOTIATE  # type: ignore[method-assign]
+
+
 def apply_dial_fix() -> None:
     _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 
@@ -115,6 +139,7 @@ def apply() -> None:
     apply_dial_fix()
     apply_muxer_fix()
     apply_task_parent_fix()
+    apply_negotiate_fix()
 
 
 def undo() -> None:
@@ -122,6 +147,7 @@ def undo() -> None:
     undo_dial_fix()
     undo_muxer_fix()
     undo_task_parent_fix()
+    undo_negotiate_fix()
 
 
 apply()

@@ -20,6 +20,15 @@ DIAL_FAILURES = Counter("p2p_dial_failures_total", "Failed dials", ["reason"])
 PING_RTT = Histogram("p2p_ping_rtt_seconds", "Ping round-trip time to connected peers",
                      buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 PING_FAILURES = Counter("p2p_ping_failures_total", "Pings that failed or timed out")
+CONNECTIONS_PRUNED = Counter("p2p_connections_pruned_total",
+                             "Connections this node closed: watermark (connection manager above its high watermark), "
+                             "unresponsive (liveness: no traffic and no ping answers)", ["reason"])
+LIVENESS_CHECKS = Counter("p2p_liveness_checks_total",
+                          "Liveness checks of a connected peer: traffic (it sent something since the last check, no "
+                          "ping needed) or ping", ["how"])
+DIALS_DEFERRED = Counter("p2p_dials_deferred_total",
+                         "Dials not started: at the low watermark, the per-address backoff, or the dial rate limit",
+                         ["reason"])
 BOOTSTRAP_ROUNDS = Counter("p2p_bootstrap_rounds_total", "Bootstrap dialing rounds")
 DHT_PEERS = Gauge("p2p_dht_routing_table_peers", "Peers in the Kademlia routing table")
 UPTIME = Gauge("p2p_uptime_seconds", "Seconds since the node started")

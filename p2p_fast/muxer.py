@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_PAYLOAD = 65535 - 16 - YAMUX_HEADER_SIZE
 # go-yamux's StreamWriteTimeout: how long a writer waits for the peer to open its window before giving up.
 WINDOW_WAIT_TIMEOUT = 10.0
+# go-yamux's ConnectionWriteTimeout: a frame write that takes longer means the connection is stuck; it is closed.
+CONNECTION_WRITE_TIMEOUT = 10.0
 _CLOSED_ERRORS = (RawConnError, ConnectionClosedError, IOException, IncompleteReadError, OSError,
                   trio.ClosedResourceError, trio.BrokenResourceError)
 
@@ -151,8 +153,7 @@ class FastYamuxStream(YamuxStream):
             raise MuxedStreamError("Stream is closed")
         conn = self.conn
         if 0 < total <= self.send_window and total <= MAX_FRAME_PAYLOAD and not self._send_lock.locked():
-            self.send_window -= total
-            await conn._write_frame(pack_yamux_header(TYPE_DATA, 0, self.stream_id, total) + bytes(data))
+            await self._send_data(bytes(data))
             return
         async with self._send_lock:
             sent = 0
@@ -165,9 +166,19 @@ class FastYamuxStream(YamuxStream):
                     await conn._wait_for_send_window(self)
                     continue
                 n = min(self.send_window, MAX_FRAME_PAYLOAD, total - sent)
-                self.send_window -= n
-                await conn._write_frame(pack_yamux_header(TYPE_DATA, 0, self.stream_id, n) + bytes(data[sent:sent + n]))
+                await self._send_data(bytes(data[sent:sent + n]))
                 sent += n
+
+    async def _send_data(self, chunk: bytes) -> None:
+        """One DATA frame, its length taken from the send window; given back if the frame was not written (the
+        writer was cancelled waiting for the connection's write lock), so cancelled writes do not leak window."""
+        n = len(chunk)
+        self.send_window -= n
+        try:
+            await self.conn._write_frame(pack_yamux_header(TYPE_DATA, 0, self.stream_id, n) + chunk)
+        except BaseException:
+            self.send_window += n
+            raise
 
     async def reset(self) -> None:
         await super().reset()
@@ -184,11 +195,37 @@ class FastYamux(Yamux):
         self.frames_sent = 0
         self.frames_received = 0
         self.data_read_timeout = _yamux_data_read_timeout()  # stock's setting, read once instead of per frame
+        self._write_broken = False  # a frame write timed out part-way: nothing more may be written
 
     # -- writing --------------------------------------------------------------------------------------------------
     async def _write_frame(self, data: bytes) -> None:
+        """Write one frame as one secure message, atomically with respect to cancellation.
+
+        The secure session encrypts (using up the next nonce) before it awaits the socket, so a cancellation that
+        lands inside ``secured_conn.write`` would leave a nonce used but its message unsent or half sent, and every
+        later message would fail authentication at the peer (``NoiseInvalidMessage``/``InvalidTag``). Once the
+        write lock is held the write is therefore shielded from the caller's cancellation (which takes effect at
+        the caller's next checkpoint, after the frame is out) and bounded by its own deadline instead, like
+        go-yamux's ConnectionWriteTimeout: a frame that cannot be written within it leaves the session in an
+        unknown state, so the connection is closed rather than used again."""
         async with self._write_lock:
-            await self.secured_conn.write(data)
+            if self._write_broken:
+                raise ConnectionClosedError("connection closed after a frame write timed out")
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CONNECTION_WRITE_TIMEOUT
+                await self.secured_conn.write(data)
+            if scope.cancelled_caught:
+                self._write_broken = True
+        if self._write_broken:
+            log.warning("yamux: writing a frame to %s took over %.0f s; closing the connection", self.peer_id,
+                        CONNECTION_WRITE_TIMEOUT)
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 1.0
+                try:
+                    await self.secured_conn.close()
+                except Exception as exc:
+                    log.debug("yamux: closing %s failed: %r", self.peer_id, exc)
+            raise ConnectionClosedError("frame write timed out; connection closed")
         self.frames_sent += 1
 
     def _wake_writers(self) -> None:

@@ -27,6 +27,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import __version__, metrics
 from .config import Config
+from .connmgr import ConnManager, Limits, mesh_value, peers_of
 from .dht import build_dht
 from .events import EventBus
 from .discovery.bootstrap import Bootstrapper
@@ -115,6 +116,7 @@ class Node:
         self.health: HealthMonitor | None = None
         self.bootstrapper: Bootstrapper | None = None
         self.connector: Connector | None = None
+        self.connmgr: ConnManager | None = None
         self.book = PeerBook(cfg.node.heartbeat_interval)
         self.presence: Presence | None = None
         self.nat: Any = None
@@ -185,10 +187,13 @@ class Node:
                 self.dht = build_dht(host, self._dht_mode())
                 await stack.enter_async_context(background_trio_service(self.dht))
                 self.health = HealthMonitor(host, cfg.node.heartbeat_interval, cfg.network.connection_timeout)
+                self.connmgr = connmgr = ConnManager(host, Limits.from_config(
+                    cfg.network.conn_low, cfg.network.conn_high, cfg.network.conn_grace_period,
+                    cfg.node.max_connections))
                 self.connector = Connector(host, target_peers=min(cfg.gossip.degree_high, cfg.node.max_connections),
-                                           dial_timeout=cfg.network.connection_timeout)
+                                           dial_timeout=cfg.network.connection_timeout, room=connmgr.wants_more)
                 self.bootstrapper = Bootstrapper(host, cfg.network.bootstrap_peers, cfg.network.rebootstrap_interval,
-                                                 cfg.network.connection_timeout)
+                                                 cfg.network.connection_timeout, room=connmgr.wants_more)
                 self.presence = Presence(self, self.book)
                 await self.presence.start()
                 await self.gossip.subscribe(cfg.topic("gossip"), self._on_gossip_text)
@@ -203,6 +208,8 @@ class Node:
                 except StorageError as exc:
                     self.fail(str(exc))
                     raise
+                self._protect_connections(connmgr)
+                nursery.start_soon(connmgr.run)
                 nursery.start_soon(self.health.run)
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)
@@ -230,6 +237,24 @@ class Node:
             if self.failure is not None:
                 # Raised last, outside every scope the shutdown cancelled, so it cannot be lost on the way out.
                 raise NodeFailed(self.failure)
+
+    def _protect_connections(self, connmgr: ConnManager) -> None:
+        """What the connection manager must never prune (p2p_fast.connmgr), and py-libp2p's own auto-dialer off:
+        it dials every peer in the peerstore (everyone identify, gossip or the DHT ever named) up to the midpoint
+        of the swarm's watermarks, which rebuilt a full mesh behind the manager's back. Our connector dials."""
+        assert self.host is not None and self.bootstrapper is not None and self.gossip is not None
+        connmgr.value(mesh_value(self.gossip.router))
+        connmgr.protect("bootstrap", peers_of(self.bootstrapper.bootstrap_peers))
+        if self.nat is not None:
+            connmgr.protect("relay", peers_of(self.nat.reservations))
+        if self.tasks is not None:
+            connmgr.protect("tasks", self.tasks.busy_with)
+        auto = getattr(self.host.get_network(), "auto_connector", None)
+        if auto is not None:
+            async def no_auto_dials() -> None:
+                return None
+
+            auto.maybe_connect = no_auto_dials
 
     def fail(self, reason: str) -> None:
         """Stop the node: it cannot go on safely (e.g. its journal cannot be written). ``running()`` then raises

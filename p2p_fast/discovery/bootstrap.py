@@ -3,12 +3,15 @@
 Each configured address may be an IP or a DNS name, with or without ``/p2p/<id>``. A name is resolved on every round
 (a Kubernetes headless service has one A record per pod, and pods come and go) and every address it yields is
 dialed. Without an ID we first learn it (``probe``). A round runs at start, whenever the peer count is zero (with
-backoff), and every ``REFRESH_EVERY`` seconds while we are connected to none of the bootstrap peers.
+backoff), and every ``REFRESH_EVERY`` seconds while we are connected to none of the bootstrap peers and the
+connection manager has room for more peers (``room()``: a bootstrap that pruned us is not redialed while we have
+enough others). Every wait is jittered, so nodes that lost their peers together do not redial together.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import multiaddr
 import trio
@@ -19,6 +22,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from .. import metrics
 from ..multiaddrs import PeerAddr, parse_peer_multiaddr
 from ..security.handshake import note_dial_timeout, note_probe_failure
+from .connector import jittered
 from .probe import ProbeError, probe_peer_id
 from .resolve import resolve
 
@@ -29,8 +33,10 @@ WARN_EVERY = 60.0
 
 
 class Bootstrapper:
-    def __init__(self, host: IHost, addrs: list[str], interval: float, dial_timeout: float) -> None:
+    def __init__(self, host: IHost, addrs: list[str], interval: float, dial_timeout: float,
+                 room: Callable[[], bool] = lambda: True) -> None:
         self.host = host
+        self.room = room
         self.targets: list[PeerAddr] = [parse_peer_multiaddr(a) for a in addrs]
         self.texts = list(addrs)
         self.interval = interval
@@ -137,16 +143,18 @@ class Bootstrapper:
         since_refresh = 0.0
         while True:
             connected = set(self.host.get_connected_peers())
-            need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= REFRESH_EVERY)
+            need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= REFRESH_EVERY
+                                     and self.room())
             if need or self.rounds == 0:
                 n = await self.run_round()
                 self.done_first_round.set()
                 since_refresh = 0.0
                 if n == 0 and not self.host.get_connected_peers():
                     self._warn_unready()
-                    await trio.sleep(backoff)
+                    await trio.sleep(jittered(backoff))
                     backoff = min(MAX_BACKOFF, backoff * 2)
                     continue
                 backoff = self.interval
-            await trio.sleep(self.interval)
-            since_refresh += self.interval
+            pause = jittered(self.interval)
+            await trio.sleep(pause)
+            since_refresh += pause

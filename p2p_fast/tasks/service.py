@@ -58,6 +58,15 @@ class TaskService:
                  ",".join(self.node.capabilities) or "-", ",".join(self.types.runnable(self.node.capabilities))
                  or "-")
 
+    def busy_with(self, peer: Any) -> bool:
+        """Whether closing the connection to ``peer`` would break task work: it submits tasks to us over an open
+        stream, or we have a task link open to it or tasks in flight there (the connection manager protects it)."""
+        pid = str(peer)
+        if self.worker.submitters.get(pid):
+            return True
+        link = self.dispatcher.links.get(pid)
+        return link is not None and not link.local and (bool(link.inflight) or link.state != "closed")
+
     async def _close(self) -> None:
         for proto in (self.task_protocol, self.blob_protocol):
             try:

@@ -58,6 +58,7 @@ class Worker:
         self.queued = 0
         self.executed: dict[str, int] = {}
         self.streams = 0
+        self.submitters: dict[str, int] = {}  # peer id -> open task streams from it (the connection manager asks)
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
         self._nursery: trio.Nursery | None = None
 
@@ -87,6 +88,7 @@ class Worker:
         active: dict[tuple[str, int], trio.CancelScope] = {}
         admitted: dict[tuple[str, int], int] = {}  # credit held for this stream's requests until they are answered
         self.streams += 1
+        self.submitters[str(remote)] = self.submitters.get(str(remote), 0) + 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, writer, nursery.cancel_scope)
@@ -108,6 +110,9 @@ class Worker:
             for (_, _), reward in admitted.items():  # cancelled with the stream: no result went out
                 self.ledger.credit.settle(str(remote), reward, ok=False)
             admitted.clear()
+            left = self.submitters.pop(str(remote), 1) - 1
+            if left > 0:
+                self.submitters[str(remote)] = left
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
                     await stream.reset()

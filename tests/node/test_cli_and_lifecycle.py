@@ -36,6 +36,8 @@ def run_node(args, stdin_text: str | None = None, timeout: float = 60, env=None)
     ("network:\n  security: [noise, ssl]\n", "network.security[1]", "must be one of noise, tls"),
     ("gossip:\n  degree: 20\n", "gossip.degree", "degree_low <= degree <= degree_high"),
     ("http:\n  listen: localhost\n", "http.listen", "HOST:PORT"),
+    ("network:\n  conn_low: 30\n  conn_high: 20\n", "network.conn_low", "must be <= network.conn_high"),
+    ("network:\n  conn_grace_period: -1\n", "network.conn_grace_period", "must be >= 0"),
     ("node: [unclosed\n", "", "not valid YAML"),
 ])
 def test_config_errors_exit_2_naming_file_key_and_problem(tmp_path, body, key, problem):

@@ -1,0 +1,162 @@
+"""Liveness (p2p_fast.health) over real TCP + Noise + Yamux connections: a peer that sends us traffic is not pinged,
+a slow peer is not dropped, and a peer that neither sends nor answers is closed after MISSES_BEFORE_CLOSE checks
+with the reason counted."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+
+import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
+from p2p_fast import metrics
+from p2p_fast.health import MISSES_BEFORE_CLOSE, HealthMonitor
+from p2p_fast.muxer import FastYamux
+
+SINK = "/p2p-fast/test/sink/1.0.0"
+LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+
+
+@asynccontextmanager
+async def two_hosts() -> AsyncIterator[tuple]:
+    a = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: FastYamux})
+    b = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: FastYamux})
+    async with a.run(LISTEN), b.run(LISTEN):
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        yield a, b
+
+
+def unresponsive_closes() -> float:
+    return metrics.CONNECTIONS_PRUNED.labels("unresponsive")._value.get()
+
+
+async def sink(stream) -> None:
+    try:
+        while await stream.read(65536):
+            pass
+    except Exception:
+        pass
+
+
+def test_a_peer_that_sends_traffic_is_not_pinged():
+    async def main() -> HealthMonitor:
+        async with two_hosts() as (a, b):
+            a.set_stream_handler(SINK, sink)
+            monitor = HealthMonitor(a, interval=0.2, timeout=2.0)
+            stream = await b.new_stream(a.get_id(), [SINK])
+            for _ in range(6):
+                await stream.write(b"gossip-like traffic")
+                await monitor._check(b.get_id())
+                await trio.sleep(0.05)
+            assert b.get_id() in a.get_connected_peers()
+            await stream.close()
+            return monitor
+
+    monitor = trio.run(main)
+    assert monitor.pings_sent == 1  # the first check has nothing to compare with
+    assert monitor.pings_skipped == 5
+
+
+def test_a_peer_that_misses_two_pings_is_not_dropped():
+    """A peer too busy to answer two pings in a row (CPU overload) but alive: two missed pings used to close it."""
+
+    async def main() -> tuple[bool, int, int]:
+        async with two_hosts() as (a, b):
+            calls = 0
+
+            async def busy_then_answers(stream) -> None:
+                nonlocal calls
+                calls += 1
+                try:
+                    data = await stream.read(32)
+                    if calls <= MISSES_BEFORE_CLOSE - 1:
+                        await trio.sleep_forever()  # "busy": the pinger gives up first
+                    await stream.write(data)
+                except Exception:
+                    pass
+
+            b.set_stream_handler(PING_PROTOCOL, busy_then_answers)
+            await trio.sleep(0.7)  # past the muxers' first RTT ping exchange (then one every 30 s)
+            monitor = HealthMonitor(a, interval=0.1, timeout=0.05)
+            before = unresponsive_closes()
+            for _ in range(MISSES_BEFORE_CLOSE + 1):
+                await monitor._check(b.get_id())
+            return b.get_id() in a.get_connected_peers(), int(unresponsive_closes() - before), calls
+
+    connected, closes, calls = trio.run(main)
+    assert calls >= MISSES_BEFORE_CLOSE
+    assert connected
+    assert closes == 0
+
+
+def test_a_silent_peer_is_closed_after_the_misses_with_its_reason():
+    async def main() -> tuple[list[bool], int]:
+        async with two_hosts() as (a, b):
+            async def never_answers(stream) -> None:
+                await trio.sleep_forever()
+
+            b.set_stream_handler(PING_PROTOCOL, never_answers)
+            await trio.sleep(0.7)  # past the muxers' first RTT ping exchange (then one every 30 s)
+            monitor = HealthMonitor(a, interval=0.1, timeout=0.05)
+            before = unresponsive_closes()
+            alive = []
+            for _ in range(MISSES_BEFORE_CLOSE):
+                await monitor._check(b.get_id())
+                alive.append(b.get_id() in a.get_connected_peers())
+            return alive, int(unresponsive_closes() - before)
+
+    alive, closes = trio.run(main)
+    assert alive == [True] * (MISSES_BEFORE_CLOSE - 1) + [False]
+    assert closes == 1
+
+
+def test_stock_ping_service_fails_every_ping_after_one_timed_out_ping():
+    """Why health pings on streams of their own. py-libp2p 0.8.1's PingService keeps its outbound stream per peer
+    and forgets it only on an ``Exception``; a timeout is a cancellation, so the stream stays cached. The next ping
+    then calls ``stream.is_closed()``, but ``NetStream.is_closed`` is a property (a bool): TypeError, before any byte
+    is sent, on every later ping to that peer. One slow answer under load was thus always followed by a "failed"
+    ping, and the old monitor closed the connection on the second failure."""
+    from libp2p.host.ping import PingService
+
+    async def main() -> tuple[int, list[str]]:
+        async with two_hosts() as (a, b):
+            calls = 0
+
+            async def busy_once(stream) -> None:
+                nonlocal calls
+                calls += 1
+                try:
+                    data = await stream.read(32)
+                    if calls == 1:
+                        await trio.sleep_forever()
+                    await stream.write(data)
+                except Exception:
+                    pass
+
+            b.set_stream_handler(PING_PROTOCOL, busy_once)
+            service = PingService(a)
+            outcomes = []
+            for _ in range(3):
+                with trio.move_on_after(0.2):
+                    try:
+                        await service.ping(b.get_id())
+                        outcomes.append("answered")
+                    except TypeError:
+                        outcomes.append("TypeError")
+                    continue
+                outcomes.append("timeout")
+            monitor = HealthMonitor(a, interval=0.1, timeout=1.0)
+            ours = await monitor.ping_once(b.get_id())  # a fresh stream: the (now answering) peer answers
+            outcomes.append("ours answered" if ours is not None else "ours failed")
+            return calls, outcomes
+
+    calls, outcomes = trio.run(main)
+    assert outcomes == ["timeout", "TypeError", "TypeError", "ours answered"]
+    assert calls == 2  # the stock pings after the first never reached the peer
