@@ -11,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import random
 import socket
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,11 +38,12 @@ from .identity import load_or_create_identity
 from .multiaddrs import is_relayed
 from .netif import ipv4_addresses
 from .protocol.codec import DecodeError, decode, encode
-from .protocol.messages import CapabilityAdvertisement, GossipText, HeartBeat
+from .protocol.messages import CapabilityAdvertisement, GossipText
 from .protocol.presence import PeerBook, Presence
 
 log = logging.getLogger(__name__)
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
+OFFERS_PER_ROUND = 16  # live peers offered to the connector each second
 
 
 class NodeStartError(RuntimeError):
@@ -214,6 +216,10 @@ class Node:
                     yield self
                 finally:
                     log.info("node stopping")
+                    with trio.move_on_after(1.0) as goodbye:
+                        goodbye.shield = True
+                        await self.presence.goodbye()
+                        await trio.sleep(0.05)  # the per-peer senders take it off their queues
                     nursery.cancel_scope.cancel()
         finally:
             self._lock.release()
@@ -281,7 +287,10 @@ class Node:
                         await dht.add_peer(pid)
                     except Exception as exc:
                         log.debug("routing table refused %s: %s", pid, exc)
-            for rec in self.book.live():
+            live = self.book.live()
+            # A bounded sample: the connector only needs candidates, and parsing every address of a large view each
+            # second would be O(N) work per node.
+            for rec in random.sample(live, min(len(live), OFFERS_PER_ROUND)):
                 try:
                     pid = ID.from_base58(rec.peer_id)
                 except Exception:
@@ -304,11 +313,10 @@ class Node:
             peer_id=str(self.peer_id), role=self.role, capabilities=self.capabilities, slots=slots,
             free_slots=free, queue_depth=queued, load=load, addrs=self.advertised_addrs(), seq=self._seq)
 
-    def heartbeat(self) -> HeartBeat:
-        self._seq += 1
-        _slots, free, queued, load = self._load()
-        return HeartBeat(peer_id=str(self.peer_id), seq=self._seq, free_slots=free, queue_depth=queued, load=load,
-                         timestamp=time.time())
+    def presence_signature(self) -> tuple[Any, ...]:
+        """What, when it changes, is worth an advertisement before the next refresh (load alone is not)."""
+        slots, free, _queued, _load = self._load()
+        return (self.role, tuple(self.capabilities), tuple(self.advertised_addrs()), slots, free > 0)
 
     def _load(self) -> tuple[int, int, int, float]:
         if self.tasks is not None:
