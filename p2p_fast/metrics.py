@@ -86,3 +86,7 @@ def _dispatch_table(recorder: Any) -> dict[type, Any]:
         KadDhtEvent: recorder.kad_dht.record,
         SwarmEvent: recorder.swarm.record,
     }
+CPU_SHARE = Gauge("p2p_process_cpu_share", "This process's CPU use over the last second (1.0 = one core)")
+SCHEDULER_LAG = Gauge("p2p_scheduler_lag_seconds", "How late the last 1 s trio.sleep woke up")
+SHEDDING = Gauge("p2p_shedding_optional_work", "1 while the node sheds optional work under CPU pressure")
+WORK_SHED = Counter("p2p_work_shed_total", "Optional work skipped under CPU pressure", ["kind"])

@@ -35,6 +35,7 @@ from .gossip import Gossip
 from .health import HealthMonitor
 from .host_factory import build_host
 from .identity import load_or_create_identity
+from .load_shed import LoadMonitor, Shedder, shed_gossip_ihave
 from .multiaddrs import is_relayed
 from .netif import ipv4_addresses
 from .protocol.codec import DecodeError, decode, encode
@@ -118,6 +119,7 @@ class Node:
         self.connector: Connector | None = None
         self.book = PeerBook(cfg.node.heartbeat_interval)
         self.presence: Presence | None = None
+        self.shedder = Shedder()
         self.nat: Any = None
         self.tasks: Any = None  # the task service, when the role runs one
         self.gossip_log: list[dict[str, Any]] = []  # recent broadcast texts, newest last
@@ -181,7 +183,10 @@ class Node:
                     raise NodeStartError(f"could not listen on {cfg.node.listen_host}:{cfg.node.listen_port}")
                 self._nursery = nursery = await stack.enter_async_context(trio.open_nursery())
                 self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())
+                if hasattr(self.gossip.router, "gossip_heartbeat"):
+                    shed_gossip_ihave(self.gossip.router, self.shedder)
                 self.dht = build_dht(host, self._dht_mode())
+                self.dht.shedder = self.shedder
                 await stack.enter_async_context(background_trio_service(self.dht))
                 self.health = HealthMonitor(host, cfg.node.heartbeat_interval, cfg.network.connection_timeout)
                 self.connector = Connector(host, target_peers=min(cfg.gossip.degree_high, cfg.node.max_connections),
@@ -202,6 +207,7 @@ class Node:
                 except StorageError as exc:
                     self.fail(str(exc))
                     raise
+                nursery.start_soon(LoadMonitor(self.shedder).run)
                 nursery.start_soon(self.health.run)
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)

@@ -275,7 +275,11 @@ class Presence:
                 repeats.pop(0)
                 due = True
             if now >= next_refresh:
-                due = True
+                shedder = getattr(self.node, "shedder", None)
+                if shedder is None or shedder.allow("advert-refresh"):
+                    due = True
+                else:  # the TTL covers three refreshes: one skipped costs nothing
+                    next_refresh = now + self.refresh_interval() / 4
             signature = self.node.presence_signature()
             if joined_at is not None and signature != self._last_signature \
                     and now - self._last_publish >= self.heartbeat_interval:
