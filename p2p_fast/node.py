@@ -45,6 +45,7 @@ from .protocol.presence import PeerBook, Presence
 log = logging.getLogger(__name__)
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 OFFERS_PER_ROUND = 16  # live peers offered to the connector each second
+FULL_CHECK_EVERY = 30  # rounds (seconds) between looks at every peer's protocols for the DHT routing table
 
 
 class NodeStartError(RuntimeError):
@@ -273,21 +274,31 @@ class Node:
         assert self.host is not None and self.dht is not None and self.connector is not None
         host, dht = self.host, self.dht
         known: set[ID] = set()
+        pending_kad: set[ID] = set()
+        rounds = 0
         while True:
             peers = set(host.get_connected_peers())
             metrics.PEERS.set(len(peers))
             metrics.CONNECTIONS.set(sum(len(c) for c in host.get_network().get_connections_map().values()))
             metrics.UPTIME.set(time.monotonic() - self.started_at)
             metrics.DHT_PEERS.set(dht.get_routing_table_size())
-            if peers - known and self.presence is not None:
+            fresh = peers - known
+            if fresh and self.presence is not None:
                 self.presence.poke()
-            for pid in peers:
+            rounds += 1
+            # New peers at once, everyone again every FULL_CHECK_EVERY rounds (a peer's protocols arrive with
+            # Identify, after the connection): per-peer work every second was an idle cost that grew with peers.
+            look_at = peers if rounds % FULL_CHECK_EVERY == 0 else fresh | (pending_kad & peers)
+            pending_kad.clear()
+            for pid in look_at:
                 if dht.routing_table.peer_in_table(pid):
                     continue
                 try:
                     protocols = host.get_peerstore().get_protocols(pid)
                 except Exception:
                     continue
+                if not protocols:
+                    pending_kad.add(pid)  # Identify not done yet: look again next round
                 if KAD_PROTOCOL in protocols:
                     try:
                         await dht.add_peer(pid)
