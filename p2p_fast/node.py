@@ -304,9 +304,9 @@ class Node:
                         await dht.add_peer(pid)
                     except Exception as exc:
                         log.debug("routing table refused %s: %s", pid, exc)
-            live = self.book.live()
-            # A bounded sample: the connector only needs candidates, and parsing every address of a large view each
-            # second would be O(N) work per node.
+            # Candidates for the connector only while it is short of peers, and a bounded sample: parsing every
+            # address of the view each second was a cost that grew with the network.
+            live = self.book.live() if len(peers) < self.connector.target_peers else []
             for rec in random.sample(live, min(len(live), OFFERS_PER_ROUND)):
                 try:
                     pid = ID.from_base58(rec.peer_id)
