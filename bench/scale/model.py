@@ -11,8 +11,9 @@ What one node sends and receives per second, term by term (parameters below, eac
   receives ``N x (adverts per session) / session length``: the one term that grows with N, through churn, not size;
 - GossipSub relaying: each first copy is forwarded to the D-1 other mesh peers, and each node receives about D copies
   of a message (first + duplicates, dropped by the seen cache);
-- IHAVE gossip: one control message per heartbeat per topic to D peers outside the mesh, only while the message cache
-  holds ids (``gossip_window`` heartbeats after a message): at the presence rate above that is every heartbeat;
+- IHAVE gossip: one control message per heartbeat to D peers outside the mesh, only while the message cache holds
+  ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most heartbeats once a
+  node receives more than 1/3 advertisement a second; the user's gossip topic is idle in this model;
 - liveness: one ping per connection per liveness interval, both ways (the connection manager bounds connections);
 - DHT: every worker re-provides each capability every PROVIDE_EVERY s; a provide is a lookup of about
   ``alpha x log2(N)`` queries plus ``k`` ADD_PROVIDER messages, spread over the network: per node
@@ -39,7 +40,7 @@ from p2p_fast.protocol.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refres
 from p2p_fast.tasks.service import PROVIDE_EVERY  # noqa: E402
 
 D = 6  # gossip.degree (config default)
-TOPICS = 2  # <pv>/gossip and <pv>/capabilities
+GOSSIP_WINDOW = 3  # heartbeats a message id stays in IHAVE gossip (py-libp2p's gossip_window)
 HEARTBEAT_S = 1.0  # gossip.heartbeat_interval (config default)
 NODE_HEARTBEAT_S = 30.0  # node.heartbeat_interval of node/worker.yaml
 CONNECTIONS_HIGH = 64  # connections a node keeps at most (connection manager's high watermark)
@@ -59,7 +60,10 @@ def per_node(n: int, idle_per_conn_ms: float, session_s: float = SESSION_S) -> d
     first = first_copies_refresh + first_copies_churn
     received = first * min(D, conns)  # the first copy and D-1 duplicates
     forwarded = first * max(min(D, conns) - 1, 0)
-    ihave = TOPICS * min(D, max(conns - D, 0)) / HEARTBEAT_S if first > 0 else 0.0
+    # IHAVE goes out on a heartbeat only while the message cache holds ids of the topic (GOSSIP_WINDOW heartbeats
+    # after a message): the presence topic, at the rate above; the user's gossip topic is idle here.
+    holds_ids = min(1.0, first * GOSSIP_WINDOW * HEARTBEAT_S)
+    ihave = min(D, max(conns - D, 0)) * holds_ids / HEARTBEAT_S
     pings = 2 * conns / LIVENESS_S
     dht = CAPS * (DHT_ALPHA * math.log2(max(n, 2)) + DHT_K) / PROVIDE_EVERY
     msgs_in = received + ihave + pings / 2 + dht

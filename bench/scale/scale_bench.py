@@ -1,8 +1,7 @@
-"""The scale benchmark: N ``p2p-node`` processes on 127.0.0.1 (or in the network-namespace test bed), driven only
-through the HTTP API, as a new user would run them.
+"""The scale benchmark: N ``p2p-node`` processes on 127.0.0.1, driven only through the HTTP API, as a new user would
+run them. (A network-namespace mode on ``p2p_fast.testbed`` is not built yet.)
 
-    .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60]
-    .venv/bin/python bench/scale/scale_bench.py --nodes 10 --testbed      # one namespace per node (root only)
+    .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile]
 
 One bootstrap (``node/bootstrap.yaml``) and N-1 workers (``node/worker.yaml``, mDNS on as that file has it), every
 one with ``--listen-host 127.0.0.1 --listen-port 0 --http-listen 127.0.0.1:0 --data-dir <own>``, workers with
@@ -84,32 +83,15 @@ def _ready(node: NodeProcess) -> bool:
     return node.runtime() is not None and bool(_get(node, "/v1/status", 5).get("ready"))
 
 
-def start_network(cluster: Cluster, n: int, testbed: Any = None, extra_worker_cfg: dict[str, Any] | None = None
-                  ) -> tuple[NodeProcess, list[NodeProcess], float]:
+def start_network(cluster: Cluster, n: int) -> tuple[NodeProcess, list[NodeProcess], float]:
     """Start the bootstrap, then all N-1 workers at once; return (bootstrap, workers, t0)."""
     flags = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
-    hosts = None
-    if testbed is not None:
-        hosts = testbed.hosts(n)
-        flags = ["--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
     t0 = time.monotonic()
-    boot_kw: dict[str, Any] = {"extra_args": flags}
-    if hosts is not None:
-        boot_kw.update(prefix=["ip", "netns", "exec", hosts[0].ns], via=hosts[0].call)
-        boot_kw["extra_args"] = flags + ["--listen-host", hosts[0].ip]
-    boot = cluster.add("bootstrap", _role_config("bootstrap"), **boot_kw)
+    boot = cluster.add("bootstrap", _role_config("bootstrap"), extra_args=flags)
     boot.start().wait_started(60)
     boot_addr = boot.addr()
-    wcfg = _role_config("worker")
-    for name, values in (extra_worker_cfg or {}).items():
-        wcfg.setdefault(name, {}).update(values)
-    workers = []
-    for i in range(1, n):
-        kw: dict[str, Any] = {"extra_args": flags + ["--bootstrap", boot_addr]}
-        if hosts is not None:
-            kw.update(prefix=["ip", "netns", "exec", hosts[i].ns], via=hosts[i].call)
-            kw["extra_args"] = kw["extra_args"] + ["--listen-host", hosts[i].ip]
-        workers.append(cluster.add(f"w{i:03d}", wcfg, **kw).start())
+    workers = [cluster.add(f"w{i:03d}", _role_config("worker"), extra_args=flags + ["--bootstrap", boot_addr]).start()
+               for i in range(1, n)]
     return boot, workers, t0
 
 
@@ -129,13 +111,13 @@ def log_counts(nodes: list[NodeProcess]) -> dict[str, int]:
 
 
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
-              tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, testbed: Any = None,
-              seed: int = 1, profile: bool = False) -> dict[str, Any]:
+              tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
+              profile: bool = False) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
     out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0]}
     try:
-        boot, workers, t0 = start_network(cluster, n, testbed)
+        boot, workers, t0 = start_network(cluster, n)
         nodes = [boot, *workers]
         for w in workers:
             w.wait_started(ready_timeout)

@@ -4,23 +4,31 @@ same runs at larger N are in bench/RESULTS.md (``bench/scale/scale_bench.py``)."
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from harness import Cluster, node_config, record, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "bench" / "scale"))
-sys.path.insert(0, str(ROOT / "tests" / "tasks"))
 
 from scale_bench import log_counts, run_scale  # noqa: E402
+
+# The task tests' helpers (its conftest.py; "conftest" itself names tests/conftest.py here).
+_spec = importlib.util.spec_from_file_location("task_test_helpers", ROOT / "tests" / "tasks" / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+tasks_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tasks_helpers)
 
 N = 30
 
 
+@pytest.mark.timeout(480)  # every wait inside is bounded; on a quiet machine the test takes about 1-2 min
 def test_thirty_nodes_join_at_once_converge_gossip_everywhere_and_exit_cleanly(tmp_path: Path) -> None:
-    r = run_scale(tmp_path, N, settle=0.0, window=2.0, gossip=3, tasks=0, sample=N, ready_timeout=150.0)
+    r = run_scale(tmp_path, N, settle=0.0, window=2.0, gossip=3, tasks=0, sample=N, ready_timeout=120.0)
     record("scale_30", **{k: v for k, v in r.items() if k != "profile"})
     assert "error" not in r, r
     assert "not_ready" not in r and "not_converged" not in r, r  # every node ready; every live view has everyone
@@ -30,8 +38,10 @@ def test_thirty_nodes_join_at_once_converge_gossip_everywhere_and_exit_cleanly(t
     assert r["exit_codes_nonzero"] == 0, r
 
 
+@pytest.mark.timeout(480)
 def test_a_task_batch_while_thirty_nodes_join_loses_nothing_and_runs_each_task_once(cluster: Cluster) -> None:
-    from conftest import Api, ledger_rows, wait_for_workers, worker_config
+    Api, ledger_rows = tasks_helpers.Api, tasks_helpers.ledger_rows
+    wait_for_workers, worker_config = tasks_helpers.wait_for_workers, tasks_helpers.worker_config
 
     boot = cluster.start("boot", node_config("bootstrap"))
     first = [cluster.start(f"w{i}", worker_config(boot, ["compute"], slots=2)) for i in range(2)]
