@@ -48,18 +48,21 @@ def test_a_task_batch_while_thirty_nodes_join_loses_nothing_and_runs_each_task_o
     wait_for_workers(boot, "compute", 2)
     api = Api(boot)
     try:
-        n = 300
-        ids = api.submit_batch([{"type": "sleep", "payload": "0.05", "max_retries": 5} for _ in range(n)])
-        # The join storm, while the batch runs: 30 workers started at once.
+        batch = [{"type": "sleep", "payload": "0.1", "max_retries": 5} for _ in range(150)]
+        ids = api.submit_batch(batch)  # running on the first two workers when the storm starts
+        # The join storm, while the batch runs: 30 workers started at once; more tasks go in as they start and
+        # again once they are up (the dispatcher meets them half-known: not yet advertised, not yet connected).
         joiners = [cluster.add(f"j{i:02d}", worker_config(boot, ["compute"], slots=2)).start() for i in range(N)]
+        ids += api.submit_batch(batch)
         for j in joiners:
             j.wait_started(120)
+        ids += api.submit_batch(batch)
+        n = len(ids)
         docs = api.wait_all(ids, timeout=240)
         assert Counter(d["state"] for d in docs) == {"completed": n}, [d["error"] for d in docs if d["error"]]
         spent = ledger_rows(boot, "spent")
         assert len(spent) == n and len({r[0] for r in spent}) == n  # paid once per task
         workers = first + joiners
-        earned: list[tuple[str, str, str, int]] = []
         wait_until(lambda: sum(len(ledger_rows(w, "earned")) for w in workers) == n, 60,
                    "every receipt to reach its worker")
         earned = [r for w in workers for r in ledger_rows(w, "earned")]
