@@ -79,6 +79,19 @@ def _peers(node: NodeProcess) -> list[Any]:
         return []
 
 
+def _presence_messages(node: NodeProcess) -> float:
+    """Presence messages this node has received (advertisements, and heartbeats from before they were dropped)."""
+    total = 0.0
+    try:
+        text = node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("p2p_messages_in_total{") and ("/capabilities\"" in line or "/heartbeat\"" in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def _ready(node: NodeProcess) -> bool:
     return node.runtime() is not None and bool(_get(node, "/v1/status", 5).get("ready"))
 
@@ -171,12 +184,15 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
                                     str(workdir / "profile.txt"), "-d", str(int(window)), "-r", "50", "--gil", "-p",
                                     str(workers[-1].proc.pid)],  # type: ignore[union-attr]
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msgs_before = [_presence_messages(nd) for nd in sampled]
         before = [_cpu_ticks(p) for p in pids]
         t_a = time.monotonic()
         time.sleep(window)
         elapsed = time.monotonic() - t_a
         cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
         rss = [_rss_mib(p) for p in pids]
+        rates = [(_presence_messages(nd) - m) / elapsed for nd, m in zip(sampled, msgs_before)]
+        out["presence_msgs_per_node_s"] = round(statistics.mean(rates), 3)
         if spy is not None:
             spy.wait(timeout=window + 30)
             out["profile"] = top_functions(workdir / "profile.txt")
