@@ -6,7 +6,7 @@ py-libp2p 0.8 imports them at module level although only a QUIC listen address o
 ``libp2p/__init__`` (``QUICTransport``, ``is_quic_multiaddr`` for ``new_host``'s transport choice),
 ``libp2p.transport`` (``WebsocketTransport``),
 ``libp2p.custom_types`` (``QUICStream`` in a type alias) and ``libp2p.host.basic_host`` (``ACMEClient``,
-``compute_b36_peer_id``, ``BrokerClient``). That is about 0.4 s of CPU on every start of every node (measured in
+``compute_b36_peer_id``, ``BrokerClient``). That is 0.3-0.4 s of CPU on every start of every node (measured in
 bench/RESULTS.md, "Start-up CPU and RSS"), and memory that stays.
 
 :func:`install` puts a stand-in for each of those modules into ``sys.modules`` before py-libp2p is imported. A

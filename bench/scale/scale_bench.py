@@ -286,7 +286,8 @@ def top_functions(path: Path, k: int = 15) -> dict[str, Any]:
 def markdown_row(r: dict[str, Any]) -> str:
     return (f"| {r['nodes']} | {r.get('ready_s', '-')} s | {r.get('converged_s', '-')} s | "
             f"{r.get('idle_cpu_pct_mean', '-')} % (max {r.get('idle_cpu_pct_max', '-')}, all "
-            f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('rss_mib_mean', '-')} MiB (max {r.get('rss_mib_max', '-')}) | "
+            f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('rss_mib_mean', '-')} MiB "
+            f"(max {r.get('rss_mib_max', '-')}) | "
             f"p50 {r.get('gossip_p50_ms', '-')} ms, max {r.get('gossip_max_ms', '-')} ms, "
             f"{r.get('gossip_missing', '-')}/{r.get('gossip_deliveries', '-')} missing | "
             f"{r.get('tasks_succeeded', '-')}/{r.get('tasks', '-')} on {r.get('task_workers', '-')} workers | "

@@ -21,7 +21,7 @@ A joining node would wait a whole refresh interval to learn the nodes already th
 a connected peer over a stream (``presence-sync``): at most one pull per refresh interval, each from a peer not asked
 before. Pulled records carry their remaining TTL and are second-hand: they never replace a live record heard from its
 node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers (task candidates) ask for a bounded
-sample. Message rates: docs/protocol.md, "Presence".
+sample. Message rates: docs/protocol.md, "Finding workers"; at 1,000-100,000 nodes: docs/scale.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ def _ad(peer: str = "p1", caps=("compute",), ttl: float | None = None) -> Capabi
 
 
 def test_round_trip_every_message_kind():
-    for msg in (_ad(), _ad(ttl=270.0), _ad(ttl=0.0), HeartBeat("p1", 3, 1, 0, 0.25, 1234.5), GossipText("p1", "héllo", 1.0)):
+    for msg in (_ad(), _ad(ttl=270.0), _ad(ttl=0.0), HeartBeat("p1", 3, 1, 0, 0.25, 1234.5),
+                GossipText("p1", "héllo", 1.0)):
         assert decode(encode(msg)) == msg
 
 
