@@ -71,11 +71,18 @@ class IndexedRoutingTable(RoutingTable):
 
 
 class IndexedKadDHT(KadDHT):
-    """``KadDHT`` with an :class:`IndexedRoutingTable` (same constructor)."""
+    """``KadDHT`` with an :class:`IndexedRoutingTable` (same constructor); its periodic routing-table refresh is
+    optional work a node under CPU pressure skips (``load_shed``, set ``shedder``)."""
 
     def __init__(self, host: IHost, mode: DHTMode, **kwargs: Any) -> None:
         super().__init__(host, mode, **kwargs)
         IndexedRoutingTable.adopt(self.routing_table)
+        self.shedder: Any = None
+
+    async def refresh_routing_table(self) -> None:
+        if self.shedder is not None and not self.shedder.allow("dht-refresh"):
+            return
+        await super().refresh_routing_table()
 
 
 def build_dht(host: IHost, mode: DHTMode) -> IndexedKadDHT:

@@ -101,3 +101,7 @@ EVENT_OVERFLOWS = Counter("p2p_event_overflows_total",
                           "Event-stream subscribers dropped because they fell BUFFER events behind")
 NODE_READY = Gauge("p2p_node_ready", "1 while /readyz answers 200 (bootstrapped and connected), else 0")
 NODE_HEALTH = Gauge("p2p_node_health", "1 while a health check passes, else 0 (see Node.health_checks)", ["check"])
+CPU_SHARE = Gauge("p2p_process_cpu_share", "This process's CPU use over the last second (1.0 = one core)")
+SCHEDULER_LAG = Gauge("p2p_scheduler_lag_seconds", "How late the last 1 s trio.sleep woke up")
+SHEDDING = Gauge("p2p_shedding_optional_work", "1 while the node sheds optional work under CPU pressure")
+WORK_SHED = Counter("p2p_work_shed_total", "Optional work skipped under CPU pressure", ["kind"])

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import random
 import socket
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,14 +37,17 @@ from .gossip import Gossip
 from .health import HealthMonitor
 from .host_factory import build_host
 from .identity import load_or_create_identity
+from .load_shed import LoadMonitor, Shedder, shed_gossip_ihave
 from .multiaddrs import is_relayed
 from .netif import ipv4_addresses
 from .protocol.codec import DecodeError, decode, encode
-from .protocol.messages import CapabilityAdvertisement, GossipText, HeartBeat
+from .protocol.messages import CapabilityAdvertisement, GossipText
 from .protocol.presence import PeerBook, Presence
 
 log = logging.getLogger(__name__)
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
+OFFERS_PER_ROUND = 16  # live peers offered to the connector each second
+FULL_CHECK_EVERY = 30  # rounds (seconds) between looks at every peer's protocols for the DHT routing table
 
 
 class NodeStartError(RuntimeError):
@@ -119,6 +123,7 @@ class Node:
         self.connmgr: ConnManager | None = None
         self.book = PeerBook(cfg.node.heartbeat_interval)
         self.presence: Presence | None = None
+        self.shedder = Shedder()
         self.nat: Any = None
         self.tasks: Any = None  # the task service, when the role runs one
         self.gossip_log: list[dict[str, Any]] = []  # recent broadcast texts, newest last
@@ -184,7 +189,10 @@ class Node:
                     raise NodeStartError(f"could not listen on {cfg.node.listen_host}:{cfg.node.listen_port}")
                 self._nursery = nursery = await stack.enter_async_context(trio.open_nursery())
                 self.gossip = await stack.enter_async_context(Gossip(host, cfg).running())
+                if hasattr(self.gossip.router, "gossip_heartbeat"):
+                    shed_gossip_ihave(self.gossip.router, self.shedder)
                 self.dht = build_dht(host, self._dht_mode())
+                self.dht.shedder = self.shedder
                 await stack.enter_async_context(background_trio_service(self.dht))
                 self.health = HealthMonitor(host, cfg.node.heartbeat_interval, cfg.network.connection_timeout)
                 self.connmgr = connmgr = ConnManager(host, Limits.from_config(
@@ -210,6 +218,7 @@ class Node:
                     raise
                 self._protect_connections(connmgr)
                 nursery.start_soon(connmgr.run)
+                nursery.start_soon(LoadMonitor(self.shedder).run)
                 nursery.start_soon(self.health.run)
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)
@@ -231,6 +240,10 @@ class Node:
                     yield self
                 finally:
                     log.info("node stopping")
+                    with trio.move_on_after(1.0) as goodbye:
+                        goodbye.shield = True
+                        await self.presence.goodbye()
+                        await trio.sleep(0.05)  # the per-peer senders take it off their queues
                     nursery.cancel_scope.cancel()
         finally:
             self._lock.release()
@@ -296,6 +309,8 @@ class Node:
         assert self.host is not None and self.dht is not None and self.connector is not None
         host, dht = self.host, self.dht
         known: set[ID] = set()
+        pending_kad: set[ID] = set()
+        rounds = 0
         while True:
             peers = set(host.get_connected_peers())
             metrics.PEERS.set(len(peers))
@@ -303,25 +318,36 @@ class Node:
             metrics.UPTIME.set(time.monotonic() - self.started_at)
             metrics.DHT_PEERS.set(dht.get_routing_table_size())
             self.update_health_gauges()
-            if peers - known and self.presence is not None:
-                self.presence.poke()
             if peers != known:
                 from .node_events import emit_peer_changes
 
                 emit_peer_changes(self, peers - known, known - peers)
-            for pid in peers:
+            fresh = peers - known
+            if fresh and self.presence is not None:
+                self.presence.poke()
+            rounds += 1
+            # New peers at once, everyone again every FULL_CHECK_EVERY rounds (a peer's protocols arrive with
+            # Identify, after the connection): per-peer work every second was an idle cost that grew with peers.
+            look_at = peers if rounds % FULL_CHECK_EVERY == 0 else fresh | (pending_kad & peers)
+            pending_kad.clear()
+            for pid in look_at:
                 if dht.routing_table.peer_in_table(pid):
                     continue
                 try:
                     protocols = host.get_peerstore().get_protocols(pid)
                 except Exception:
                     continue
+                if not protocols:
+                    pending_kad.add(pid)  # Identify not done yet: look again next round
                 if KAD_PROTOCOL in protocols:
                     try:
                         await dht.add_peer(pid)
                     except Exception as exc:
                         log.debug("routing table refused %s: %s", pid, exc)
-            for rec in self.book.live():
+            # Candidates for the connector only while it is short of peers, and a bounded sample: parsing every
+            # address of the view each second was a cost that grew with the network.
+            live = self.book.live() if len(peers) < self.connector.target_peers else []
+            for rec in random.sample(live, min(len(live), OFFERS_PER_ROUND)):
                 try:
                     pid = ID.from_base58(rec.peer_id)
                 except Exception:
@@ -344,11 +370,10 @@ class Node:
             peer_id=str(self.peer_id), role=self.role, capabilities=self.capabilities, slots=slots,
             free_slots=free, queue_depth=queued, load=load, addrs=self.advertised_addrs(), seq=self._seq)
 
-    def heartbeat(self) -> HeartBeat:
-        self._seq += 1
-        _slots, free, queued, load = self._load()
-        return HeartBeat(peer_id=str(self.peer_id), seq=self._seq, free_slots=free, queue_depth=queued, load=load,
-                         timestamp=time.time())
+    def presence_signature(self) -> tuple[Any, ...]:
+        """What, when it changes, is worth an advertisement before the next refresh (load alone is not)."""
+        slots, free, _queued, _load = self._load()
+        return (self.role, tuple(self.capabilities), tuple(self.advertised_addrs()), slots, free > 0)
 
     def _load(self) -> tuple[int, int, int, float]:
         if self.tasks is not None:

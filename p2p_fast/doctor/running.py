@@ -2,8 +2,8 @@
 
 The node is found through ``<data_dir>/node.json`` (written at start, names its HTTP API) or ``--api``. Its
 ``/v1/status`` has ``topics`` (each subscribed topic and its GossipSub mesh size) and ``peers``; ``/v1/peers`` has
-``clock_offset_s`` per peer: our wall clock minus the ``timestamp`` of the peer's last HeartBeat (gossip, every
-``node.heartbeat_interval``), i.e. the clock skew plus the delivery time, milliseconds on a LAN. That is the one
+``clock_offset_s`` per peer: our wall clock minus the ``sent_at`` of the peer's last CapabilityAdvertisement (gossip,
+at join, on change and on each refresh), i.e. the clock skew plus the delivery time, milliseconds on a LAN. That is the one
 wall-clock reading every peer already sends us, so the check needs no extra protocol and no access to the peers.
 """
 
@@ -17,7 +17,7 @@ from ..config import Config
 from ..remote import running_node_url
 from .report import OK, PROBLEM, SKIPPED, Check
 
-TOPICS = ("gossip", "capabilities", "heartbeat")  # every role subscribes to these (Node.running, Presence)
+TOPICS = ("gossip", "capabilities")  # every role subscribes to these (Node.running, Presence)
 
 
 def find_api(cfg: Config, api: str | None) -> str | None:
@@ -75,7 +75,7 @@ def check_gossip(cfg: Config, status: dict[str, Any]) -> Check:
 def check_clock(peers: list[dict[str, Any]], max_skew: float) -> Check:
     offsets = {p["peer_id"]: p["clock_offset_s"] for p in peers if p.get("clock_offset_s") is not None}
     if not offsets:
-        return Check("clock", SKIPPED, "no peer heartbeat received yet (they come every node.heartbeat_interval)")
+        return Check("clock", SKIPPED, "no peer advertisement with a timestamp received yet (nodes advertise at join and on each refresh)")
     worst_peer, worst = max(offsets.items(), key=lambda kv: abs(kv[1]))
     detail = f"largest offset {worst:+.3f} s (peer {worst_peer}) over {len(offsets)} peer(s)"
     if abs(worst) > max_skew:

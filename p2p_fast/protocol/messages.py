@@ -15,10 +15,13 @@ from .codec import Message, register
 @register
 @dataclass
 class CapabilityAdvertisement(Message):
-    """What a node is and can do; published on ``<protocol_version>/capabilities`` every heartbeat interval."""
+    """What a node is and can do; published on ``<protocol_version>/capabilities`` when it joins, when it changes,
+    and on a slow refresh (``protocol.presence``). ``ttl_s``: how long receivers keep it live without hearing from
+    the node again (None from nodes before the field existed: the receiver's default applies; 0: the node leaves).
+    Served again, with the time left, to peers that ask for the live view (``presence-sync``)."""
 
     TYPE: ClassVar[int] = 1
-    KINDS: ClassVar[str] = "ssSuuufSu"
+    KINDS: ClassVar[str] = "ssSuuufSu?f?f"
     peer_id: str
     role: str
     capabilities: list[str]
@@ -28,12 +31,15 @@ class CapabilityAdvertisement(Message):
     load: float
     addrs: list[str] = field(default_factory=list)
     seq: int = 0
+    ttl_s: float | None = None
+    sent_at: float | None = None  # the sender's wall clock (time.time()) when published: peers' clock offsets
 
 
 @register
 @dataclass
 class HeartBeat(Message):
-    """Liveness and load between advertisements; a worker that misses three leaves the live view."""
+    """Liveness and load between advertisements, from nodes before presence scaled (no longer published: a receiver
+    still takes one as a sign of life for the default TTL)."""
 
     TYPE: ClassVar[int] = 2
     KINDS: ClassVar[str] = "suuuff"

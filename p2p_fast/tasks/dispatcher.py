@@ -55,6 +55,7 @@ STREAM_OPEN_TIMEOUT = 10.0
 BUSY_PENALTY = 0.25
 RECENT_KEEP = 20000
 LOOKUP_EVERY = 10.0
+MAX_CANDIDATES = 64  # live workers weighed per assignment round: a sample of a large network (presence doc)
 ID_LEN = 32
 RECEIPT_BATCH_S = 0.02
 RECEIPT_BATCH_MAX = 256
@@ -322,7 +323,7 @@ class Dispatcher:
             static = 0.3 * (1 - free / slots if slots else 0) + 0.3 * min(self.worker.load()[3], 2.0)
             out.append(Candidate(self.local, slots, static))
             seen.add(self.own_id)
-        for rec in self.node.book.with_capability(cap):
+        for rec in self.node.book.with_capability(cap, limit=MAX_CANDIDATES):
             if rec.peer_id in seen or self.ledger.banned(rec.peer_id):
                 continue
             seen.add(rec.peer_id)

@@ -90,6 +90,9 @@ class TaskService:
             await trio.sleep(next(delays, PROVIDE_EVERY))
             if not self.node.host.get_connected_peers():
                 continue
+            shedder = getattr(self.node, "shedder", None)
+            if shedder is not None and not shedder.allow("dht-refresh"):
+                continue
             for cap in caps:
                 with trio.move_on_after(self.node.cfg.network.connection_timeout):
                     try:

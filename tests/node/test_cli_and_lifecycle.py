@@ -111,8 +111,8 @@ def test_sigterm_stops_within_5s_with_exit_0_and_health_endpoints(cluster):
     for name in ("p2p_peers", "p2p_messages_in_total", "p2p_ping_rtt_seconds_bucket", "p2p_dial_failures_total",
                  "swarm_dial_attempt"):
         assert name in metrics, name
-    wait_until(lambda: 'p2p_messages_in_total{topic="p2p-network/heartbeat"}' in httpx.get(w.http + "/metrics").text,
-               20, "heartbeat messages counted")
+    wait_until(lambda: 'p2p_messages_in_total{topic="p2p-network/capabilities"}' in httpx.get(w.http + "/metrics").text,
+               20, "presence messages counted")
     # py-libp2p's own per-RPC gossipsub metric, recorded inline (no consumer task, nothing blocks the swarm)
     received = re.compile(r'^gossipsub_received_total\{peer_id="\w+"\} [1-9]', re.M)
     wait_until(lambda: received.search(httpx.get(w.http + "/metrics").text), 20, "py-libp2p's gossipsub metric")

@@ -1,4 +1,4 @@
-"""The message codec's error reasons and the live view's three-missed-heartbeats rule."""
+"""The message codec's error reasons and the live view's rules (TTLs, second-hand records, bounds)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import pytest
 
 from p2p_fast.protocol.codec import CODEC_VERSION, DecodeError, decode, encode
 from p2p_fast.protocol.messages import CapabilityAdvertisement, GossipText, HeartBeat
-from p2p_fast.protocol.presence import PeerBook
+from p2p_fast.protocol.presence import TARGET_RECEIVE_RATE, PeerBook, refresh_interval
 
 
-def _ad(peer: str = "p1", caps=("compute",)) -> CapabilityAdvertisement:
+def _ad(peer: str = "p1", caps=("compute",), ttl: float | None = None) -> CapabilityAdvertisement:
     return CapabilityAdvertisement(peer_id=peer, role="worker", capabilities=list(caps), slots=2, free_slots=1,
-                                   queue_depth=0, load=0.5, addrs=["/ip4/127.0.0.1/tcp/1"], seq=7)
+                                   queue_depth=0, load=0.5, addrs=["/ip4/127.0.0.1/tcp/1"], seq=7, ttl_s=ttl)
 
 
 def test_round_trip_every_message_kind():
-    for msg in (_ad(), HeartBeat("p1", 3, 1, 0, 0.25, 1234.5), GossipText("p1", "héllo", 1.0)):
+    for msg in (_ad(), _ad(ttl=270.0), _ad(ttl=0.0), HeartBeat("p1", 3, 1, 0, 0.25, 1234.5),
+                GossipText("p1", "héllo", 1.0)):
         assert decode(encode(msg)) == msg
 
 
@@ -51,30 +52,84 @@ def test_a_huge_list_count_cannot_allocate():
         decode(head + b"\x80\x80\x80\x80\x80\x80\x80\x80\x10")
 
 
-def test_peer_leaves_the_live_view_after_three_missed_heartbeats():
+def test_advert_without_ttl_is_live_for_three_heartbeats_of_the_receiver():
     now = [100.0]
     book = PeerBook(heartbeat_interval=2.0, clock=lambda: now[0])
-    book.on_advertisement(_ad("p1", ("compute", "storage")))
+    book.on_advertisement(_ad("p1", ("compute", "storage")))  # an older node: no TTL
     book.on_advertisement(_ad("p2", ("storage",)))
     assert {r.peer_id for r in book.with_capability("storage")} == {"p1", "p2"}
     now[0] += 5.0
-    book.on_heartbeat(HeartBeat("p2", 8, 0, 3, 0.9, 0.0))
+    book.on_advertisement(_ad("p2", ("storage",)))
     now[0] += 1.5  # p1 silent for 6.5 s > 3 x 2 s; p2 for 1.5 s
     assert [r.peer_id for r in book.live()] == ["p2"]
-    assert book.get("p2").queue_depth == 3 and book.get("p2").free_slots == 0
     book.expire(keep_for=5.0)
     assert book.get("p1") is None and book.get("p2") is not None
 
 
-def test_heartbeat_timestamps_give_each_peer_a_clock_offset():
+def test_the_senders_ttl_decides_and_a_goodbye_removes_at_once():
+    now = [0.0]
+    book = PeerBook(heartbeat_interval=1.0, clock=lambda: now[0])
+    book.on_advertisement(_ad("slow", ttl=300.0))
+    book.on_advertisement(_ad("fast", ttl=9.0))
+    now[0] = 100.0  # far past the receiver's own default (3 s)
+    assert [r.peer_id for r in book.live()] == ["slow"]
+    book.on_advertisement(_ad("slow", ttl=0.0))
+    assert book.live() == [] and book.get("slow") is None
+    for bad in (float("nan"), float("inf"), -5.0):  # a nonsense TTL falls back to the default, capped
+        book.on_advertisement(_ad("odd", ttl=bad))
+        assert book.get("odd").expires_at <= now[0] + 7 * 86400
+
+
+def test_second_hand_records_never_override_first_hand_ones():
+    now = [0.0]
+    book = PeerBook(heartbeat_interval=1.0, clock=lambda: now[0])
+    book.on_advertisement(_ad("p1", ("compute",), ttl=30.0))
+    assert not book.on_synced(_ad("p1", ("evil",), ttl=60.0))  # live first-hand: kept
+    assert book.get("p1").capabilities == ["compute"]
+    assert book.on_synced(_ad("p2", ("compute",), ttl=20.0))  # unknown: taken, with its time left
+    assert book.get("p2").hearsay
+    assert not book.on_synced(_ad("p3", ttl=None))  # a record without time left is not hearsay we can age
+    now[0] = 21.0
+    assert {r.peer_id for r in book.live()} == {"p1"}
+    book.on_advertisement(_ad("p2", ("compute",), ttl=30.0))  # the node itself: first-hand again
+    assert not book.get("p2").hearsay
+    snap = {ad.peer_id: ad.ttl_s for ad in book.snapshot()}
+    assert snap.keys() == {"p1", "p2"} and 0 < snap["p1"] <= 9.0 and snap["p2"] == pytest.approx(30.0)
+
+
+def test_the_book_is_bounded_and_samples_are_bounded():
+    now = [0.0]
+    book = PeerBook(heartbeat_interval=1.0, clock=lambda: now[0], max_records=50)
+    for i in range(200):
+        now[0] += 0.01
+        book.on_advertisement(_ad(f"p{i:03d}", ttl=100.0 + i))
+    assert len(book.records) == 50
+    assert book.get("p199") is not None and book.get("p000") is None  # the closest to expiry went first
+    sample = book.with_capability("compute", limit=8)
+    assert len(sample) == 8 and sample == book.with_capability("compute", limit=8)  # stable between rotations
+    assert len(book.with_capability("compute")) == 50
+
+
+def test_refresh_interval_keeps_what_a_node_receives_bounded():
+    # Small networks: the old cadence (every third heartbeat); large ones: N / rate, so N nodes' refreshes reach
+    # each node at about TARGET_RECEIVE_RATE per second.
+    assert refresh_interval(30.0, 10) == 90.0
+    for n in (1000, 10000, 100000):
+        assert n / refresh_interval(30.0, n) == pytest.approx(TARGET_RECEIVE_RATE)
+
+
+def test_advertisement_timestamps_give_each_peer_a_clock_offset():
     import time
 
     book = PeerBook(heartbeat_interval=2.0)
     book.on_advertisement(_ad("p1", ("compute",)))
-    assert book.get("p1").clock_offset is None  # no heartbeat yet
+    assert book.get("p1").clock_offset is None  # no timestamp yet
+    ad = _ad("p1", ("compute",))
     before = time.time()
-    book.on_heartbeat(HeartBeat("p1", 2, 1, 0, 0.1, before - 5.0))  # its clock 5 s behind ours
+    ad.sent_at = before - 5.0  # its clock 5 s behind ours
+    book.on_advertisement(ad)
     after = time.time()
     assert 5.0 <= book.get("p1").clock_offset <= 5.0 + (after - before)
-    book.on_heartbeat(HeartBeat("p1", 3, 1, 0, 0.1, time.time() + 2.0))  # now 2 s ahead
+    ad.sent_at = time.time() + 2.0  # now 2 s ahead
+    book.on_advertisement(ad)
     assert -2.0 <= book.get("p1").clock_offset < -1.9

@@ -1,0 +1,324 @@
+"""The scale benchmark: N ``p2p-node`` processes on 127.0.0.1, driven only through the HTTP API, as a new user would
+run them. (A network-namespace mode on ``p2p_fast.testbed`` is not built yet.)
+
+    .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile]
+
+One bootstrap (``node/bootstrap.yaml``) and N-1 workers (``node/worker.yaml``, mDNS on as that file has it), every
+one with ``--listen-host 127.0.0.1 --listen-port 0 --http-listen 127.0.0.1:0 --data-dir <own>``, workers with
+``--bootstrap <the bootstrap>``, all started at once (a join storm). Reports: time until every node is ready, time until
+every sampled node's live view (``GET /v1/capabilities``) holds every worker, settled idle CPU (% of one core, from
+/proc utime+stime over ``--window`` seconds) and RSS per node, gossip spread (``POST /v1/gossip`` on one worker, read
+back from every node's ``GET /v1/gossip``: p50 / max / missing), task spread over workers, ERROR / Traceback lines,
+Noise authentication failures, connections closed for missed pings, and exit codes on SIGTERM. Prints JSON and a
+Markdown row. ``run_scale`` is what ``tests/scale`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from harness import Cluster, NodeProcess, wait_until  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+AUTH_FAILURE = "Failed authentication"
+PING_CLOSE = "pings in a row"
+
+
+def _role_config(role: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "node" / f"{role}.yaml").read_text())
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
+def _get(node: NodeProcess, path: str, timeout: float = 10) -> Any:
+    return node.via(lambda: httpx.get(node.http + path, timeout=timeout)).json()
+
+
+def _post(node: NodeProcess, path: str, body: Any, timeout: float = 30) -> Any:
+    r = node.via(lambda: httpx.post(node.http + path, json=body, timeout=timeout))
+    r.raise_for_status()
+    return r.json()
+
+
+def _peers(node: NodeProcess) -> list[Any]:
+    try:
+        return _get(node, "/v1/peers")
+    except httpx.HTTPError:
+        return []
+
+
+def _presence_messages(node: NodeProcess) -> float:
+    """Presence messages this node has received (advertisements, and heartbeats from before they were dropped)."""
+    total = 0.0
+    try:
+        text = node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("p2p_messages_in_total{") and ("/capabilities\"" in line or "/heartbeat\"" in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _ready(node: NodeProcess) -> bool:
+    return node.runtime() is not None and bool(_get(node, "/v1/status", 5).get("ready"))
+
+
+def start_network(cluster: Cluster, n: int) -> tuple[NodeProcess, list[NodeProcess], float]:
+    """Start the bootstrap, then all N-1 workers at once; return (bootstrap, workers, t0)."""
+    flags = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
+    t0 = time.monotonic()
+    boot = cluster.add("bootstrap", _role_config("bootstrap"), extra_args=flags)
+    boot.start().wait_started(60)
+    boot_addr = boot.addr()
+    workers = [cluster.add(f"w{i:03d}", _role_config("worker"), extra_args=flags + ["--bootstrap", boot_addr]).start()
+               for i in range(1, n)]
+    return boot, workers, t0
+
+
+def log_counts(nodes: list[NodeProcess]) -> dict[str, int]:
+    counts = {"error_lines": 0, "traceback_lines": 0, "auth_failures": 0, "ping_closes": 0}
+    for node in nodes:
+        try:
+            text = node.stderr_path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            counts["error_lines"] += " ERROR " in line or " CRITICAL " in line
+            counts["traceback_lines"] += line.startswith("Traceback")
+            counts["auth_failures"] += AUTH_FAILURE in line
+            counts["ping_closes"] += PING_CLOSE in line
+    return counts
+
+
+def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
+              tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
+              profile: bool = False) -> dict[str, Any]:
+    rng = random.Random(seed)
+    cluster = Cluster(workdir)
+    out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0]}
+    try:
+        boot, workers, t0 = start_network(cluster, n)
+        nodes = [boot, *workers]
+        for w in workers:
+            w.wait_started(ready_timeout)
+        pending = set(range(n))
+        ready_at: dict[int, float] = {}
+
+        def all_ready() -> bool:
+            for i in list(pending):
+                try:
+                    if _ready(nodes[i]):
+                        ready_at[i] = time.monotonic() - t0
+                        pending.discard(i)
+                except httpx.HTTPError:
+                    pass
+            return not pending
+
+        try:
+            wait_until(all_ready, ready_timeout, "every node ready", interval=0.5)
+            out["ready_s"] = round(max(ready_at.values()), 1)
+        except TimeoutError:  # measured on: what is not ready is reported
+            out["not_ready"] = len(pending)
+        worker_ids = {w.peer_id for w in workers}
+        sampled = [boot] + rng.sample(workers, min(sample, len(workers)))
+
+        def view_complete(node: NodeProcess) -> bool:
+            try:
+                doc = _get(node, "/v1/capabilities")
+            except httpx.HTTPError:
+                return False
+            seen = set(doc["network"].get("compute", []))
+            return worker_ids - {node.peer_id} <= seen
+
+        todo = list(sampled)
+
+        def converged() -> bool:
+            todo[:] = [s for s in todo if not view_complete(s)]
+            return not todo
+
+        try:
+            wait_until(converged, ready_timeout, "every sampled live view to hold every worker", interval=0.5)
+            out["converged_s"] = round(time.monotonic() - t0, 1)
+        except TimeoutError:
+            out["not_converged"] = len(todo)
+
+        # Settled idle cost: wait, then CPU over a window (nothing driven meanwhile).
+        time.sleep(settle)
+        pids = [nd.proc.pid for nd in nodes]  # type: ignore[union-attr]
+        spy = None
+        if profile and workers:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
+                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", "50", "--gil", "-p",
+                                    str(workers[-1].proc.pid)],  # type: ignore[union-attr]
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msgs_before = [_presence_messages(nd) for nd in sampled]
+        before = [_cpu_ticks(p) for p in pids]
+        t_a = time.monotonic()
+        time.sleep(window)
+        elapsed = time.monotonic() - t_a
+        cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
+        rss = [_rss_mib(p) for p in pids]
+        rates = [(_presence_messages(nd) - m) / elapsed for nd, m in zip(sampled, msgs_before)]
+        out["presence_msgs_per_node_s"] = round(statistics.mean(rates), 3)
+        if spy is not None:
+            spy.wait(timeout=window + 30)
+            out["profile"] = top_functions(workdir / "profile.txt")
+        out.update(idle_cpu_pct_mean=round(statistics.mean(cpu), 2), idle_cpu_pct_max=round(max(cpu), 2),
+                   idle_cpu_pct_total=round(sum(cpu), 1), rss_mib_mean=round(statistics.mean(rss), 1),
+                   rss_mib_max=round(max(rss), 1), peers_mean=round(statistics.mean(
+                       len(_peers(nd)) for nd in sampled), 1),
+                   load_idle=os.getloadavg()[0])
+
+        # Gossip spread: texts from one worker, read back from every node.
+        sender = workers[0] if workers else boot
+        texts = [f"scale-{seed}-{i}-{rng.random():.9f}" for i in range(gossip)]
+        for text in texts:
+            _post(sender, "/v1/gossip", {"text": text})
+            time.sleep(0.2)
+        lat: list[float] = []
+        missing = 0
+        others = [nd for nd in nodes if nd is not sender]
+        deadline = time.monotonic() + 30
+        got: dict[int, dict[str, float]] = {}
+        while time.monotonic() < deadline:
+            for i, nd in enumerate(others):
+                if len(got.get(i, {})) == len(texts):
+                    continue
+                try:
+                    log = _get(nd, "/v1/gossip?limit=1000")
+                except httpx.HTTPError:
+                    continue  # a node too busy to answer now: asked again next round
+                seen = {m["text"]: m["received_at"] - m["sent_at"] for m in log}
+                got[i] = {t: seen[t] for t in texts if t in seen}
+            if all(len(got.get(i, {})) == len(texts) for i in range(len(others))):
+                break
+            time.sleep(0.5)
+        for i in range(len(others)):
+            lat.extend(got.get(i, {}).values())
+            missing += len(texts) - len(got.get(i, {}))
+        out.update(gossip_deliveries=len(texts) * len(others), gossip_missing=missing,
+                   gossip_p50_ms=round(1000 * _pct(lat, 0.5), 1), gossip_max_ms=round(1000 * max(lat or [0]), 1))
+
+        if tasks and workers:
+            ids = _post(sender, "/v1/tasks/batch", {"tasks": [{"type": "sleep", "payload": "0.05"}
+                                                              for _ in range(tasks)]})["ids"]
+            done = _post(sender, "/v1/tasks/lookup", {"ids": ids, "wait_s": 60, "results": False}, timeout=90)
+            states = [t["state"] for t in done["tasks"]]
+            by_worker: dict[str, int] = {}
+            for t in done["tasks"]:
+                by_worker[t.get("worker") or "-"] = by_worker.get(t.get("worker") or "-", 0) + 1
+            out.update(tasks=tasks, tasks_succeeded=states.count("completed"), task_workers=len(by_worker),
+                       tasks_per_worker_max=max(by_worker.values()))
+    except Exception as exc:  # reported with whatever was measured; the caller decides
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        codes = []
+        for nd in cluster.nodes:
+            if nd.proc is not None and nd.proc.poll() is None:
+                nd.proc.terminate()
+        deadline = time.monotonic() + 20
+        for nd in cluster.nodes:
+            if nd.proc is None:
+                continue
+            try:
+                codes.append(nd.proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+            except Exception:
+                codes.append(None)
+        cluster.close()
+        out["exit_codes_nonzero"] = sum(1 for c in codes if c != 0)
+        out.update(log_counts(cluster.nodes))
+    return out
+
+
+def top_functions(path: Path, k: int = 15) -> dict[str, Any]:
+    """py-spy's collapsed stacks -> share of samples per function, inclusive (on the stack) and self (on top)."""
+    incl: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        total += c
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + c
+        own[frames[-1]] = own.get(frames[-1], 0) + c
+    top = lambda d: [(f, round(100 * v / total, 1)) for f, v in sorted(d.items(), key=lambda kv: -kv[1])[:k]]
+    return {"samples": total, "inclusive_pct": top(incl), "self_pct": top(own)}
+
+
+def markdown_row(r: dict[str, Any]) -> str:
+    return (f"| {r['nodes']} | {r.get('ready_s', '-')} s | {r.get('converged_s', '-')} s | "
+            f"{r.get('idle_cpu_pct_mean', '-')} % (max {r.get('idle_cpu_pct_max', '-')}, all "
+            f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('rss_mib_mean', '-')} MiB "
+            f"(max {r.get('rss_mib_max', '-')}) | "
+            f"p50 {r.get('gossip_p50_ms', '-')} ms, max {r.get('gossip_max_ms', '-')} ms, "
+            f"{r.get('gossip_missing', '-')}/{r.get('gossip_deliveries', '-')} missing | "
+            f"{r.get('tasks_succeeded', '-')}/{r.get('tasks', '-')} on {r.get('task_workers', '-')} workers | "
+            f"{r['error_lines']} / {r['traceback_lines']} | {r['auth_failures']} / {r['ping_closes']} | "
+            f"{r['exit_codes_nonzero']} | {r['load_before']:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--settle", type=float, default=20.0, help="seconds idle after convergence before measuring")
+    ap.add_argument("--window", type=float, default=20.0, help="CPU measurement window, seconds")
+    ap.add_argument("--gossip", type=int, default=5, help="texts broadcast from one worker")
+    ap.add_argument("--tasks", type=int, default=60, help="sleep tasks submitted at one worker (0: none)")
+    ap.add_argument("--profile", action="store_true", help="py-spy one worker during the idle window")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
+    result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
+                       tasks=args.tasks, profile=args.profile)
+    print(json.dumps(result, sort_keys=True))
+    print("| nodes | all ready | views converged | idle CPU per node | RSS per node | gossip to every node | tasks "
+          "| ERROR / Traceback | auth failures / ping closes | bad exits | load before |")
+    print(markdown_row(result))
+    if args.keep:
+        print("logs in", workdir)
+    else:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Start-up CPU (import + start) and idle RSS of one node, with and without ``p2p_fast.lean_imports``.
+
+    .venv/bin/python bench/scale/startup_cost.py [--runs 5 --settle 10]
+
+A bootstrap (``node/bootstrap.yaml``) runs throughout; each run starts one worker (``node/worker.yaml``, on 127.0.0.1,
+its own data dir, bootstrapping from it), alternating ``P2P_FAST_LEAN_IMPORTS=1`` and ``=0``. Start-up CPU is the
+process's utime+stime when its runtime file appears (listening, HTTP up: the node has started); RSS is VmRSS after
+``--settle`` seconds connected. Prints the median and range of each, and the lean/stock ratio of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "bench" / "scale"))
+
+from scale_bench import CLK_TCK, Cluster, _cpu_ticks, _role_config, _rss_mib, wait_until  # noqa: E402
+
+FLAGS = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--settle", type=float, default=10.0)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="p2p-startup-"))
+    cluster = Cluster(work)
+    figures: dict[str, dict[str, list[float]]] = {"1": {"cpu_s": [], "rss_mib": []}, "0": {"cpu_s": [], "rss_mib": []}}
+    try:
+        boot = cluster.add("boot", _role_config("bootstrap"), extra_args=FLAGS).start().wait_started(60)
+        for i in range(args.runs * 2):
+            lean = "1" if i % 2 == 0 else "0"
+            w = cluster.add(f"w{i}", _role_config("worker"), extra_args=FLAGS + ["--bootstrap", boot.addr()],
+                            env={"P2P_FAST_LEAN_IMPORTS": lean}).start()
+            pid = w.proc.pid  # type: ignore[union-attr]
+            wait_until(lambda: w.runtime() is not None, 60, f"{w.name} to start", interval=0.02)
+            figures[lean]["cpu_s"].append(_cpu_ticks(pid) / CLK_TCK)
+            time.sleep(args.settle)
+            figures[lean]["rss_mib"].append(_rss_mib(pid))
+            w.stop()
+    finally:
+        cluster.close()
+    out = {}
+    for lean, doc in figures.items():
+        for k, vals in doc.items():
+            out[f"{k}_{'lean' if lean == '1' else 'stock'}"] = {
+                "median": round(statistics.median(vals), 3), "min": round(min(vals), 3), "max": round(max(vals), 3)}
+    out["cpu_ratio_lean_to_stock"] = round(out["cpu_s_lean"]["median"] / out["cpu_s_stock"]["median"], 2)
+    out["rss_ratio_lean_to_stock"] = round(out["rss_mib_lean"]["median"] / out["rss_mib_stock"]["median"], 2)
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
