@@ -149,6 +149,9 @@ class TasksSection:
     submit_rate: float = _check(_rng(0, 1_000_000), default=2000.0)
     # Requests a submitter may send at once above the rate (the bucket's size).
     submit_burst: int = _check(_rng(1, 1_000_000), default=10000)
+    # Run Python functions (and the packages they ship) submitted by allowed_submitters (or, with no list, by the
+    # members of a network with a PSK). Running one is running the submitter's code: off by default.
+    accept_functions: bool = False
 
 
 @dataclass

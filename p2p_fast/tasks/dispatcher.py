@@ -615,7 +615,8 @@ class Dispatcher:
         elif status == TASK_INVALID:
             self._end_attempt(rec, "invalid", resp.error)
             self.ledger.note(link.peer_id, "success")  # the worker did its job: the payload is at fault
-            self._fail(rec, f"invalid payload for {rec.type!r}: {resp.error}")
+            self._fail(rec, (f"the function raised on {link.peer_id}: " if rec.type == "function"
+                             else f"invalid payload for {rec.type!r}: ") + resp.error)
         elif status == TASK_TIMED_OUT:
             self.ledger.note(link.peer_id, "timeout")
             self._attempt_failed(rec, "timeout", resp.error)
