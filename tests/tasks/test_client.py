@@ -4,7 +4,11 @@ and 3 workers that accept functions, in a private network (PSK), the bootstrap's
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -201,6 +205,42 @@ def test_cancel_stops_a_running_task(client: Client, net: dict[str, Any]) -> Non
         "the node to cancel the task")
     assert doc["error"] == "cancelled by the user"
     assert client.submit(square, 3).result(timeout=30) == 9
+
+
+def test_p2p_ctl_cancel_capabilities_gossip_and_binary_payloads(net: dict[str, Any]) -> None:
+    boot = net["boot"]
+    env = {**os.environ, "P2P_API_TOKEN": TOKEN}
+
+    def ctl(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+                              input=stdin, capture_output=True, timeout=60, env=env)
+
+    blob = bytes(range(256)) * 3
+    src = net["tmp"] / "payload.bin"
+    src.write_bytes(blob)
+    out = net["tmp"] / "result.bin"
+    r = ctl("submit", "echo", f"@{src}", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == blob
+    r = ctl("submit", "echo", "-", "-o", "-", stdin=blob)
+    assert r.returncode == 0 and r.stdout == blob, r.stderr
+    r = ctl("submit", "echo", "@@literal")
+    assert r.returncode == 0 and b"completed" in r.stdout and b": @literal" in r.stdout, r.stdout
+    r = ctl("submit", "echo", "@/no/such/file")
+    assert r.returncode == 2 and b"cannot read the payload file" in r.stderr
+    r = ctl("submit", "sleep", "30", "--no-wait")
+    task_id = r.stdout.decode().strip()
+    r = ctl("cancel", task_id, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["state"] == "cancelled"
+    r = ctl("cancel", task_id)
+    assert r.returncode == 1 and b"already cancelled" in r.stderr
+    r = ctl("capabilities", "--json")
+    assert len(json.loads(r.stdout)["network"]["functions"]) == 3
+    assert b"functions: 3 live peer(s)" in ctl("capabilities").stdout
+    note = f"hello {secrets.token_hex(4)}"
+    assert ctl("gossip", "-", stdin=note.encode()).returncode == 0
+    wait_until(lambda: note in ctl("gossip", "--json").stdout.decode(), 20, "the gossip to be logged")
 
 
 def test_refusing_workers_run_nothing(tmp_path: Path) -> None:
