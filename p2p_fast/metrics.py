@@ -86,3 +86,7 @@ def _dispatch_table(recorder: Any) -> dict[type, Any]:
         KadDhtEvent: recorder.kad_dht.record,
         SwarmEvent: recorder.swarm.record,
     }
+
+EVENT_SUBSCRIBERS = Gauge("p2p_event_subscribers", "Clients subscribed to GET /v1/events")
+EVENT_OVERFLOWS = Counter("p2p_event_overflows_total",
+                          "Event-stream subscribers dropped because they fell BUFFER events behind")

@@ -28,6 +28,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from . import __version__, metrics
 from .config import Config
 from .dht import build_dht
+from .events import EventBus
 from .discovery.bootstrap import Bootstrapper
 from .discovery.connector import Connector
 from .gossip import Gossip
@@ -126,6 +127,8 @@ class Node:
         self.failure: str | None = None
         self.private_network = False
         self.api_token: str | None = None  # the HTTP API's bearer token (http.token_file, P2P_API_TOKEN)
+        self.events = EventBus()  # what GET /v1/events streams; a new stream id per process
+        self.book.on_identified = self._on_identified
 
     # -- identity and addresses ---------------------------------------------------------------------------------
     @property
@@ -210,6 +213,9 @@ class Node:
                 nursery.start_soon(self.connector.run)
                 nursery.start_soon(self.presence.run)
                 nursery.start_soon(self._watch_peers)
+                from .node_events import stats_loop
+
+                nursery.start_soon(stats_loop, self)
                 if cfg.network.enable_mdns:
                     self._start_mdns_bridge(stack)
                 metrics.NODE_INFO.labels(str(host.get_id()), self.role, __version__).set(1)
@@ -274,6 +280,10 @@ class Node:
             metrics.DHT_PEERS.set(dht.get_routing_table_size())
             if peers - known and self.presence is not None:
                 self.presence.poke()
+            if peers != known:
+                from .node_events import emit_peer_changes
+
+                emit_peer_changes(self, peers - known, known - peers)
             for pid in peers:
                 if dht.routing_table.peer_in_table(pid):
                     continue
@@ -335,39 +345,46 @@ class Node:
         if not isinstance(msg, GossipText):
             metrics.MESSAGES_REJECTED.labels(self.cfg.topic("gossip"), "wrong-type").inc()
             return
-        self.gossip_log.append({"sender": str(sender), "text": msg.text, "sent_at": msg.sent_at,
-                                "received_at": time.time()})
+        item = {"sender": str(sender), "text": msg.text, "sent_at": msg.sent_at, "received_at": time.time()}
+        self.gossip_log.append(item)
+        self.events.emit("gossip", item)
         del self.gossip_log[:-1000]
         for listener in list(self.gossip_listeners):
             listener(str(sender), msg.text, msg.sent_at)
 
+    def _on_identified(self, rec: Any) -> None:
+        from .node_events import emit_identified
+
+        emit_identified(self, rec)
+
     # -- views for the console and the API ------------------------------------------------------------------------
     def peers(self) -> list[dict[str, Any]]:
-        assert self.host is not None and self.health is not None
-        network = self.host.get_network()
-        out = []
-        for pid in self.host.get_connected_peers():
-            conns = network.get_connections(pid)
-            addr = ""
-            relayed = False
-            for conn in conns:
-                addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
-                if addrs:
-                    addr = str(addrs[0])
-                    relayed = relayed or is_relayed(addrs[0])
-            rec = self.book.get(str(pid))
-            rtt = self.health.rtt.get(pid)
-            out.append({
-                "peer_id": str(pid),
-                "addr": addr,
-                "relayed": relayed,
-                "role": rec.role if rec else "?",
-                "capabilities": rec.capabilities if rec else [],
-                "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
-                "live": bool(rec and self.book.is_live(rec)),
-            })
+        assert self.host is not None
+        out = [self.peer_doc(pid) for pid in self.host.get_connected_peers()]
         out.sort(key=lambda p: p["peer_id"])
         return out
+
+    def peer_doc(self, pid: ID) -> dict[str, Any]:
+        """One connected peer as ``/v1/peers`` and ``peer`` events show it."""
+        assert self.host is not None and self.health is not None
+        addr = ""
+        relayed = False
+        for conn in self.host.get_network().get_connections(pid):
+            addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
+            if addrs:
+                addr = str(addrs[0])
+                relayed = relayed or is_relayed(addrs[0])
+        rec = self.book.get(str(pid))
+        rtt = self.health.rtt.get(pid)
+        return {
+            "peer_id": str(pid),
+            "addr": addr,
+            "relayed": relayed,
+            "role": rec.role if rec else "?",
+            "capabilities": rec.capabilities if rec else [],
+            "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
+            "live": bool(rec and self.book.is_live(rec)),
+        }
 
     def status(self) -> dict[str, Any]:
         assert self.host is not None and self.gossip is not None and self.dht is not None

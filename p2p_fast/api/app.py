@@ -97,6 +97,10 @@ def create_app(node: Any) -> Any:
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:
         return _error(500, "internal error", type(exc).__name__)
 
+    from .events import install_event_routes
+
+    install_event_routes(app, node)
+
     @app.get("/healthz", response_class=PlainTextResponse, summary="The process is alive")
     async def healthz() -> str:
         return "ok\n"

@@ -45,6 +45,8 @@ class PeerBook:
         self.clock = clock
         self.records: dict[str, PeerRecord] = {}
         self.changed = trio.Event()
+        # Called when a peer's role or capabilities become known or change (the node's "peer identified" event).
+        self.on_identified: Callable[[PeerRecord], None] | None = None
 
     def _touch(self, peer_id: str) -> PeerRecord:
         rec = self.records.get(peer_id)
@@ -55,9 +57,12 @@ class PeerBook:
 
     def on_advertisement(self, ad: CapabilityAdvertisement) -> None:
         rec = self._touch(ad.peer_id)
+        changed = rec.role != ad.role or rec.capabilities != list(ad.capabilities)
         rec.role, rec.capabilities, rec.slots = ad.role, list(ad.capabilities), ad.slots
         rec.free_slots, rec.queue_depth, rec.load, rec.addrs, rec.seq = (
             ad.free_slots, ad.queue_depth, ad.load, list(ad.addrs), ad.seq)
+        if changed and self.on_identified is not None:
+            self.on_identified(rec)
         self._signal()
 
     def on_heartbeat(self, hb: HeartBeat) -> None:

@@ -144,6 +144,19 @@ class Dispatcher:
         self.receipts: list[tuple[Link, TaskReceipt]] = []
         self._receipts_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        bus = getattr(node, "events", None)
+        self._emit = bus.emit if bus is not None else None
+
+    def _event(self, rec: TaskRecord, what: str) -> None:
+        """One ``task`` event on the node's event bus (``GET /v1/events``) for a transition of ``rec``."""
+        if self._emit is None:
+            return
+        a = rec.attempts[-1] if rec.attempts else None
+        self._emit("task", {"id": rec.id, "type": rec.type, "event": what, "state": rec.state,
+                            "worker": a.worker if a is not None else rec.worker, "attempt": a.n if a is not None else 0,
+                            "error": (a.reason or None) if what == "retry" and a is not None else rec.error,
+                            "ts": time.time()},
+                   rec.result if what == "completed" else None)
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
@@ -232,6 +245,7 @@ class Dispatcher:
             self.active[rec.id] = rec
             self._enqueue(rec)
             metrics.SUBMITTED.labels(rec.type).inc()
+            self._event(rec, "submitted")
         for cap in {r.capability for r in records}:  # assign right away: saves a scheduler round per task
             q = self.queues.get(cap)
             if q:
@@ -435,6 +449,7 @@ class Dispatcher:
         else:
             link.light += 1
         metrics.ASSIGNED.labels(rec.type).inc()
+        self._event(rec, "assigned")
         req = TaskRequest(rec.id, rec.type, rec.payload, self.own_id, n, rec.reward, rec.timeout_s, rec.max_retries,
                           rec.created)
         if link.local:
@@ -719,6 +734,8 @@ class Dispatcher:
         log.info("task %s attempt %d on %s: %s (%s); %s", rec.id, rec.attempts[-1].n, rec.attempts[-1].worker,
                  outcome, reason, "retrying")
         self.journal.save_attempts(rec)
+        rec.state = PENDING
+        self._event(rec, "retry")
         n = max(1, rec.counted_attempts)
         delay = min(self.cfg.retry_backoff * 2 ** (n - 1), MAX_BACKOFF) * random.uniform(0.75, 1.25)
         if not backoff or not counted:
@@ -754,6 +771,7 @@ class Dispatcher:
         elif rec.state == FAILED:
             metrics.FAILED.labels(rec.type).inc()
         metrics.LATENCY.observe(max(0.0, rec.finished - rec.created) if rec.finished else 0.0)
+        self._event(rec, rec.state)
         event = self.events.pop(rec.id, None)
         if event is not None:
             self.db.after_commit(event.set)
