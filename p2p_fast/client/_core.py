@@ -25,6 +25,7 @@ OPTION_KEYS = ("timeout_s", "max_retries", "reward")
 JSON_OVERHEAD = 160  # bytes of JSON around one task's payload in a batch, with room for options
 BATCH_ENVELOPE = 64
 FINAL = ("completed", "failed", "cancelled")
+EARLY_KEEP = 50_000
 
 
 class TaskFailed(Exception):
@@ -78,7 +79,7 @@ class Pending:
 class Engine:
     """Shared by :class:`~p2p_fast.client.Client` and :class:`~p2p_fast.client.AsyncClient`."""
 
-    def __init__(self, api: str, token: str | None, timeout: float) -> None:
+    def __init__(self, api: str, token: str | None, timeout: float, events: bool = True) -> None:
         self.api = api
         self.token = token
         self.timeout = timeout
@@ -89,16 +90,18 @@ class Engine:
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.by_id: dict[str, Pending] = {}
+        # Final events of tasks whose submission has not been answered yet (or of other clients' tasks: bounded).
+        self.early: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.closed = False
         self._fn_cache: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self.sent = 0
         self.batches = 0
         from ._completion import Completion
 
-        self.completion = Completion(self)
+        self.completion = Completion(self, events)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
         self.sender.start()
-        self.completion.start()
+        self.completion.start()  # returns once the event stream is up (or known to be unavailable)
 
     # -- submit (caller's thread) ------------------------------------------------------------------------------------
     def _fn_blob(self, fn: Callable[..., Any]) -> bytes:
@@ -195,19 +198,38 @@ class Engine:
             return
         self.batches += 1
         self.sent += len(ids)
+        early = []
         with self.lock:
             for p, task_id in zip(batch, ids):
                 p.task_id = task_id
                 p.future.task_id = task_id  # type: ignore[attr-defined]  # for the user (logs, p2p-ctl)
-                self.by_id[task_id] = p
+                doc = self.early.pop(task_id, None)
+                if doc is None:
+                    self.by_id[task_id] = p
+                else:
+                    early.append((p, doc))
+        for p, doc in early:
+            self._resolve(p, doc)
+        for p in batch:
+            if p.future.cancelled() and p.task_id:  # cancelled while its batch was on the wire
+                self.completion.cancel(p.task_id)
         self.completion.added(ids)
 
     # -- completion (called by the completion source) ----------------------------------------------------------------
-    def finish(self, doc: dict[str, Any]) -> None:
-        """Resolve the future of a task in a final state (``doc``: the node's task record); once only."""
+    def finish(self, doc: dict[str, Any], stash: bool = False) -> None:
+        """Resolve the future of a task in a final state (``doc``: the node's task record); once only. ``stash``: the
+        event may come before the batch that submitted the task has its answer; keep it for that moment."""
         with self.lock:
             p = self.by_id.pop(doc["id"], None)
-        if p is None or p.future.done():
+            if p is None and stash:
+                self.early[doc["id"]] = doc
+                while len(self.early) > EARLY_KEEP:
+                    self.early.popitem(last=False)
+        if p is not None:
+            self._resolve(p, doc)
+
+    def _resolve(self, p: Pending, doc: dict[str, Any]) -> None:
+        if p.future.done():
             return
         if doc["state"] == "completed":
             try:
@@ -229,10 +251,6 @@ class Engine:
     def pending_ids(self) -> list[str]:
         with self.lock:
             return list(self.by_id)
-
-    def cancelled_ids(self) -> list[str]:
-        with self.lock:
-            return [i for i, p in self.by_id.items() if p.future.cancelled()]
 
     def close(self) -> None:
         self.closed = True

@@ -29,16 +29,17 @@ def gather(futures: Iterable[Future[Any]], timeout: float | None = None) -> list
 class Client:
     """A network's node reached over HTTP: ``Client(api="http://host:8080")`` or ``Client(data_dir=...)``.
 
-    ``token`` defaults to ``$P2P_API_TOKEN``. ``packages`` (paths of ``.py`` modules or wheels) are uploaded once
+    ``token`` defaults to ``$P2P_API_TOKEN``. Completions are pushed by the node's event stream (``events=False``:
+    long polls only). ``packages`` (paths of ``.py`` modules or wheels) are uploaded once
     and shipped with every function task (workers install them per content hash). Close it (or use ``with``): the
     queued tasks are sent first.
     """
 
     def __init__(self, api: str | None = None, *, data_dir: str | os.PathLike[str] | None = None,
                  token: str | None = None, timeout: float = 30.0,
-                 packages: Iterable[str | os.PathLike[str]] = ()) -> None:
+                 packages: Iterable[str | os.PathLike[str]] = (), events: bool = True) -> None:
         self.api = resolve_api(api, data_dir)
-        self._engine = Engine(self.api, resolve_token(token), timeout)
+        self._engine = Engine(self.api, resolve_token(token), timeout, events)
         self.limits = self._engine.limits
         self.packages: list[PackageRef] = [self.upload(p) for p in packages]
 
@@ -86,7 +87,9 @@ class Client:
         if future.done():
             return False
         cancelled = future.cancel()
-        self._engine.completion.more.set()  # the completion thread tells the node
+        task_id = getattr(future, "task_id", None)
+        if cancelled and task_id:
+            self._engine.completion.cancel(task_id)  # the helper thread tells the node
         return cancelled
 
     def executor(self) -> "NetworkExecutor":

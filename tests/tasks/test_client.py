@@ -73,7 +73,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "worker", node={"capabilities": ["compute"]}, network={"bootstrap_peers": [boot.addr()]},
             tasks={"accept_functions": True, "slots": 2}), env=env) for i in range(3)]
         wait_for_workers(boot, "functions", 3)
-        yield {"cluster": cluster, "boot": boot, "workers": workers, "tmp": tmp}
+        yield {"cluster": cluster, "boot": boot, "workers": workers, "tmp": tmp, "env": env}
     finally:
         cluster.close()
 
@@ -266,6 +266,46 @@ def test_refusing_workers_run_nothing(tmp_path: Path) -> None:
         assert not marker.exists()
     finally:
         cluster.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
+    """The client's node restarts mid-run (same data dir and API address): the client reconnects to the stream,
+    resyncs, and every future resolves once with its result; the stream pushed (no long polls needed)."""
+    port = _free_port()
+    cfg = node_config("bootstrap", node={"capabilities": []}, http={"listen": f"127.0.0.1:{port}"},
+                      network={"bootstrap_peers": [net["boot"].addr()]})
+    sub = net["cluster"].start("sub", cfg, env={**net["env"], "P2P_API_TOKEN": TOKEN})
+    wait_for_workers(sub, "functions", 3)
+    resolved: dict[int, int] = {}
+    lock = threading.Lock()
+    with Client(f"http://127.0.0.1:{port}", token=TOKEN) as c:
+        assert c.submit(square, 2).result(timeout=30) == 4
+        comp = c._engine.completion
+        assert comp.streaming and comp.polls == 0
+        futures = []
+        for i in range(30):
+            f = c.submit(slow_identity, i, options={"max_retries": 5})
+            f.add_done_callback(lambda _f, i=i: (lock.acquire(), resolved.__setitem__(i, resolved.get(i, 0) + 1),
+                                                 lock.release()))
+            futures.append(f)
+        wait_until(lambda: sum(f.done() for f in futures) >= 3, 60, "a few tasks to finish")
+        sub.stop()
+        assert not all(f.done() for f in futures)
+        sub.start().wait_started()
+        assert gather(futures, timeout=120) == list(range(30))
+        assert comp.reconnects >= 1 and comp.resyncs >= 2 and comp.streaming
+        assert c.submit(square, 5).result(timeout=30) == 25
+    wait_until(lambda: len(resolved) == 30, 10, "every done callback")
+    assert set(resolved.values()) == {1}
+    sub.stop()
 
 
 def test_killed_worker_tasks_finish_elsewhere_each_future_once(net: dict[str, Any], client: Client) -> None:
