@@ -210,6 +210,9 @@ class Dispatcher:
 
     async def _ensure_known(self, type_name: str) -> None:
         """Fail fast on a type nobody can run: not ours, not advertised, not in the DHT."""
+        if type_name == "function":
+            await self._ensure_function_workers()
+            return
         if self.types.get(type_name) is not None:
             return
         cap = self.types.capability_for(type_name)
@@ -221,6 +224,15 @@ class Dispatcher:
         builtin = ", ".join(sorted(n for n, t in self.types.types.items() if t.builtin))
         raise UnknownTaskType(f"unknown task type {type_name!r}: not a built-in type ({builtin}), not installed "
                               f"on this node, and no live worker advertises the capability {cap!r}")
+
+    async def _ensure_function_workers(self) -> None:
+        """Python functions run only where a worker opted in (it advertises ``functions``): none live, say so now."""
+        if self._capability_seen("functions"):
+            return
+        await self._lookup("functions", timeout=1.5)
+        if not self._capability_seen("functions"):
+            raise UnknownTaskType("no live worker runs Python functions: none advertises the capability 'functions' "
+                                  "(workers opt in with tasks.accept_functions: true)")
 
     async def submit_many(self, specs: list[TaskSpec]) -> list[str]:
         for spec in specs:

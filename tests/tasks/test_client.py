@@ -124,6 +124,21 @@ def test_limits_checked_before_sending_and_batches_split(net: dict[str, Any], cl
     assert client._engine.batches - before >= 20
 
 
+def test_functions_fail_fast_where_no_worker_accepts_them(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        boot = cluster.start("boot", node_config("bootstrap"), env={"P2P_API_TOKEN": TOKEN})
+        cluster.start("w", node_config("worker", network={"bootstrap_peers": [boot.addr()]}))
+        wait_for_workers(boot, "compute", 1)
+        with Client(boot.http, token=TOKEN) as c:
+            with pytest.raises(NodeError, match="no live worker runs Python functions") as info:
+                c.submit(square, 1).result(timeout=30)
+            assert info.value.status == 400
+            assert c.submit("compute", "sha256 1 a").result(timeout=30).startswith(b"sha256^1=")
+    finally:
+        cluster.close()
+
+
 def test_functions_need_the_api_token(net: dict[str, Any]) -> None:
     with Client(net["workers"][0].http) as open_client:  # a worker's API has no token
         with pytest.raises(NodeError, match="API token"):
