@@ -7,7 +7,8 @@ Workloads, identical for every engine, each a plain Python function run in a wor
 * (c) ``hash_work(i)``, ~50 ms of sha256 (rounds calibrated once per run on this machine), 500 at once: tasks/s
   and wall time; the ceiling is the machine's cores (2 here: 500 x 50 ms / 2 = 12.5 s at best).
 
-Engines: p2p-fast, 1 bootstrap + 3 worker processes (``tasks.slots: 1`` each, ``accept_functions``, one PSK), the
+Engines: p2p-fast, 1 bootstrap + 3 worker processes (``tasks.slots`` each: ``--slots``, default the node default 2;
+``accept_functions``; one PSK), the
 submissions going to the bootstrap, which has no task capability, so every task crosses the network to a worker:
 
 * ``p2p-fast client``: this process uses :mod:`p2p_fast.client` against the bootstrap's HTTP API;
@@ -72,7 +73,7 @@ def _timed(fn: Callable[..., Any], arg: Any) -> float:
 
 # -- p2p-fast --------------------------------------------------------------------------------------------------------
 class Network:
-    def __init__(self, root: Path, psk: str) -> None:
+    def __init__(self, root: Path, psk: str, slots: int) -> None:
         import httpx
 
         os.environ["P2P_PSK"] = psk  # inherited by the node processes: one private network, members trusted
@@ -83,7 +84,7 @@ class Network:
         addr = self.boot.runtime["listen_addrs"][0]
         self.workers = []
         for i in range(3):
-            cfg = node_cfg("worker", ["compute"], addr, slots=1)
+            cfg = node_cfg("worker", ["compute"], addr, slots=slots)
             cfg["tasks"]["accept_functions"] = True
             self.workers.append(Proc(f"w{i}", root, cfg))
         self.http = self.boot.runtime["http"]
@@ -229,6 +230,7 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--round-trips", type=int, default=200)
     ap.add_argument("--cpu-tasks", type=int, default=500)
+    ap.add_argument("--slots", type=int, default=2, help="tasks.slots of each p2p-fast worker (the node default: 2)")
     ap.add_argument("--only", action="append", help="client, embedded, ray, dask (repeatable)")
     ap.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
     ap.add_argument("--embedded", help=argparse.SUPPRESS)
@@ -252,7 +254,7 @@ def main() -> int:
         print(f"run {run + 1}/{args.runs}, load {os.getloadavg()}", flush=True)
         if "client" in engines or "embedded" in engines:
             with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
-                net = Network(Path(tmp), secrets.token_hex(32))
+                net = Network(Path(tmp), secrets.token_hex(32), args.slots)
                 try:
                     if "client" in engines:
                         record("p2p-fast client", bench_client(net, args.tasks, args.round_trips, args.cpu_tasks,
@@ -276,7 +278,8 @@ def main() -> int:
         return summary([d[key] for d in res.get(name, []) if key in d], digits)
 
     lines = [
-        f"Command: `python bench/tasks/bench_fair.py --runs {args.runs}` ({args.tasks} no-op functions at once; "
+        f"Command: `python bench/tasks/bench_fair.py --runs {args.runs} --slots {args.slots}` "
+        f"({args.tasks} no-op functions at once; "
         f"{args.round_trips} sequential round trips; {args.cpu_tasks} x ~50 ms of sha256 ({rounds} rounds) at once). "
         f"Median (min-max, runs); {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         + ", ".join(versions) + ". Load average (1/5/15 min) "

@@ -9,6 +9,7 @@ import os
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import quote
 
 from ._core import Engine, TaskFailed
 from ._http import Http, resolve_api, resolve_token
@@ -104,7 +105,7 @@ class Client:
         key = hashlib.sha256(content).hexdigest()
         http = Http(self.api, self._engine.token, self._engine.timeout)
         try:
-            doc = http.request("POST", f"/v1/blobs?name={name}", raw=content, idempotent=True)
+            doc = http.request("POST", f"/v1/blobs?name={quote(name)}", raw=content, idempotent=True)
         finally:
             http.close()
         if doc.get("sha256") != key:
