@@ -302,7 +302,8 @@ def main() -> int:
     print()
     print(text)
     if args.write:
-        write_section("Tasks: p2p-fast vs Ray vs Dask, the same Python functions", text)
+        write_section(f"Tasks: p2p-fast vs Ray vs Dask, the same Python functions (workers with {args.slots} slot"
+                      f"{'s' if args.slots != 1 else ''})", text)
     return 0
 
 
