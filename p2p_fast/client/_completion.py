@@ -119,6 +119,10 @@ class Completion:
                         log.error("task lookup refused: %s", exc)
                     time.sleep(pause)
                     pause = min(pause * 2, MAX_PAUSE)
+                except Exception:  # an answer we did not expect: say so, keep the futures' thread alive
+                    log.exception("task lookup failed")
+                    time.sleep(pause)
+                    pause = min(pause * 2, MAX_PAUSE)
         finally:
             http.close()
 
@@ -166,6 +170,9 @@ class Completion:
                 if self.stopping:
                     return
                 log.debug("event stream broke: %s", exc)
+            except Exception:  # an event we did not expect: reconnect (and resync) rather than die
+                log.exception("event stream reader failed; reconnecting")
+                stream_id = None
             finally:
                 self.streaming = False
             if self.stopping:
