@@ -163,6 +163,9 @@ def run(payload: bytes) -> bytes:
         text = "".join(traceback.format_exception(exc)).rstrip()
         raise FunctionRaised(f"{type(exc).__name__}: {exc}\n{text}") from None
     try:
-        return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]
+        try:
+            return pickle.dumps(value, protocol=5)  # the C pickler: ~100x cheaper for plain data
+        except Exception:
+            return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]  # lambdas, local classes
     except Exception as exc:
         raise FunctionRaised(f"the function's result cannot be pickled: {type(exc).__name__}: {exc}") from None
