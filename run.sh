@@ -4,6 +4,7 @@
 #   ./run.sh            run until Ctrl-C
 #   ./run.sh --once     run the demo, then stop everything and exit (0 when it all worked)
 #   ./run.sh --workers 5
+#   ./run.sh --quiet    no demo tasks every 5 s (they keep the dashboard at <node>/ui moving)
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup-env.sh

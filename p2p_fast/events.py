@@ -4,7 +4,9 @@ Why a ring plus per-subscriber channels: the dispatcher emits on its hot path (t
 counter bump, one small object and a ``deque`` append, plus one ``send_nowait`` per subscriber that wants the type.
 Nothing in ``emit`` awaits or blocks. The bounded history (``HISTORY`` events) lets a client that lost its connection
 resume from ``Last-Event-ID`` without missing anything; older than that, or after a restart (a new ``stream`` id),
-it must resync by lookup. A subscriber whose bounded buffer (``BUFFER`` events) fills up is dropped: it is told
+it must resync by lookup. The history is kept while somebody subscribes and for ``KEEP_AFTER_LAST`` seconds after
+the last subscriber left (a page reload, a network blip); otherwise the bus only counts (``recording`` is false, and
+producers skip building the event at all), so a node nobody watches pays one attribute test per transition. A subscriber whose bounded buffer (``BUFFER`` events) fills up is dropped: it is told
 ``overflow`` if it reads again within ``OVERFLOW_GRACE`` seconds, and is then disconnected. A slow browser can never
 hold the node back or make it grow without bound.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from collections import deque
 from typing import Any, Iterable
 
@@ -29,6 +32,7 @@ HISTORY = 10000
 BUFFER = 2000
 MAX_INLINE_RESULT = 64 * 1024
 OVERFLOW_GRACE = 10.0
+KEEP_AFTER_LAST = 120.0
 
 
 class Event:
@@ -76,14 +80,27 @@ class EventBus:
         self.history: deque[Event] = deque(maxlen=history)
         self.subscribers: list[Subscriber] = []
         self.overflows = 0
+        self.recording = False  # keeping history: subscribers now, or the last one left < KEEP_AFTER_LAST ago
+        self._last_left = 0.0
 
     @property
     def oldest(self) -> int:
         """The oldest sequence number still in the history (``seq + 1`` when it is empty)."""
         return self.history[0].seq if self.history else self.seq + 1
 
+    def skip(self) -> None:
+        """An event nobody can see (``recording`` is false): only its number is used up, so that a client
+        resuming from before it is told about the gap."""
+        self.seq += 1
+
     def emit(self, type_: str, data: dict[str, Any], result: bytes | None = None) -> None:
         self.seq += 1
+        if not self.recording:
+            return
+        if not self.subscribers and time.monotonic() - self._last_left > KEEP_AFTER_LAST:
+            self.recording = False
+            self.history.clear()  # ``oldest`` is now past everything: a resume from before is a gap
+            return
         if result is not None and len(result) > MAX_INLINE_RESULT:
             result = None
         ev = Event(self.seq, type_, data, result)
@@ -100,6 +117,8 @@ class EventBus:
             if any(s.overflowed for s in self.subscribers):
                 self.subscribers = [s for s in self.subscribers if not s.overflowed]
                 metrics.EVENT_SUBSCRIBERS.set(len(self.subscribers))
+                if not self.subscribers:
+                    self._last_left = time.monotonic()
 
     def _overflow(self, sub: Subscriber) -> None:
         sub.overflowed = True
@@ -121,6 +140,7 @@ class EventBus:
             if since < self.seq:
                 replay = [e for e in self.history if e.seq > since and e.type in sub.types]
         self.subscribers.append(sub)
+        self.recording = True
         metrics.EVENT_SUBSCRIBERS.set(len(self.subscribers))
         return sub, replay, gap
 
@@ -128,6 +148,8 @@ class EventBus:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
             metrics.EVENT_SUBSCRIBERS.set(len(self.subscribers))
+        if not self.subscribers:
+            self._last_left = time.monotonic()
         sub.send.close()
         sub.receive.close()
 

@@ -90,3 +90,5 @@ def _dispatch_table(recorder: Any) -> dict[type, Any]:
 EVENT_SUBSCRIBERS = Gauge("p2p_event_subscribers", "Clients subscribed to GET /v1/events")
 EVENT_OVERFLOWS = Counter("p2p_event_overflows_total",
                           "Event-stream subscribers dropped because they fell BUFFER events behind")
+NODE_READY = Gauge("p2p_node_ready", "1 while /readyz answers 200 (bootstrapped and connected), else 0")
+NODE_HEALTH = Gauge("p2p_node_health", "1 while a health check passes, else 0 (see Node.health_checks)", ["check"])

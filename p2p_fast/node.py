@@ -278,6 +278,7 @@ class Node:
             metrics.CONNECTIONS.set(sum(len(c) for c in host.get_network().get_connections_map().values()))
             metrics.UPTIME.set(time.monotonic() - self.started_at)
             metrics.DHT_PEERS.set(dht.get_routing_table_size())
+            self.update_health_gauges()
             if peers - known and self.presence is not None:
                 self.presence.poke()
             if peers != known:
@@ -419,6 +420,24 @@ class Node:
             for cap in rec.capabilities:
                 network.setdefault(cap, []).append(rec.peer_id)
         return {"node": self.capabilities, "network": network}
+
+    def health_checks(self) -> dict[str, bool]:
+        """The checks behind ``p2p_node_health{check}``: ``listening`` (the host has addresses), ``bootstrapped``
+        (first bootstrap round done, or no bootstrap addresses to dial), ``peers`` (connected to one, or a lone
+        entry point), ``storage`` (the task journal is writable: the node has not failed)."""
+        host, boot = self.host, self.bootstrapper
+        lone = not self.cfg.network.bootstrap_peers
+        return {
+            "listening": host is not None and bool(host.get_addrs()),
+            "bootstrapped": boot is not None and (lone or boot.done_first_round.is_set()),
+            "peers": host is not None and (lone or bool(host.get_connected_peers())),
+            "storage": self.failure is None,
+        }
+
+    def update_health_gauges(self) -> None:
+        for check, ok in self.health_checks().items():
+            metrics.NODE_HEALTH.labels(check).set(1 if ok else 0)
+        metrics.NODE_READY.set(1 if self.ready() else 0)
 
     def ready(self) -> bool:
         """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no

@@ -115,10 +115,26 @@ def run_tasks(entry: Proc) -> bool:
     return ok
 
 
+def keep_tasks_flowing(entry: Proc, every: float = 5.0) -> None:
+    """A small batch of tasks every ``every`` seconds, so the dashboard has something moving (``--quiet`` stops it).
+    A failed submission is reported once and the trickle goes on (a node may be restarting)."""
+    n = 0
+    while True:
+        time.sleep(every)
+        n += 1
+        batch = [{"type": "compute", "payload": f"sha256 {20000 * (1 + i % 4)} demo-{n}-{i}"} for i in range(6)]
+        batch += [{"type": "echo", "payload": f"demo-{n}-{i}"} for i in range(10)]
+        try:
+            http_json(entry.http + "/v1/tasks/batch", {"tasks": batch})
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"demo tasks: submission failed ({exc}); trying again in {every:g} s", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Run a local p2p-fast network on 127.0.0.1.")
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--once", action="store_true", help="run the demo, then stop everything and exit")
+    ap.add_argument("--quiet", action="store_true", help="no demo tasks every 5 s while the network runs")
     args = ap.parse_args()
     RUN.mkdir(exist_ok=True)
     boot_port, relay_port = free_port(), free_port()
@@ -153,10 +169,18 @@ def main() -> int:
         wait_for("the nodes to connect to each other", lambda: all(
             (n.status() or {}).get("peers", 0) >= min(3, expected) for n in nodes), 60)
         show_network(nodes)
+        print(f"\ndashboard: {nodes[-1].http}/ui")
         ok = run_tasks(nodes[-1])
         if args.once:
             return 0 if ok else 1
         print(f"\nnetwork running; logs in {RUN}/<node>/node.log; try: curl {nodes[-1].http}/v1/peers")
+        print(f"\ndashboard: {nodes[-1].http}/ui   (open it in a browser: the network, tasks as they run, workers,"
+              " traffic; every node serves its own at /ui)")
+        if not args.quiet:
+            import threading
+
+            threading.Thread(target=keep_tasks_flowing, args=(nodes[-1],), daemon=True).start()
+            print(f"a batch of 16 demo tasks goes to {nodes[-1].name} every 5 s (--quiet: none)")
         print("Ctrl-C to stop")
         while all(n.proc and n.proc.poll() is None for n in nodes):
             time.sleep(1)

@@ -8,6 +8,14 @@ for pair in "gcc:build-essential" "ip:iproute2" "iptables:iptables" "dnsmasq:dns
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     command -v "$cmd" >/dev/null 2>&1 || _need_pkgs+=("$pkg")
 done
+# The dashboard's browser test (tests/ui): Debian's Chromium and its WebDriver, and a font (only recommended by
+# chromium, and --no-install-recommends below). ./test.sh asks for them; ./run.sh does not need them.
+if [[ "${P2P_FAST_BROWSER:-0}" == 1 ]]; then
+    for pair in "chromium:chromium" "chromedriver:chromium-driver"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || _need_pkgs+=("${pair#*:}")
+    done
+    [[ -d /usr/share/fonts/truetype/dejavu ]] || _need_pkgs+=(fonts-dejavu-core)
+fi
 [[ -e /usr/include/gmp.h || -e /usr/include/x86_64-linux-gnu/gmp.h || -e /usr/include/aarch64-linux-gnu/gmp.h ]] || _need_pkgs+=(libgmp-dev)
 if (( ${#_need_pkgs[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

@@ -1,8 +1,8 @@
 """Routes of the HTTP listener. Health and metrics for operators; ``/v1`` JSON for clients and ``p2p-ctl``.
 
 Every error is JSON (``{"error": ..., "detail": ...}``) with a 4xx/5xx code; request bodies are size-limited before
-they are parsed. With an API token configured every route but ``/healthz``, ``/readyz`` (and ``/metrics`` unless
-``http.metrics_public`` is false) needs ``Authorization: Bearer <token>`` (``p2p_fast.security.token``). Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
+they are parsed. With an API token configured every route but ``/healthz``, ``/readyz``, the dashboard's static files under ``/ui``
+(and ``/metrics`` unless ``http.metrics_public`` is false) needs ``Authorization: Bearer <token>`` (``p2p_fast.security.token``). Task routes are added by ``p2p_fast.tasks.api`` when the node runs the task service.
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ class _BodyTooLarge(Exception):
 
 
 def create_app(node: Any) -> Any:
-    app = FastAPI(title="p2p-fast node API", version=__version__,
-                  description="Health, metrics and the task API of one p2p-fast node.")
+    # /docs from local files (api.static), no ReDoc: FastAPI's own pages load their assets from a CDN.
+    app = FastAPI(title="p2p-fast node API", version=__version__, docs_url=None, redoc_url=None,
+                  description="Health, metrics and the task API of one p2p-fast node. Dashboard: /ui.")
     from ..security.token import BearerAuth
 
     token = getattr(node, "api_token", None)  # loaded (and checked) when the node started
@@ -98,8 +99,11 @@ def create_app(node: Any) -> Any:
         return _error(500, "internal error", type(exc).__name__)
 
     from .events import install_event_routes
+    from .static import install_docs, install_ui
 
     install_event_routes(app, node)
+    install_ui(app)
+    install_docs(app)
 
     @app.get("/healthz", response_class=PlainTextResponse, summary="The process is alive")
     async def healthz() -> str:
@@ -107,6 +111,7 @@ def create_app(node: Any) -> Any:
 
     @app.get("/readyz", summary="Bootstrapped and connected to at least one peer")
     async def readyz() -> Response:
+        node.update_health_gauges()
         if node.ready():
             return PlainTextResponse("ready\n")
         return PlainTextResponse("not ready: not bootstrapped or no peers\n", status_code=503)

@@ -3,7 +3,8 @@
 The token is read once at start-up from ``P2P_API_TOKEN`` or the file named by ``http.token_file`` (surrounding
 whitespace stripped). With a token, every request needs ``Authorization: Bearer <token>``, compared in constant time
 (``hmac.compare_digest``), except ``/healthz`` and ``/readyz`` (probes carry no secrets) and, while
-``http.metrics_public`` is true, ``/metrics``. A refusal is ``401`` with a JSON error and ``WWW-Authenticate:
+``http.metrics_public`` is true, ``/metrics``; and the dashboard's static files (``/ui``, ``/ui/*``), which hold no
+data: the page asks for the token and sends it on every API call. A refusal is ``401`` with a JSON error and ``WWW-Authenticate:
 Bearer``. The token itself is never logged, and never echoed in an error.
 """
 
@@ -21,7 +22,9 @@ from ..config import Config, ConfigError
 log = logging.getLogger(__name__)
 ENV = "P2P_API_TOKEN"
 MIN_LENGTH = 16
-ALWAYS_OPEN = frozenset({"/healthz", "/readyz"})
+ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/ui"})
+# The dashboard's static files: the same for everybody, no data in them; the page asks for the token itself.
+OPEN_PREFIXES = ("/ui/",)
 
 
 def load_api_token(cfg: Config) -> str | None:
@@ -67,7 +70,8 @@ class BearerAuth:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or scope.get("path") in self.open_paths \
+        path = scope.get("path") or ""
+        if kind not in ("http", "websocket") or path in self.open_paths or path.startswith(OPEN_PREFIXES) \
                 or self.authorized(scope["headers"]):
             await self.app(scope, receive, send)  # lifespan events, probes, and requests with the token
             return

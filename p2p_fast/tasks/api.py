@@ -192,10 +192,14 @@ def install_routes(app: Any, service: Any) -> None:
 
     @app.get("/v1/ledger", summary="Credits earned and spent, reputation, recent receipts")
     async def ledger(limit: int = Query(default=20, ge=0, le=MAX_BATCH),
-                     verify: bool = Query(default=False, description="re-check every entry's signature")) -> Any:
+                     verify: bool = Query(default=False, description="re-check every entry's signature"),
+                     by_peer: bool = Query(default=False, description="credits paid to / received from each peer")
+                     ) -> Any:
         doc: dict[str, Any] = dict(service.ledger.status())
         doc["reputation"] = service.ledger.reputation_doc()
         doc["entries"] = service.ledger.entries(limit) if limit else []
+        if by_peer:
+            doc["by_peer"] = service.ledger.by_peer()
         if verify:
             doc["verification"] = service.ledger.verify_all()
         return doc

@@ -144,19 +144,22 @@ class Dispatcher:
         self.receipts: list[tuple[Link, TaskReceipt]] = []
         self._receipts_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
-        bus = getattr(node, "events", None)
-        self._emit = bus.emit if bus is not None else None
+        self._bus = getattr(node, "events", None)
 
     def _event(self, rec: TaskRecord, what: str) -> None:
         """One ``task`` event on the node's event bus (``GET /v1/events``) for a transition of ``rec``."""
-        if self._emit is None:
+        bus = self._bus
+        if bus is None:
+            return
+        if not bus.recording:  # nobody watching: no event to build
+            bus.skip()
             return
         a = rec.attempts[-1] if rec.attempts else None
-        self._emit("task", {"id": rec.id, "type": rec.type, "event": what, "state": rec.state,
-                            "worker": a.worker if a is not None else rec.worker, "attempt": a.n if a is not None else 0,
-                            "error": (a.reason or None) if what == "retry" and a is not None else rec.error,
-                            "ts": time.time()},
-                   rec.result if what == "completed" else None)
+        bus.emit("task", {"id": rec.id, "type": rec.type, "event": what, "state": rec.state,
+                          "worker": a.worker if a is not None else rec.worker, "attempt": a.n if a is not None else 0,
+                          "error": (a.reason or None) if what == "retry" and a is not None else rec.error,
+                          "ts": time.time(), "created": rec.created},
+                 rec.result if what == "completed" else None)
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:

@@ -164,6 +164,18 @@ class Ledger:
                  "result_digest": g, "issued_at": i, "signature": bytes(sig).hex()}
                 for t, s, w, d, a, n, g, i, sig in rows]
 
+    def by_peer(self) -> dict[str, dict[str, int]]:
+        """Credits per counterpart: ``paid`` to it as our worker, ``received`` from it as our submitter."""
+        out: dict[str, dict[str, int]] = {}
+        for peer, direction, total, n in self.conn.execute(
+                "SELECT CASE direction WHEN 'spent' THEN worker ELSE submitter END, direction, SUM(amount), COUNT(*) "
+                "FROM ledger GROUP BY 1, 2"):
+            doc = out.setdefault(peer, {"paid": 0, "received": 0, "tasks_paid": 0, "tasks_received": 0})
+            key = "paid" if direction == "spent" else "received"
+            doc[key] += int(total or 0)
+            doc["tasks_" + key] += int(n)
+        return out
+
     def verify_all(self) -> dict[str, int]:
         """Re-check every entry's signature with the key stored beside it."""
         ok = bad = 0
@@ -180,6 +192,7 @@ class Ledger:
                 ok += 1
             else:
                 bad += 1
+        metrics.LEDGER_BAD.set(bad)
         return {"verified": ok, "bad": bad}
 
     # -- reputation -------------------------------------------------------------------------------------------------

@@ -19,3 +19,5 @@ WORKER_RUNNING = Gauge("p2p_tasks_worker_running", "Tasks this worker is running
 CREDITS = Gauge("p2p_credits", "Ledger totals of this node", ["kind"])
 RECEIPTS_DUPLICATE = Counter("p2p_receipts_duplicate_total", "Receipts received again for a task already credited")
 RECEIPTS_REJECTED = Counter("p2p_receipts_rejected_total", "Receipts refused (bad signature, wrong worker)")
+LEDGER_BAD = Gauge("p2p_ledger_bad_entries", "Ledger entries whose signature failed the last verification "
+                   "(GET /v1/ledger?verify=true, p2p-ctl ledger --verify)")

@@ -285,3 +285,35 @@ def test_events_need_the_token(cluster: Cluster, tmp_path: Any) -> None:
         assert sub.status == 200 and sub.events[0][0] == "hello" and sub.events[0][2]["peer_id"] == node.peer_id
     finally:
         sub.close()
+
+
+def test_retry_and_failure_events(net: dict[str, Any]) -> None:
+    """A task whose every attempt times out: submitted, assigned, retry, assigned, failed, with the reasons."""
+    boot, api, worker = net["boot"], net["api"], net["worker"]
+    sub = Subscription(boot.http + "/v1/events", params={"types": "task", "results": "1"})
+    try:
+        wait_until(lambda: sub.of("hello"), 20, "hello")
+        task_id = api.submit("sleep", "30", timeout_s=0.5, max_retries=1)
+        wait_until(lambda: _all_final(sub, {task_id}), 60, "the task's final event")
+        evs = _task_events(sub, {task_id})[task_id]
+        assert [e["event"] for e in evs] == ["submitted", "assigned", "retry", "assigned", "failed"], evs
+        assert [e["attempt"] for e in evs] == [0, 1, 1, 2, 2]
+        assert evs[2]["state"] == "pending" and evs[2]["error"] and evs[2]["worker"] == worker.peer_id
+        assert evs[-1]["state"] == "failed" and "2 attempt(s)" in evs[-1]["error"] and "result" not in evs[-1]
+    finally:
+        sub.close()
+
+
+def test_gossip_events(net: dict[str, Any]) -> None:
+    boot, worker = net["boot"], net["worker"]
+    sub = Subscription(boot.http + "/v1/events", params={"types": "gossip"})
+    try:
+        wait_until(lambda: sub.of("hello"), 20, "hello")
+        r = httpx.post(worker.http + "/v1/gossip", json={"text": "hello from the worker"}, timeout=10)
+        assert r.status_code == 202
+        (_seq, doc), = wait_until(lambda: sub.of("gossip"), 30, "the gossip event")
+        assert doc["text"] == "hello from the worker" and doc["sender"] == worker.peer_id
+        assert set(doc) == {"sender", "text", "sent_at", "received_at"}
+        assert doc in httpx.get(boot.http + "/v1/gossip", timeout=5).json()  # as GET /v1/gossip lists it
+    finally:
+        sub.close()
