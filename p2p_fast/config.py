@@ -172,6 +172,9 @@ class TasksSection:
     ban_duration: float = _check(_rng(0, 10**8), default=600.0)
     # Half-life in seconds of every reputation count (old behaviour weighs less); 0: never decays.
     reputation_half_life: float = _check(_rng(0, 10**9), default=86400.0)
+    # Run Python functions (and the packages they ship) submitted by allowed_submitters (or, with no list, by the
+    # members of a network with a PSK). Running one is running the submitter's code: off by default.
+    accept_functions: bool = False
 
 
 @dataclass

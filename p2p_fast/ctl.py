@@ -1,4 +1,4 @@
-"""``p2p-ctl``: talk to a running node's HTTP API — status, peers, submit, watch, tasks, ledger.
+"""``p2p-ctl``: talk to a running node's HTTP API — status, peers, submit, watch, cancel, tasks, ledger, gossip.
 
 Which node: ``--api URL``, else ``--data-dir DIR`` (reads the node's ``node.json``), else ``$P2P_API``, else
 http://127.0.0.1:8080. A node with an API token (``http.token_file``) needs it here too: ``--token-file FILE``, else
@@ -9,6 +9,11 @@ cannot be reached.
     p2p-ctl submit compute test_payload            # waits and prints the result
     p2p-ctl submit echo hello --count 1000         # a batch, with a progress bar
     p2p-ctl submit sleep 5 --no-wait               # prints the id only
+    p2p-ctl submit echo @photo.jpg -o copy.jpg     # payload from a file (binary-safe), raw result to a file
+    cat words.txt | p2p-ctl submit wordcount -     # payload from stdin
+    p2p-ctl cancel ID [ID ...]
+    p2p-ctl capabilities                           # who offers what
+    p2p-ctl gossip "hello everyone"                # broadcast (or - / @file); without a text: the recent ones
     p2p-ctl watch ID [ID ...]
     p2p-ctl tasks --state failed
     p2p-ctl ledger --verify
@@ -17,6 +22,7 @@ cannot be reached.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -119,12 +125,63 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
 
+def _final_states(client: Client, ids: list[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), 5000):
+        out += client.call("POST", "/v1/tasks/lookup", json={"ids": ids[i:i + 5000], "results": False})["tasks"]
+    return [d for d in out if d["state"] in FINAL or d["state"] == "unknown"]
+
+
+def _watch_stream(client: Client, docs: dict[str, dict[str, Any]], pending: set[str], bar: Progress | None,
+                  deadline: float) -> None:
+    """Completions pushed by ``GET /v1/events``: subscribe first, then look up what finished before, then follow.
+    Returns when all are final, the deadline passed, or the stream is gone (the caller long-polls the rest)."""
+    try:
+        with client.http.stream("GET", "/v1/events", params={"types": "task"},
+                                timeout=httpx.Timeout(10.0, read=20.0)) as resp:
+            if resp.status_code != 200:
+                return
+            lines = resp.iter_lines()
+            event = data = ""
+            subscribed = False
+            for line in lines:
+                if time.monotonic() > deadline:
+                    return
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line == "" and event:
+                    if event == "hello" and not subscribed:
+                        subscribed = True
+                        found = _final_states(client, sorted(pending))
+                    elif event == "task":
+                        d = json.loads(data)
+                        found = [d] if d.get("event") in FINAL and d.get("id") in pending else []
+                    else:
+                        return  # overflow: the rest by lookups
+                    for d in found:
+                        docs[d["id"]] = d
+                        pending.discard(d["id"])
+                    if found and bar is not None:
+                        bar.update(len(docs), sum(1 for x in docs.values() if x["state"] != "completed"),
+                                   final=not pending)
+                    if not pending:
+                        return
+                    event = data = ""
+    except (httpx.HTTPError, ValueError):
+        return  # the node went away or the stream broke: long polls take over
+
+
 def watch(client: Client, ids: list[str], timeout: float, quiet: bool = False) -> list[dict[str, Any]]:
-    """Wait until every task is final (or ``timeout``), with a progress bar for more than one task."""
+    """Wait until every task is final (or ``timeout``), with a progress bar for more than one task. Completions come
+    from the node's event stream; long polls finish the job where there is none (an older node, a restart)."""
     docs: dict[str, dict[str, Any]] = {}
-    pending = list(ids)
     bar = Progress(len(ids)) if len(ids) > 1 and not quiet else None
     deadline = time.monotonic() + timeout
+    left = set(ids)
+    _watch_stream(client, docs, left, bar, deadline)
+    pending = [i for i in ids if i in left]
     while pending and time.monotonic() < deadline:
         wait = min(1.0, max(0.0, deadline - time.monotonic()))
         found = []
@@ -181,8 +238,36 @@ def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def read_payload(words: list[str]) -> bytes:
+    """The payload words as given; a lone ``-`` reads stdin and ``@FILE`` a file (bytes as they are; ``@@x`` is the
+    text ``@x``)."""
+    if len(words) == 1 and words[0] == "-":
+        return sys.stdin.buffer.read()
+    if len(words) == 1 and words[0].startswith("@") and not words[0].startswith("@@"):
+        path = words[0][1:]
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise CtlError(f"cannot read the payload file {path}: {exc.strerror or exc}", 2) from None
+    text = " ".join(words)
+    return (text[1:] if text.startswith("@@") else text).encode()
+
+
+def payload_fields(data: bytes) -> dict[str, str]:
+    try:
+        return {"payload": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"payload": base64.b64encode(data).decode("ascii"), "payload_encoding": "base64"}
+
+
+def result_bytes(d: dict[str, Any]) -> bytes:
+    result = d.get("result") or ""
+    return base64.b64decode(result) if d.get("result_encoding") == "base64" else result.encode()
+
+
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    task: dict[str, Any] = {"type": args.type, "payload": " ".join(args.payload)}
+    task: dict[str, Any] = {"type": args.type, **payload_fields(read_payload(args.payload))}
     if args.timeout is not None:
         task["timeout_s"] = args.timeout
     if args.retries is not None:
@@ -203,7 +288,67 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
             print(i)
         return 0
     docs = watch(client, ids, args.wait_timeout)
+    if args.output and len(docs) == 1 and docs[0]["state"] == "completed":
+        data = result_bytes(docs[0])
+        if args.output == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            try:
+                with open(args.output, "wb") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                raise CtlError(f"cannot write {args.output}: {exc.strerror or exc}", 2) from None
+        return 0
     return _report(docs, args)
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    code = 0
+    docs = []
+    for task_id in args.ids:
+        try:
+            doc = client.call("POST", f"/v1/tasks/{task_id}/cancel")
+        except CtlError as exc:
+            print(f"{task_id}: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        docs.append(doc)
+        if not args.json:
+            print(f"{task_id} {doc['state']}")
+    if args.json:
+        print(json.dumps(docs, indent=2))
+    return code
+
+
+def cmd_capabilities(client: Client, args: argparse.Namespace) -> int:
+    doc = client.call("GET", "/v1/capabilities")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"this node: {', '.join(doc.get('node') or []) or '-'}")
+    for cap, peers in sorted(doc.get("network", {}).items()):
+        print(f"{cap}: {len(peers)} live peer(s)  " + " ".join(str(p) for p in peers))
+    return 0
+
+
+def cmd_gossip(client: Client, args: argparse.Namespace) -> int:
+    if args.text:
+        data = read_payload(args.text)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CtlError("gossip carries text: the message is not UTF-8", 2) from None
+        doc = client.call("POST", "/v1/gossip", json={"text": text})
+        print(json.dumps(doc) if args.json else f"sent ({len(data)} bytes)")
+        return 0
+    msgs = client.call("GET", "/v1/gossip", params={"limit": args.limit})
+    if args.json:
+        print(json.dumps(msgs, indent=2))
+        return 0
+    for m in msgs:
+        print(" ".join(f"{k}={v}" for k, v in m.items() if k != "text") + f"  {m.get('text', '')}")
+    return 0
 
 
 def _report(docs: list[dict[str, Any]], args: argparse.Namespace) -> int:
@@ -277,13 +422,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api", help=f"the node's API URL (default $P2P_API or {DEFAULT_API})")
     p.add_argument("--data-dir", help="find the API of the node running on this data dir")
     p.add_argument("--token-file", help=f"file holding the API's bearer token (default ${TOKEN_ENV}, if set)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (also accepted after the command)")
+    # --json after the command too; SUPPRESS keeps a --json given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="node status, task counts, ledger")
-    sub.add_parser("peers", help="connected peers")
-    s = sub.add_parser("submit", help="submit a task (or --count of them) and wait for the result(s)")
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    add("status", help="node status, task counts, ledger")
+    add("peers", help="connected peers")
+    s = add("submit", help="submit a task (or --count of them) and wait for the result(s)")
     s.add_argument("type")
-    s.add_argument("payload", nargs="*", default=[])
+    s.add_argument("payload", nargs="*", default=[], help="words, or - (stdin) or @FILE: the bytes as they are")
+    s.add_argument("-o", "--output", help="write the raw result of one task to this file (- for stdout)")
     s.add_argument("--count", type=int, default=1)
     s.add_argument("--timeout", type=float, help="per-attempt timeout, s")
     s.add_argument("--retries", type=int, help="max retries")
@@ -291,22 +444,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--redundancy", type=int, help="run on this many distinct workers; the majority result is accepted")
     s.add_argument("--no-wait", dest="wait", action="store_false", help="print the id(s) and return")
     s.add_argument("--wait-timeout", type=float, default=600)
-    w = sub.add_parser("watch", help="wait for tasks, with a progress bar")
+    w = add("watch", help="wait for tasks, with a progress bar")
     w.add_argument("ids", nargs="+")
     w.add_argument("--wait-timeout", type=float, default=600)
-    g = sub.add_parser("get", help="one task as JSON")
+    c = add("cancel", help="cancel pending or running tasks")
+    c.add_argument("ids", nargs="+")
+    add("capabilities", help="this node's capabilities and which live peers offer each")
+    gs = add("gossip", help="broadcast a text to every node; without one, list the recent ones")
+    gs.add_argument("text", nargs="*", default=[], help="words, or - (stdin) or @FILE")
+    gs.add_argument("--limit", type=int, default=20)
+    g = add("get", help="one task as JSON")
     g.add_argument("id")
-    t = sub.add_parser("tasks", help="list tasks")
+    t = add("tasks", help="list tasks")
     t.add_argument("--state", choices=["pending", "running", "completed", "failed", "cancelled"])
     t.add_argument("--limit", type=int, default=50)
-    lg = sub.add_parser("ledger", help="balance, reputation, receipts")
+    lg = add("ledger", help="balance, reputation, receipts")
     lg.add_argument("--verify", action="store_true", help="re-check every receipt signature")
     lg.add_argument("--limit", type=int, default=0)
     return p
 
 
 COMMANDS = {"status": cmd_status, "peers": cmd_peers, "submit": cmd_submit, "watch": cmd_watch, "get": cmd_get,
-            "tasks": cmd_tasks, "ledger": cmd_ledger}
+            "tasks": cmd_tasks, "ledger": cmd_ledger, "cancel": cmd_cancel, "capabilities": cmd_capabilities,
+            "gossip": cmd_gossip}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

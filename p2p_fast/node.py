@@ -132,6 +132,7 @@ class Node:
         self._lock = DataDirLock(self.data_dir)
         self._nursery: trio.Nursery | None = None
         self.failure: str | None = None
+        self.private_network = False
         self.api_token: str | None = None  # the HTTP API's bearer token (http.token_file, P2P_API_TOKEN)
         self.events = EventBus()  # what GET /v1/events streams; a new stream id per process
         self.book.on_identified = self._on_identified
@@ -159,7 +160,10 @@ class Node:
 
     @property
     def capabilities(self) -> list[str]:
-        return list(self.cfg.node.capabilities)
+        caps = list(self.cfg.node.capabilities)
+        if self.cfg.tasks.accept_functions and self.cfg.tasks.slots > 0 and "functions" not in caps:
+            caps.append("functions")  # what the dispatchers route function tasks by (tasks.functions)
+        return caps
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     @asynccontextmanager
@@ -174,6 +178,7 @@ class Node:
             from .security.token import load_api_token
 
             psk = load_psk(cfg)
+            self.private_network = psk is not None  # members only: who may send functions (tasks.functions)
             self.api_token = load_api_token(cfg)  # checked before anything starts: a bad one stops start-up
             self.host = host = build_host(cfg, key_pair, psk=psk)
             from .security.handler_guard import guard_stream_handlers

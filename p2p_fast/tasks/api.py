@@ -12,11 +12,13 @@ import binascii
 import re
 from typing import Any, Literal
 
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .dispatcher import TaskSpec, TaskSpecError
+from .functions import FUNCTION_TYPE
+from .packages import NAME_RE as PACKAGE_NAME_RE
 from .journal import FINAL_STATES, STATES
 from .redundancy import MAX_REDUNDANCY
 
@@ -79,6 +81,14 @@ def _brief(rec: Any) -> dict[str, Any]:
             "attempts": len(rec.attempts), "error": rec.error}
 
 
+def _code_refused(service: Any, types: Any) -> JSONResponse | None:
+    """Functions and packages are code: through the API a node sends them in its own name, so only with a token."""
+    if FUNCTION_TYPE in types and getattr(service.node, "api_token", None) is None:
+        return _error(403, "this node accepts Python functions and packages over HTTP only when its API token is set "
+                           "(http.token_file or P2P_API_TOKEN): it submits them to workers in its own name")
+    return None
+
+
 def install_routes(app: Any, service: Any) -> None:
     def bad_id(task_id: str) -> JSONResponse | None:
         if not TASK_ID_RE.match(task_id):
@@ -91,6 +101,8 @@ def install_routes(app: Any, service: Any) -> None:
     async def submit(body: TaskSubmit, wait: float = Query(
             default=0.0, ge=0, le=MAX_WAIT_S,
             description="wait up to this long and answer 200 with the finished task (one round trip)")) -> Any:
+        if (resp := _code_refused(service, {body.type})) is not None:
+            return resp
         try:
             (task_id,) = await service.dispatcher.submit_many([body.spec()])
         except TaskSpecError as exc:
@@ -103,11 +115,34 @@ def install_routes(app: Any, service: Any) -> None:
 
     @app.post("/v1/tasks/batch", status_code=202, summary="Submit many tasks at once (all or none)")
     async def submit_batch(body: TaskBatch) -> Any:
+        if (resp := _code_refused(service, {t.type for t in body.tasks})) is not None:
+            return resp
         try:
             ids = await service.dispatcher.submit_many([t.spec() for t in body.tasks])
         except TaskSpecError as exc:
             return _error(exc.status, str(exc))
         return {"ids": ids}
+
+    @app.get("/v1/tasks/limits", summary="What one request may carry: body, payload and batch sizes")
+    async def limits() -> Any:
+        cfg = service.node.cfg
+        return {"max_body_bytes": cfg.http.max_body_bytes, "max_payload_bytes": cfg.tasks.max_payload_bytes,
+                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S,
+                "code_over_http": getattr(service.node, "api_token", None) is not None}
+
+    @app.post("/v1/blobs", status_code=201, summary="Store a package file (a .py module or a wheel) for function tasks")
+    async def put_blob(request: Request, name: str = Query(min_length=1, max_length=204,
+                                                           description="file name: module.py or a .whl")) -> Any:
+        if (resp := _code_refused(service, {FUNCTION_TYPE})) is not None:
+            return resp
+        if not PACKAGE_NAME_RE.match(name):
+            return _error(422, f"package name {name!r} must be a file name ending in .py or .whl")
+        data = await request.body()
+        limit = service.node.cfg.tasks.max_payload_bytes
+        if len(data) > limit:
+            return _error(413, f"package of {len(data)} bytes is over tasks.max_payload_bytes ({limit})")
+        key = service.storage.store.put(data)
+        return {"sha256": key, "name": name, "size": len(data)}
 
     @app.post("/v1/tasks/lookup", summary="Several tasks at once, optionally waiting until all are final")
     async def lookup(body: TaskLookup) -> Any:

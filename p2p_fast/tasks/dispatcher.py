@@ -225,6 +225,9 @@ class Dispatcher:
 
     async def _ensure_known(self, type_name: str) -> None:
         """Fail fast on a type nobody can run: not ours, not advertised, not in the DHT."""
+        if type_name == "function":
+            await self._ensure_function_workers()
+            return
         if self.types.get(type_name) is not None:
             return
         cap = self.types.capability_for(type_name)
@@ -236,6 +239,15 @@ class Dispatcher:
         builtin = ", ".join(sorted(n for n, t in self.types.types.items() if t.builtin))
         raise UnknownTaskType(f"unknown task type {type_name!r}: not a built-in type ({builtin}), not installed "
                               f"on this node, and no live worker advertises the capability {cap!r}")
+
+    async def _ensure_function_workers(self) -> None:
+        """Python functions run only where a worker opted in (it advertises ``functions``): none live, say so now."""
+        if self._capability_seen("functions"):
+            return
+        await self._lookup("functions", timeout=1.5)
+        if not self._capability_seen("functions"):
+            raise UnknownTaskType("no live worker runs Python functions: none advertises the capability 'functions' "
+                                  "(workers opt in with tasks.accept_functions: true)")
 
     async def submit_many(self, specs: list[TaskSpec]) -> list[str]:
         for spec in specs:
@@ -676,7 +688,8 @@ class Dispatcher:
         elif status == TASK_INVALID:
             self._end_attempt(rec, "invalid", resp.error)
             self.ledger.note(link.peer_id, "success")  # the worker did its job: the payload is at fault
-            self._fail(rec, f"invalid payload for {rec.type!r}: {resp.error}")
+            self._fail(rec, (f"the function raised on {link.peer_id}: " if rec.type == "function"
+                             else f"invalid payload for {rec.type!r}: ") + resp.error)
         elif status == TASK_TIMED_OUT:
             self.ledger.note(link.peer_id, "timeout")
             self._attempt_failed(rec, "timeout", resp.error)

@@ -119,7 +119,13 @@ class Storage:
         return done
 
     async def _fetch(self, key: str) -> bytes | None:
-        for peer in self._peers():
+        return await self.fetch_from(self._peers(), key)
+
+    async def fetch_from(self, peers: list[str], key: str) -> bytes | None:
+        """The blob ``key`` from the first of ``peers`` that has it (checked against its sha256, then kept)."""
+        for peer in peers:
+            if peer == str(self.node.peer_id):
+                continue
             reply = await self._request(peer, BlobGet(key))
             if reply is not None and reply.status == 0 and hashlib.sha256(reply.data).hexdigest() == key:
                 self.store.put(reply.data)

@@ -71,6 +71,8 @@ BUILTIN_TYPES = {
                         builtin=True),
     "sleep": TaskType("sleep", "compute", "p2p_fast.tasks.builtins:sleep", builtin=True),
     "storage": TaskType("storage", "storage", inline=True, builtin=True),
+    # A Python callable (cloudpickle), run only by workers with tasks.accept_functions (see tasks.functions).
+    "function": TaskType("function", "functions", "p2p_fast.tasks.functions:run", builtin=True),
 }
 
 

@@ -27,7 +27,9 @@ from ..security.limits import NOT_ALLOWED, SubmitterPolicy
 from . import metrics
 from .builtins import InvalidPayload
 from .credit import GaveWay, PriorityGate
+from .functions import FUNCTION_TYPE, split
 from .ledger import Ledger, result_digest
+from .packages import PackageError, Packages
 from .pool import PoolClosed, ProcessPool, TaskFailed
 from .types import TaskType, TaskTypes
 from .wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
@@ -60,6 +62,7 @@ class Worker:
         self.streams = 0
         self.submitters: dict[str, int] = {}  # peer id -> open task streams from it (the connection manager asks)
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
+        self.packages = Packages(node, storage)
         self._nursery: trio.Nursery | None = None
 
     # -- views ------------------------------------------------------------------------------------------------------
@@ -196,6 +199,9 @@ class Worker:
     def execute(self, req: TaskRequest, reply: Reply, active: dict[tuple[str, int], trio.CancelScope],
                 nursery: trio.Nursery) -> None:
         """Start ``req``; ``reply`` receives its response (at once for echo, busy and rejections)."""
+        if req.task_type == FUNCTION_TYPE and (why := self.function_refusal(req.submitter)):
+            reply(self._response(req, TASK_REJECTED, why))  # before anything else: nothing of it is ever run
+            return
         t, why = self.can_run(req.task_type)
         if t is None:
             reply(self._response(req, TASK_REJECTED, why))
@@ -221,6 +227,26 @@ class Worker:
             return
         self.queued += 1
         nursery.start_soon(self._run_pooled, req, t, reply, active)
+
+    def function_refusal(self, submitter: str) -> str:
+        """Why this worker does not run a Python function from ``submitter`` ("" when it does). Checked before
+        anything of the task is unpickled: a function is the submitter's code, run with this worker's rights."""
+        if not self.cfg.accept_functions:
+            return f"worker {self.own_id} does not run Python functions (tasks.accept_functions is false)"
+        if submitter == self.own_id or submitter in self.policy.allowed:
+            return ""
+        if not self.policy.allowed and getattr(self.node, "private_network", False):
+            return ""  # a PSK network: every member is trusted with functions
+        return (f"worker {self.own_id} runs Python functions only from tasks.allowed_submitters (or, with none listed, "
+                f"from members of a network with a PSK); {submitter} is not one")
+
+    async def _function_payload(self, req: TaskRequest) -> bytes:
+        """The child's payload: the packages the function needs, installed here first (their directories added)."""
+        from .functions import pack_header
+
+        header, body = split(req.payload)
+        paths = await self.packages.ensure(header.get("packages", []), req.submitter)
+        return pack_header({"paths": paths}, body)
 
     async def _run_inline(self, req: TaskRequest, t: TaskType, reply: Reply,
                           active: dict[tuple[str, int], trio.CancelScope]) -> None:
@@ -257,7 +283,10 @@ class Worker:
                 self.running += 1
                 metrics.WORKER_RUNNING.set(self.running)
                 start = time.monotonic()
-                result = await self.pool.run(t.fn_ref, req.payload, req.timeout_s)
+                payload = req.payload
+                if t.name == FUNCTION_TYPE:
+                    payload = await self._function_payload(req)
+                result = await self.pool.run(t.fn_ref, payload, req.timeout_s)
                 if len(result) > self.cfg.max_payload_bytes:
                     status, error, result = TASK_FAILED, f"result of {len(result)} bytes is over the limit", b""
             except trio.TooSlowError:
@@ -265,6 +294,10 @@ class Worker:
                 error = f"timed out after {req.timeout_s:g} s on {self.own_id} (its process was killed)"
             except TaskFailed as exc:
                 status, error = (TASK_INVALID if exc.invalid else TASK_FAILED), str(exc)
+            except InvalidPayload as exc:
+                status, error = TASK_INVALID, str(exc)
+            except PackageError as exc:
+                status, error = TASK_FAILED, str(exc)
             except PoolClosed as exc:
                 status, error = TASK_REJECTED, str(exc)
             except GaveWay:

@@ -1,0 +1,311 @@
+"""The same Python work on p2p-fast, Ray and Dask in one run: a fair race (issue 13).
+
+Workloads, identical for every engine, each a plain Python function run in a worker *process*:
+
+* (a) ``noop(i)`` 5000 times, submitted at once and gathered: throughput, tasks/s;
+* (b) ``noop(i)`` 200 times one after the other (submit, wait for the result): round trip p50 / p99, ms;
+* (c) ``hash_work(i)``, ~50 ms of sha256 (rounds calibrated once per run on this machine), 500 at once: tasks/s
+  and wall time; the ceiling is the machine's cores (2 here: 500 x 50 ms / 2 = 12.5 s at best).
+
+Engines: p2p-fast, 1 bootstrap + 3 worker processes (``tasks.slots`` each: ``--slots``, default the node default 2;
+``accept_functions``; one PSK), the
+submissions going to the bootstrap, which has no task capability, so every task crosses the network to a worker:
+
+* ``p2p-fast client``: this process uses :mod:`p2p_fast.client` against the bootstrap's HTTP API;
+* ``p2p-fast embedded node``: a capability-less node in a process of its own (``node.tasks.submit_many``);
+
+Ray: ``ray.init(num_cpus=3)``; Dask: ``LocalCluster(n_workers=3, threads_per_worker=1)``. A separate row keeps the
+``echo`` figures of p2p-fast (answered inside the worker's stream reader: no slot, no process, no function call) for
+what they are. Also reported: the client CPU time one ``submit`` costs the caller's thread (target <= 100 µs).
+
+    python bench/tasks/bench_fair.py [--runs 2] [--write]      # needs the "bench" extra: pip install -e .[bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench" / "tasks"))
+
+from bench_tasks import Proc, node_cfg, pct, summary, wait_until, write_section  # noqa: E402
+
+TOKEN = "bench-fair-" + secrets.token_hex(8)
+HASH_ROUNDS = 0  # set by calibrate()
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def hash_work(args: tuple[int, int]) -> str:
+    seed, rounds = args
+    h = hashlib.sha256(str(seed).encode()).digest()
+    for _ in range(rounds):
+        h = hashlib.sha256(h).digest()
+    return h.hex()
+
+
+def calibrate(target_s: float = 0.05) -> int:
+    rounds = 20000
+    best = min(_timed(hash_work, (0, rounds)) for _ in range(3))
+    return max(1000, int(rounds * target_s / best))
+
+
+def _timed(fn: Callable[..., Any], arg: Any) -> float:
+    t = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t
+
+
+# -- p2p-fast --------------------------------------------------------------------------------------------------------
+class Network:
+    def __init__(self, root: Path, psk: str, slots: int) -> None:
+        import httpx
+
+        os.environ["P2P_PSK"] = psk  # inherited by the node processes: one private network, members trusted
+        boot_cfg = node_cfg("bootstrap", ["bootstrap", "discovery"], None)
+        os.environ["P2P_API_TOKEN"] = TOKEN
+        self.boot = Proc("boot", root, boot_cfg)
+        del os.environ["P2P_API_TOKEN"]
+        addr = self.boot.runtime["listen_addrs"][0]
+        self.workers = []
+        for i in range(3):
+            cfg = node_cfg("worker", ["compute"], addr, slots=slots)
+            cfg["tasks"]["accept_functions"] = True
+            self.workers.append(Proc(f"w{i}", root, cfg))
+        self.http = self.boot.runtime["http"]
+        self.addr = addr
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        wait_until(lambda: len(httpx.get(self.http + "/v1/capabilities", headers=headers).json()["network"]
+                               .get("functions", [])) == 3, 60, "bootstrap to see 3 function workers")
+
+    def close(self) -> None:
+        for p in [*self.workers, self.boot]:
+            p.stop()
+
+
+def run_engine(submit_many: Callable[[Callable[..., Any], list[Any]], list[Any]],
+               one: Callable[[Callable[..., Any], Any], Any], n: int, n_rt: int, n_cpu: int,
+               rounds: int) -> dict[str, Any]:
+    """The three workloads through two primitives: ``submit_many(fn, args) -> results``, ``one(fn, arg) -> result``."""
+    submit_many(noop, list(range(30)))  # warm-up: processes started, connections open
+    t = time.perf_counter()
+    assert submit_many(noop, list(range(n))) == list(range(n))
+    thr = n / (time.perf_counter() - t)
+    lat = []
+    for i in range(n_rt):
+        t = time.perf_counter()
+        assert one(noop, i) == i
+        lat.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    out = submit_many(hash_work, [(i, rounds) for i in range(n_cpu)])
+    wall = time.perf_counter() - t
+    assert out[1] == hash_work((1, rounds))
+    return {"thr": thr, "p50": pct(lat, 50), "p99": pct(lat, 99), "cpu_thr": n_cpu / wall, "cpu_wall": wall}
+
+
+def bench_client(net: Network, n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
+    from p2p_fast.client import Client, gather
+
+    with Client(net.http, token=TOKEN) as c:
+        doc = run_engine(lambda fn, xs: gather([c.submit(fn, x) for x in xs]),
+                         lambda fn, x: c.submit(fn, x).result(), n, n_rt, n_cpu, rounds)
+        # client CPU per submit, on the caller's thread (encoding, checks, queueing; the sending is on another)
+        gather([c.submit(noop, i) for i in range(200)])
+        t = time.thread_time()
+        futs = [c.submit(noop, i) for i in range(n)]
+        doc["submit_us"] = (time.thread_time() - t) / n * 1e6
+        gather(futs)
+        # echo through the client: answered in the worker's reader (no process, no function)
+        t = time.perf_counter()
+        gather([c.submit("echo", b"%d" % i) for i in range(n)])
+        doc["echo_thr"] = n / (time.perf_counter() - t)
+        lat = []
+        for i in range(n_rt):
+            t = time.perf_counter()
+            c.submit("echo", b"x").result()
+            lat.append((time.perf_counter() - t) * 1000)
+        doc["echo_p50"], doc["echo_p99"] = pct(lat, 50), pct(lat, 99)
+    return doc
+
+
+def bench_embedded(net: Network, root: Path, n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--embedded", net.addr, "--embedded-dir",
+                          str(root / f"emb-{time.monotonic_ns()}"), "--tasks", str(n), "--round-trips", str(n_rt),
+                          "--cpu-tasks", str(n_cpu), "--rounds", str(rounds)],
+                         capture_output=True, timeout=900, cwd=str(REPO), env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(f"embedded node failed: {out.stderr.decode()[-3000:]}")
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, rounds: int) -> None:
+    import trio
+    import yaml
+
+    from p2p_fast.config import load_config_text
+    from p2p_fast.node import Node
+    from p2p_fast.tasks.dispatcher import TaskSpec
+    from p2p_fast.tasks.functions import decode_result, encode, pickle_function
+
+    cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
+    cfg.node.data_dir = data_dir
+    result: dict[str, Any] = {}
+
+    async def main() -> None:
+        node = Node(cfg)
+        async with node.running():
+            with trio.fail_after(60):
+                while len(node.book.with_capability("functions")) < 3:
+                    await trio.sleep(0.1)
+            blobs: dict[Any, bytes] = {}
+
+            async def many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+                blob = blobs.get(fn) or blobs.setdefault(fn, pickle_function(fn))
+                ids = await node.tasks.submit_many([TaskSpec("function", encode(blob, (x,))) for x in xs])
+                out = []
+                for i in ids:
+                    rec = await node.tasks.dispatcher.wait(i)
+                    assert rec is not None and rec.state == "completed", rec
+                    out.append(decode_result(rec.result))
+                return out
+
+            # run_engine is synchronous: drive it from a thread, each primitive hops back onto the node's loop
+            def sync_many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+                return trio.from_thread.run(many, fn, xs)
+
+            def sync_one(fn: Callable[..., Any], x: Any) -> Any:
+                return trio.from_thread.run(many, fn, [x])[0]
+
+            result.update(await trio.to_thread.run_sync(run_engine, sync_many, sync_one, n, n_rt, n_cpu, rounds))
+
+    trio.run(main)
+    print(json.dumps(result))
+
+
+# -- Ray and Dask ----------------------------------------------------------------------------------------------------
+def bench_ray(n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        remotes: dict[Any, Any] = {}
+
+        def r(fn: Callable[..., Any]) -> Any:
+            return remotes.get(fn) or remotes.setdefault(fn, ray.remote(fn))
+
+        return run_engine(lambda fn, xs: ray.get([r(fn).remote(x) for x in xs]),
+                          lambda fn, x: ray.get(r(fn).remote(x)), n, n_rt, n_cpu, rounds)
+    finally:
+        ray.shutdown()
+
+
+def bench_dask(n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        return run_engine(lambda fn, xs: client.gather(client.map(fn, xs, pure=False)),
+                          lambda fn, x: client.submit(fn, x, pure=False).result(), n, n_rt, n_cpu, rounds)
+
+
+# -- main ------------------------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--round-trips", type=int, default=200)
+    ap.add_argument("--cpu-tasks", type=int, default=500)
+    ap.add_argument("--slots", type=int, default=2, help="tasks.slots of each p2p-fast worker (the node default: 2)")
+    ap.add_argument("--only", action="append", help="client, embedded, ray, dask (repeatable)")
+    ap.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
+    ap.add_argument("--embedded", help=argparse.SUPPRESS)
+    ap.add_argument("--embedded-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.embedded:
+        embedded_main(args.embedded, args.embedded_dir, args.tasks, args.round_trips, args.cpu_tasks, args.rounds)
+        return 0
+    engines = args.only or ["client", "embedded", "ray", "dask"]
+    rounds = calibrate()
+    print(f"hash_work: {rounds} sha256 rounds ~ 50 ms here; load {os.getloadavg()}", flush=True)
+    load_start = os.getloadavg()
+    res: dict[str, list[dict[str, Any]]] = {}
+
+    def record(name: str, doc: dict[str, Any]) -> None:
+        res.setdefault(name, []).append(doc)
+        print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in doc.items()), flush=True)
+
+    for run in range(args.runs):
+        print(f"run {run + 1}/{args.runs}, load {os.getloadavg()}", flush=True)
+        if "client" in engines or "embedded" in engines:
+            with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
+                net = Network(Path(tmp), secrets.token_hex(32), args.slots)
+                try:
+                    if "client" in engines:
+                        record("p2p-fast client", bench_client(net, args.tasks, args.round_trips, args.cpu_tasks,
+                                                               rounds))
+                    if "embedded" in engines:
+                        record("p2p-fast embedded node", bench_embedded(net, Path(tmp), args.tasks,
+                                                                        args.round_trips, args.cpu_tasks, rounds))
+                finally:
+                    net.close()
+                    os.environ.pop("P2P_PSK", None)
+        if "ray" in engines:
+            record("Ray", bench_ray(args.tasks, args.round_trips, args.cpu_tasks, rounds))
+        if "dask" in engines:
+            record("Dask", bench_dask(args.tasks, args.round_trips, args.cpu_tasks, rounds))
+
+    versions = [f"{label} {__import__(mod).__version__}" for mod, label in (("ray", "Ray"),
+                                                                            ("distributed", "Dask distributed"))
+                if mod in sys.modules]
+
+    def col(name: str, key: str, digits: int = 0) -> str:
+        return summary([d[key] for d in res.get(name, []) if key in d], digits)
+
+    lines = [
+        f"Command: `python bench/tasks/bench_fair.py --runs {args.runs} --slots {args.slots}` "
+        f"({args.tasks} no-op functions at once; "
+        f"{args.round_trips} sequential round trips; {args.cpu_tasks} x ~50 ms of sha256 ({rounds} rounds) at once). "
+        f"Median (min-max, runs); {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        + ", ".join(versions) + ". Load average (1/5/15 min) "
+        + " / ".join(f"{x:.1f}" for x in load_start) + " at the start, "
+        + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (the machine is shared: compare within a run).",
+        "",
+        "| engine | (a) no-op, tasks/s | (b) round trip p50, ms | (b) p99, ms | (c) 50 ms hashing, tasks/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in res:
+        lines.append(f"| {name} | {col(name, 'thr')} | {col(name, 'p50', 2)} | {col(name, 'p99', 2)} | "
+                     f"{col(name, 'cpu_thr', 1)} |")
+    if "p2p-fast client" in res:
+        name = "p2p-fast client"
+        lines.append(f"| p2p-fast client, `echo` (answered in the worker's stream reader: no process, no function) | "
+                     f"{col(name, 'echo_thr')} | {col(name, 'echo_p50', 2)} | {col(name, 'echo_p99', 2)} | - |")
+        lines += ["", f"Client CPU per `submit` of one function task (caller's thread, `time.thread_time`): "
+                      f"{col(name, 'submit_us', 1)} µs."]
+    text = "\n".join(lines)
+    print()
+    print(text)
+    if args.write:
+        write_section(f"Tasks: p2p-fast vs Ray vs Dask, the same Python functions (workers with {args.slots} slot"
+                      f"{'s' if args.slots != 1 else ''})", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

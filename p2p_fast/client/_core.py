@@ -1,0 +1,259 @@
+"""The client's engine: a submit queue drained by one sender thread, and one completion thread.
+
+``submit`` only encodes the task, checks its size and appends it to a deque (a few µs): the sender thread takes
+everything queued, splits it into batches that fit ``http.max_body_bytes`` and the node's batch limit, and posts
+them (``POST /v1/tasks/batch``); while one batch is on the wire the next one fills up, so a burst costs few requests
+and a lone task goes out at once. The completion thread resolves futures as the node finishes tasks (see
+``_completion``). Futures are plain ``concurrent.futures.Future`` objects, resolved exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..tasks.functions import FUNCTION_TYPE, decode_result, encode, pickle_function
+from ._http import Http, NodeError
+
+log = logging.getLogger(__name__)
+OPTION_KEYS = ("timeout_s", "max_retries", "reward")
+JSON_OVERHEAD = 160  # bytes of JSON around one task's payload in a batch, with room for options
+BATCH_ENVELOPE = 64
+FINAL = ("completed", "failed", "cancelled")
+EARLY_KEEP = 50_000
+
+
+class TaskFailed(Exception):
+    """A task ended without a result. ``error`` is the node's reason (for a function: the exception and its
+    traceback); ``attempts`` every attempt with its worker, outcome and reason."""
+
+    def __init__(self, task_id: str, state: str, error: str, attempts: list[dict[str, Any]]) -> None:
+        lines = [f"task {task_id} {state}: {error}"]
+        for a in attempts:
+            reason = a.get("reason") or ""
+            if a.get("outcome") != "ok" and reason not in error:
+                lines.append(f"  attempt {a.get('n')} on {a.get('worker')}: {a.get('outcome')} ({reason})")
+        super().__init__("\n".join(lines))
+        self.task_id = task_id
+        self.state = state
+        self.error = error
+        self.attempts = attempts
+
+
+class PayloadTooLarge(ValueError):
+    """A task's payload is over the node's ``tasks.max_payload_bytes``: refused before anything is sent."""
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_payload_bytes: int = 1024 * 1024
+    max_batch: int = 10000
+
+    @classmethod
+    def from_node(cls, http: Http) -> "Limits":
+        try:
+            doc = http.request("GET", "/v1/tasks/limits", idempotent=True)
+        except NodeError as exc:
+            if exc.status != 404:
+                raise
+            return cls()  # an older node: its defaults
+        return cls(int(doc["max_body_bytes"]), int(doc["max_payload_bytes"]), int(doc["max_batch"]))
+
+
+@dataclass
+class Pending:
+    future: Future[Any]
+    spec: dict[str, Any]
+    size: int
+    function: bool
+    task_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Shared by :class:`~p2p_fast.client.Client` and :class:`~p2p_fast.client.AsyncClient`."""
+
+    def __init__(self, api: str, token: str | None, timeout: float, events: bool = True) -> None:
+        self.api = api
+        self.token = token
+        self.timeout = timeout
+        http = Http(api, token, timeout)
+        self.limits = Limits.from_node(http)
+        http.close()
+        self.queue: collections.deque[Pending] = collections.deque()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.by_id: dict[str, Pending] = {}
+        # Final events of tasks whose submission has not been answered yet (or of other clients' tasks: bounded).
+        self.early: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.closed = False
+        self._fn_cache: dict[int, tuple[Callable[..., Any], bytes]] = {}
+        self.sent = 0
+        self.batches = 0
+        from ._completion import Completion
+
+        self.completion = Completion(self, events)
+        self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
+        self.sender.start()
+        self.completion.start()  # returns once the event stream is up (or known to be unavailable)
+
+    # -- submit (caller's thread) ------------------------------------------------------------------------------------
+    def _fn_blob(self, fn: Callable[..., Any]) -> bytes:
+        hit = self._fn_cache.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return hit[1]
+        blob = pickle_function(fn)
+        if len(self._fn_cache) >= 256:
+            self._fn_cache.clear()
+        self._fn_cache[id(fn)] = (fn, blob)
+        return blob
+
+    def make(self, task: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             options: dict[str, Any] | None, packages: list[dict[str, str]] | None) -> Pending:
+        if callable(task):
+            payload = encode(self._fn_blob(task), args, kwargs, packages)
+            spec: dict[str, Any] = {"type": FUNCTION_TYPE}
+            function = True
+        elif isinstance(task, str):
+            if kwargs or len(args) > 1:
+                raise TypeError(f"a {task!r} task takes one payload (str or bytes), got {len(args)} positional "
+                                f"and {len(kwargs)} keyword arguments")
+            payload = args[0] if args else b""
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise TypeError(f"the payload of a {task!r} task must be str or bytes, not {type(payload).__name__}")
+            spec = {"type": task}
+            function = False
+        else:
+            raise TypeError(f"task must be a registered type name or a callable, not {type(task).__name__}")
+        if len(payload) > self.limits.max_payload_bytes:
+            raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the node's tasks.max_payload_bytes "
+                                  f"({self.limits.max_payload_bytes}); nothing was sent")
+        text = base64.b64encode(payload).decode("ascii")
+        spec["payload"] = text
+        spec["payload_encoding"] = "base64"
+        if options:
+            spec.update(options)
+        size = len(text) + JSON_OVERHEAD + (sum(len(str(k)) + len(str(v)) + 6 for k, v in options.items())
+                                            if options else 0)
+        if size + BATCH_ENVELOPE > self.limits.max_body_bytes:
+            raise PayloadTooLarge(f"task of {size} bytes as JSON does not fit the node's http.max_body_bytes "
+                                  f"({self.limits.max_body_bytes}); nothing was sent")
+        return Pending(Future(), spec, size, function)
+
+    def enqueue(self, p: Pending) -> None:
+        if self.closed:
+            raise RuntimeError("the client is closed")
+        self.queue.append(p)
+        if not self.wake.is_set():
+            self.wake.set()
+
+    # -- sender thread -----------------------------------------------------------------------------------------------
+    def _take_batch(self) -> list[Pending]:
+        batch: list[Pending] = []
+        budget = self.limits.max_body_bytes - BATCH_ENVELOPE
+        while self.queue and len(batch) < self.limits.max_batch:
+            p = self.queue[0]
+            if batch and p.size > budget:
+                break
+            self.queue.popleft()
+            if p.future.cancelled():
+                continue
+            budget -= p.size
+            batch.append(p)
+        return batch
+
+    def _send_loop(self) -> None:
+        http = Http(self.api, self.token, self.timeout)
+        try:
+            while True:
+                if not self.queue:
+                    self.wake.wait()
+                    self.wake.clear()
+                    if self.closed and not self.queue:
+                        return
+                    continue
+                batch = self._take_batch()
+                if batch:
+                    self._post(http, batch)
+        finally:
+            http.close()
+
+    def _post(self, http: Http, batch: list[Pending]) -> None:
+        try:
+            doc = http.request("POST", "/v1/tasks/batch", {"tasks": [p.spec for p in batch]})
+            ids = doc["ids"]
+        except Exception as exc:  # the node refused the batch (all or none) or is unreachable
+            err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        self.batches += 1
+        self.sent += len(ids)
+        early = []
+        with self.lock:
+            for p, task_id in zip(batch, ids):
+                p.task_id = task_id
+                p.future.task_id = task_id  # type: ignore[attr-defined]  # for the user (logs, p2p-ctl)
+                doc = self.early.pop(task_id, None)
+                if doc is None:
+                    self.by_id[task_id] = p
+                else:
+                    early.append((p, doc))
+        for p, doc in early:
+            self._resolve(p, doc)
+        for p in batch:
+            if p.future.cancelled() and p.task_id:  # cancelled while its batch was on the wire
+                self.completion.cancel(p.task_id)
+        self.completion.added(ids)
+
+    # -- completion (called by the completion source) ----------------------------------------------------------------
+    def finish(self, doc: dict[str, Any], stash: bool = False) -> None:
+        """Resolve the future of a task in a final state (``doc``: the node's task record); once only. ``stash``: the
+        event may come before the batch that submitted the task has its answer; keep it for that moment."""
+        with self.lock:
+            p = self.by_id.pop(doc["id"], None)
+            if p is None and stash:
+                self.early[doc["id"]] = doc
+                while len(self.early) > EARLY_KEEP:
+                    self.early.popitem(last=False)
+        if p is not None:
+            self._resolve(p, doc)
+
+    def _resolve(self, p: Pending, doc: dict[str, Any]) -> None:
+        if p.future.done():
+            return
+        if doc["state"] == "completed":
+            try:
+                value = self._result(doc, p.function)
+            except Exception as exc:
+                p.future.set_exception(exc)
+                return
+            p.future.set_result(value)
+        else:
+            p.future.set_exception(TaskFailed(doc["id"], doc["state"], doc.get("error") or doc["state"],
+                                              doc.get("attempts") or []))
+
+    @staticmethod
+    def _result(doc: dict[str, Any], function: bool) -> Any:
+        raw = doc.get("result") or ""
+        data = base64.b64decode(raw) if doc.get("result_encoding") == "base64" else raw.encode()
+        return decode_result(data) if function else data
+
+    def pending_ids(self) -> list[str]:
+        with self.lock:
+            return list(self.by_id)
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        self.sender.join(timeout=self.timeout)
+        self.completion.stop()
