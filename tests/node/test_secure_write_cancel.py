@@ -13,32 +13,16 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
-import multiaddr
 import trio
-from libp2p import new_host
-from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
 import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast.muxer import FastYamux
+from host_pair import two_hosts
 
 SINK = "/p2p-fast/test/sink/1.0.0"
-LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 ATTEMPTS = 40  # each attempt lands the cancellation after the encryption with probability about 1/2
-
-
-@asynccontextmanager
-async def two_hosts() -> AsyncIterator[tuple]:
-    a = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: FastYamux})
-    b = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: FastYamux})
-    async with a.run(LISTEN), b.run(LISTEN):
-        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
-        yield a, b
 
 
 def muxed_conn(host, peer_id) -> FastYamux:
