@@ -30,6 +30,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,6 +53,7 @@ MAX_SYNC_RECORDS = 2000
 MAX_SYNC_BYTES = 2 * 1024 * 1024
 MAX_TTL_S = 7 * 86400.0
 SAMPLE_ROTATE_S = 60.0
+CLOCK_SAMPLES = 8  # advertisement timestamps kept per peer for its clock offset (the smallest counts)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class PeerRecord:
     # gossip delivery time (milliseconds on a LAN). None until an advertisement with a timestamp came.
     # `p2p-node doctor` reports it.
     clock_offset: float | None = None
+    clock_samples: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
 
 
 class PeerBook:
@@ -106,9 +109,22 @@ class PeerBook:
             del self.records[min(self.records.values(), key=lambda r: r.expires_at).peer_id]
 
     def _fill(self, rec: PeerRecord, ad: CapabilityAdvertisement) -> None:
+        changed = rec.role != ad.role or rec.capabilities != list(ad.capabilities)
         rec.role, rec.capabilities, rec.slots = ad.role, list(ad.capabilities), ad.slots
         rec.free_slots, rec.queue_depth, rec.load, rec.addrs, rec.seq = (
             ad.free_slots, ad.queue_depth, ad.load, list(ad.addrs), ad.seq)
+        if changed and self.on_identified is not None:  # first-hand or pulled: the peer's role is known now
+            self.on_identified(rec)
+
+    @staticmethod
+    def _note_clock(rec: PeerRecord, ad: CapabilityAdvertisement) -> None:
+        """Our clock minus the sender's ``sent_at``: skew plus delivery delay, and the delay is never negative, so the
+        smallest of the last few samples is the best estimate of the skew. A late delivery (a GossipSub replay to a
+        reconnected peer, an IWANT answer) then does not read as a clock tens of seconds off."""
+        if ad.sent_at is None or not math.isfinite(ad.sent_at):
+            return
+        rec.clock_samples.append(time.time() - ad.sent_at)
+        rec.clock_offset = min(rec.clock_samples)
 
     def _ttl(self, ad: CapabilityAdvertisement) -> float:
         if ad.ttl_s is None or not math.isfinite(ad.ttl_s) or ad.ttl_s < 0:
@@ -121,15 +137,11 @@ class PeerBook:
             self.forget(ad.peer_id)
             return
         rec = self._slot(ad.peer_id)
-        changed = rec.role != ad.role or rec.capabilities != list(ad.capabilities)
+        self._note_clock(rec, ad)
         self._fill(rec, ad)
         rec.last_seen = self.clock()
         rec.expires_at = rec.last_seen + self._ttl(ad)
         rec.hearsay = False
-        if ad.sent_at is not None and math.isfinite(ad.sent_at):
-            rec.clock_offset = time.time() - ad.sent_at
-        if changed and self.on_identified is not None:
-            self.on_identified(rec)
         self._signal()
 
     def on_synced(self, ad: CapabilityAdvertisement) -> bool:

@@ -10,7 +10,7 @@ from libp2p.host.ping import ID as PING_PROTOCOL
 
 import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast import metrics
-from p2p_fast.health import MISSES_BEFORE_CLOSE, HealthMonitor
+from p2p_fast.health import MISSES_BEFORE_CLOSE, HealthMonitor, frames_received
 from host_pair import two_hosts
 
 SINK = "/p2p-fast/test/sink/1.0.0"
@@ -35,9 +35,12 @@ def test_a_peer_that_sends_traffic_is_not_pinged():
             monitor = HealthMonitor(a, interval=0.2, timeout=2.0)
             stream = await b.new_stream(a.get_id(), [SINK])
             for _ in range(6):
+                before = frames_received(a, b.get_id()) or 0
                 await stream.write(b"gossip-like traffic")
+                with trio.fail_after(10):  # the frame has reached a's muxer (a loaded machine may take a while)
+                    while (frames_received(a, b.get_id()) or 0) <= before:
+                        await trio.sleep(0.01)
                 await monitor._check(b.get_id())
-                await trio.sleep(0.05)
             assert b.get_id() in a.get_connected_peers()
             await stream.close()
             return monitor

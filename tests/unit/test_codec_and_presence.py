@@ -133,3 +133,15 @@ def test_advertisement_timestamps_give_each_peer_a_clock_offset():
     ad.sent_at = time.time() + 2.0  # now 2 s ahead
     book.on_advertisement(ad)
     assert -2.0 <= book.get("p1").clock_offset < -1.9
+    ad.sent_at = time.time() - 63.0  # an old advertisement replayed late (GossipSub to a reconnected peer)
+    book.on_advertisement(ad)
+    assert -2.0 <= book.get("p1").clock_offset < -1.9  # delivery delay is never negative: the smallest sample counts
+
+
+def test_a_peer_first_known_from_a_pulled_view_is_identified_once():
+    seen = []
+    book = PeerBook(heartbeat_interval=1.0)
+    book.on_identified = lambda rec: seen.append((rec.peer_id, rec.role))
+    assert book.on_synced(_ad("p1", ttl=30.0))
+    book.on_advertisement(_ad("p1", ttl=30.0))  # first-hand now, same role and capabilities
+    assert seen == [("p1", "worker")]
