@@ -1,4 +1,5 @@
-"""The machine's IPv4 addresses, to advertise concrete addresses when we listen on 0.0.0.0."""
+"""The machine's IPv4 addresses (to advertise concrete addresses when we listen on 0.0.0.0), and whether a TCP port
+can be bound (the node before it starts, the doctor when it checks)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ def ipv4_addresses(include_loopback: bool = True) -> list[str]:
                 continue
             out.append(ip)
     return out
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound for listening now (``errno.EADDRINUSE``: another process holds it), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None

@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import random
-import socket
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator
@@ -39,7 +38,7 @@ from .host_factory import build_host
 from .identity import load_or_create_identity
 from .load_shed import LoadMonitor, Shedder, shed_gossip_ihave
 from .multiaddrs import is_relayed
-from .netif import ipv4_addresses
+from .netif import bind_error, ipv4_addresses
 from .protocol.codec import DecodeError, decode, encode
 from .protocol.messages import CapabilityAdvertisement, GossipText
 from .protocol.presence import PeerBook, Presence
@@ -93,17 +92,13 @@ class DataDirLock:
 def _check_port_free(host: str, port: int) -> None:
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise NodeStartError(
-                    f"listen port {port} on {host} is already in use; stop the other process or use "
-                    "--listen-port 0 to pick a free port") from None
-            raise NodeStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    exc = bind_error(host, port)
+    if exc is None:
+        return
+    if exc.errno == errno.EADDRINUSE:
+        raise NodeStartError(f"listen port {port} on {host} is already in use; stop the other process or use "
+                             "--listen-port 0 to pick a free port")
+    raise NodeStartError(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 class Node:

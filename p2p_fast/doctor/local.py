@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from ..config import Config, ConfigError, load_config
+from ..netif import bind_error
 from .report import OK, PROBLEM, Check
 
 MDNS_GROUP = ("224.0.0.251", 5353)
@@ -46,18 +47,14 @@ def check_listen_port(cfg: Config, running_url: str | None) -> Check:
     if running_url is not None:
         return Check("listen port", OK, f"{host}:{port} is held by the node running on this data dir "
                                         f"(API {running_url})")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return Check("listen port", PROBLEM, f"{host}:{port} is in use by another process",
-                             f"stop it (ss -ltnp 'sport = :{port}' names it) or set node.listen_port / "
-                             "--listen-port to a free port")
-            return Check("listen port", PROBLEM, f"cannot bind {host}:{port}: {exc.strerror}",
-                         "set node.listen_host to an address of this machine (0.0.0.0: all)")
+    exc = bind_error(host, port)
+    if exc is not None:
+        if exc.errno == errno.EADDRINUSE:
+            return Check("listen port", PROBLEM, f"{host}:{port} is in use by another process",
+                         f"stop it (ss -ltnp 'sport = :{port}' names it) or set node.listen_port / "
+                         "--listen-port to a free port")
+        return Check("listen port", PROBLEM, f"cannot bind {host}:{port}: {exc.strerror}",
+                     "set node.listen_host to an address of this machine (0.0.0.0: all)")
     return Check("listen port", OK, f"{host}:{port} is free")
 
 
