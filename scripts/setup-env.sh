@@ -36,10 +36,11 @@ fi
 PY="$VENV/bin/python"
 
 _stamp="$VENV/.p2p-fast-installed"
-_hash=$(cat pyproject.toml setup.py p2p_fast/_ext/*.pyx 2>/dev/null | sha256sum | cut -d' ' -f1)
+_extras="${P2P_FAST_EXTRAS:-test}"  # ./test.sh adds stress: the stress-test script's own tests run locust
+_hash=$(echo "$_extras"; cat pyproject.toml setup.py p2p_fast/_ext/*.pyx 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$_stamp" || "$(cat "$_stamp")" != "$_hash" ]]; then
     echo "== installing p2p-fast and its test dependencies =="
-    "$VENV/bin/pip" install -q -e ".[test]"
+    "$VENV/bin/pip" install -q -e ".[$_extras]"
     echo "$_hash" > "$_stamp"
 fi
 # Build the Cython extensions in place (the editable install imports from the source tree); a failure is an error.
