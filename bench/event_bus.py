@@ -1,4 +1,4 @@
-"""Cost of the event bus on the dispatcher's hot path (``p2p_fast.events.EventBus.emit``), per event.
+"""Cost of the event bus on the dispatcher's hot path (``p2p_fast.core.events.EventBus.emit``), per event.
 
 Timed in one run: the dispatcher's path when nobody watches (``recording`` false: one attribute test and
 ``skip()``, no event built), building the event dict alone, ``emit`` while recording with nobody subscribed (the
@@ -17,7 +17,7 @@ import time
 
 import trio
 
-from p2p_fast.events import EventBus
+from p2p_fast.core.events import EventBus
 
 
 def _event(i: int) -> dict[str, object]:

@@ -31,9 +31,9 @@ from harness import Cluster, node_config, wait_until  # noqa: E402
 async def _dial_times(n: int, tmp: Path) -> list[float]:
     from libp2p.peer.peerinfo import PeerInfo
 
-    from p2p_fast.config import load_config_text
-    from p2p_fast.host_factory import build_host, listen_addrs
-    from p2p_fast.identity import load_or_create_identity
+    from p2p_fast.core.config import load_config_text
+    from p2p_fast.stack.host import build_host, listen_addrs
+    from p2p_fast.stack.identity import load_or_create_identity
 
     cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\nnetwork: {security: [noise]}\n")
     server = build_host(cfg, load_or_create_identity(tmp / "server"))

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from p2p_fast.app.cli import main
 
 sys.exit(main())

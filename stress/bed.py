@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from podcluster import PodCluster, remove_containers  # noqa: E402
 
-from p2p_fast.testbed import Testbed, cleanup_stale, unavailable_reason  # noqa: E402
+from testing.testbed import Testbed, cleanup_stale, unavailable_reason  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from typing import Iterator
 
 import pytest
 
-pytest_plugins = ["p2p_fast.testbed.pytest_plugin"]
+pytest_plugins = ["testing.testbed.pytest_plugin"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

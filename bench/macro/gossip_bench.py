@@ -397,7 +397,7 @@ def bench_dial(stack: str, n: int, out: dict[str, Any]) -> None:
 def go_available() -> bool:
     sys.path.insert(0, str(ROOT))
     try:
-        from p2p_fast.interop import find_p2pd
+        from testing.interop import find_p2pd
 
         return find_p2pd() is not None
     except Exception:

@@ -5,7 +5,7 @@
 
 Stacks:
 
-- ``ours``: the node's stack exactly as ``p2p_fast.node`` builds it: ``host_factory.build_host`` (TCP, Noise, our
+- ``ours``: the node's stack exactly as ``p2p_fast.app.node`` builds it: ``host_factory.build_host`` (TCP, Noise, our
   Yamux, the py-libp2p work-arounds), ``gossip.Gossip`` (GossipSub with our pubsub tuning) and our KadDHT.
 - ``stock``: py-libp2p 0.8.1 as a new user configures it: ``new_host()`` defaults, GossipSub D=6/5/12, heartbeat
   1 s, spam protection off, signing on (``Pubsub`` defaults), a stock ``KadDHT``. This process never imports
@@ -85,11 +85,11 @@ def run_python(stack: str, data_dir: Path) -> None:
     received = Received()
 
     if stack == "ours":
-        from p2p_fast.config import load_config_text
-        from p2p_fast.dht import build_dht
-        from p2p_fast.gossip import Gossip
-        from p2p_fast.host_factory import build_host
-        from p2p_fast.identity import load_or_create_identity
+        from p2p_fast.core.config import load_config_text
+        from p2p_fast.stack.dht import build_dht
+        from p2p_fast.stack.pubsub import Gossip
+        from p2p_fast.stack.host import build_host
+        from p2p_fast.stack.identity import load_or_create_identity
         from libp2p.kad_dht.kad_dht import DHTMode
 
         cfg = load_config_text(
@@ -280,7 +280,7 @@ def run_python(stack: str, data_dir: Path) -> None:
 
 def run_go() -> None:
     sys.path.insert(0, str(ROOT))
-    from p2p_fast.interop import P2PDaemon
+    from testing.interop import P2PDaemon
 
     received = Received()
     subs: list[Any] = []

@@ -5,7 +5,7 @@
 What one node sends and receives per second, term by term (parameters below, each with where it comes from):
 
 - presence refresh: every advertisement reaches every node, and each node refreshes every
-  ``refresh_interval(hb, N) = max(3 hb, N / TARGET_RECEIVE_RATE)`` s (``p2p_fast.protocol.presence``), so a node
+  ``refresh_interval(hb, N) = max(3 hb, N / TARGET_RECEIVE_RATE)`` s (``p2p_fast.protocols.presence``), so a node
   receives ``N / refresh`` = at most ``TARGET_RECEIVE_RATE`` first copies a second, whatever N;
 - presence churn: join (1 + len(JOIN_REPEATS)) and goodbye (1) advertisements per session, network-wide: a node
   receives ``N x (adverts per session) / session length``: the one term that grows with N, through churn, not size;
@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from p2p_fast.protocol.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refresh_interval  # noqa: E402
-from p2p_fast.tasks.service import PROVIDE_EVERY  # noqa: E402
+from p2p_fast.protocols.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refresh_interval  # noqa: E402
+from p2p_fast.protocols.tasks.service import PROVIDE_EVERY  # noqa: E402
 
 D = 6  # gossip.degree (config default)
 GOSSIP_WINDOW = 3  # heartbeats a message id stays in IHAVE gossip (py-libp2p's gossip_window)

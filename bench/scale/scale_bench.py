@@ -1,5 +1,5 @@
 """The scale benchmark: N ``p2p-node`` processes on 127.0.0.1, driven only through the HTTP API, as a new user would
-run them. (A network-namespace mode on ``p2p_fast.testbed`` is not built yet.)
+run them. (A network-namespace mode on ``testing.testbed`` is not built yet.)
 
     .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile]
 

@@ -1,4 +1,4 @@
-"""Start-up CPU (import + start) and idle RSS of one node, with and without ``p2p_fast.lean_imports``.
+"""Start-up CPU (import + start) and idle RSS of one node, with and without ``p2p_fast.stack.patches.lean_imports``.
 
     .venv/bin/python bench/scale/startup_cost.py [--runs 5 --settle 10]
 

@@ -157,10 +157,10 @@ def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, 
     import trio
     import yaml
 
-    from p2p_fast.config import load_config_text
-    from p2p_fast.node import Node
-    from p2p_fast.tasks.dispatcher import TaskSpec
-    from p2p_fast.tasks.functions import decode_result, encode, pickle_function
+    from p2p_fast.core.config import load_config_text
+    from p2p_fast.app.node import Node
+    from p2p_fast.protocols.tasks.dispatcher import TaskSpec
+    from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
 
     cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
     cfg.node.data_dir = data_dir

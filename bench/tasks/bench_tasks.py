@@ -158,9 +158,9 @@ def bench_p2p_inprocess(net: P2PNetwork, root: Path, n_tasks: int, n_rt: int) ->
 def client_main(boot_addr: str, data_dir: str, n_tasks: int, n_rt: int) -> None:
     import trio
 
-    from p2p_fast.config import load_config_text
-    from p2p_fast.node import Node
-    from p2p_fast.tasks.dispatcher import TaskSpec
+    from p2p_fast.core.config import load_config_text
+    from p2p_fast.app.node import Node
+    from p2p_fast.protocols.tasks.dispatcher import TaskSpec
 
     cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
     cfg.node.data_dir = data_dir

@@ -5,7 +5,7 @@ is added, so a lookup neither re-hashes peers nor sorts them all: ``closest(targ
 O(n log k). Results are ordered by distance, ties (only possible for equal keys) by slot order, exactly as
 ``heapq.nsmallest`` orders them; removal moves the last slot into the freed one, in both implementations.
 
-Kept in sync with a py-libp2p ``RoutingTable`` by ``p2p_fast.dht.IndexedRoutingTable`` (add, remove, evictions
+Kept in sync with a py-libp2p ``RoutingTable`` by ``p2p_fast.stack.dht.IndexedRoutingTable`` (add, remove, evictions
 inside a full bucket, cleanup).
 
 Peers are any hashable objects: ``bytes`` (the peer id bytes) or objects with ``to_bytes()`` (``libp2p.peer.id.ID``).

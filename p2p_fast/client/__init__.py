@@ -13,14 +13,14 @@
         print(client.submit("compute", "test_payload").result())  # a registered task type: payload in, bytes out
 
 The node behind ``api`` submits in its own name: functions and packages need its API token. See README
-("Python client") for the trust model and :mod:`p2p_fast.tasks.functions` for the wire format.
+("Python client") for the trust model and :mod:`p2p_fast.protocols.tasks.functions` for the wire format.
 """
 
 from __future__ import annotations
 
-from ._core import PayloadTooLarge, TaskFailed
-from ._http import NodeError
-from .aio import AsyncClient
-from .sync import Client, as_completed, gather
+from p2p_fast.client._core import PayloadTooLarge, TaskFailed
+from p2p_fast.client._http import NodeError
+from p2p_fast.client.aio import AsyncClient
+from p2p_fast.client.sync import Client, as_completed, gather
 
 __all__ = ["AsyncClient", "Client", "NodeError", "PayloadTooLarge", "TaskFailed", "as_completed", "gather"]

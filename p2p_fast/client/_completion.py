@@ -21,10 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._http import Http, NodeError
+from p2p_fast.client._http import Http, NodeError
 
 if TYPE_CHECKING:
-    from ._core import Engine
+    from p2p_fast.client._core import Engine
 
 log = logging.getLogger(__name__)
 CHUNK = 1000

@@ -17,8 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..tasks.functions import FUNCTION_TYPE, decode_result, encode, pickle_function
-from ._http import Http, NodeError
+from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE, decode_result, encode, pickle_function
+from p2p_fast.client._http import Http, NodeError
 
 log = logging.getLogger(__name__)
 OPTION_KEYS = ("timeout_s", "max_retries", "reward")
@@ -96,7 +96,7 @@ class Engine:
         self._fn_cache: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self.sent = 0
         self.batches = 0
-        from ._completion import Completion
+        from p2p_fast.client._completion import Completion
 
         self.completion = Completion(self, events)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)

@@ -106,7 +106,7 @@ class AsyncClient:
         return await _wait(cf)
 
     async def __aenter__(self) -> "AsyncClient":
-        from .sync import Client
+        from p2p_fast.client.sync import Client
 
         api, data_dir, token, timeout, packages, events = self._args
         self._client = await self._run_sync(lambda: Client(api, data_dir=data_dir, token=token, timeout=timeout,

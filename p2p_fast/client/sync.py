@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import quote
 
-from ._core import Engine, TaskFailed
-from ._http import Http, resolve_api, resolve_token
+from p2p_fast.client._core import Engine, TaskFailed
+from p2p_fast.client._http import Http, resolve_api, resolve_token
 
 PackageRef = dict[str, str]
 

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from podcluster import PodCluster, remove_containers  # noqa: E402
 
-from p2p_fast.testbed import Testbed, cleanup_stale  # noqa: E402
-from p2p_fast.testbed.pytest_plugin import require_testbed  # noqa: E402
+from testing.testbed import Testbed, cleanup_stale  # noqa: E402
+from testing.testbed.pytest_plugin import require_testbed  # noqa: E402
 
 BASELINE_WORKERS = 3
 

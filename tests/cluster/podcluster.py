@@ -1,4 +1,4 @@
-"""A Kubernetes-like cluster on one machine, built on the network test bed (``p2p_fast.testbed``).
+"""A Kubernetes-like cluster on one machine, built on the network test bed (``testing.testbed``).
 
 What k8s/ deploys, emulated closely enough to test the network's behaviour in it:
 
@@ -17,7 +17,7 @@ What k8s/ deploys, emulated closely enough to test the network's behaviour in it
 - a StatefulSet's life: scale workers up and down (DNS follows), kill a pod (SIGKILL), restart it (same name, same
   data dir, same identity), cut it off the network and plug it back in; outsiders on hosts behind NAT routers.
 
-Used by tests/cluster and by ./stress-test.sh (stress/bed.py). Needs root (see ``p2p_fast.testbed``).
+Used by tests/cluster and by ./stress-test.sh (stress/bed.py). Needs root (see ``testing.testbed``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import httpx
 
-from p2p_fast.testbed import Host, NatRouter, Testbed, wait_until
-from p2p_fast.testbed._system import call_in_netns
-from p2p_fast.testbed.process import ManagedProcess
+from testing.testbed import Host, NatRouter, Testbed, wait_until
+from testing.testbed._system import call_in_netns
+from testing.testbed.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "k8s" / "base" / "config"

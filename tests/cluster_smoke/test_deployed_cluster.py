@@ -53,7 +53,7 @@ def test_services_and_dns_inside_a_pod() -> None:
 def test_bootstrap_peer_id_comes_from_its_secret() -> None:
     from libp2p.peer.id import ID
 
-    from p2p_fast.identity import load_or_create_identity
+    from p2p_fast.stack.identity import load_or_create_identity
 
     secret = kjson("-n", NS, "get", "secret", "p2p-bootstrap-identity")
     for p in pods("bootstrap"):

@@ -157,7 +157,7 @@ def test_repository_config_is_the_descriptions_worker_config_plus_a_bootstrap() 
 
 
 def test_the_descriptions_configs_load_as_written(tmp_path: Path) -> None:
-    from p2p_fast.config import load_config
+    from p2p_fast.core.config import load_config
 
     for role, text in (("worker", SEED_WORKER_YAML), ("bootstrap", SEED_BOOTSTRAP_YAML)):
         (tmp_path / f"{role}.yaml").write_text(text)

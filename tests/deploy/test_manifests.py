@@ -14,7 +14,7 @@ import pytest
 import yaml
 from k8s_render import OVERLAYS, REPO, objects, render
 
-from p2p_fast.config import load_config
+from p2p_fast.core.config import load_config
 
 # Two supported Kubernetes minor versions: the oldest and the newest we promise to run on.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
@@ -182,7 +182,7 @@ def test_bootstrap_identity_comes_from_the_secret_per_pod(target: str) -> None:
 def test_deploy_sh_identity_keys_are_node_identities(tmp_path: Path) -> None:
     from libp2p.peer.id import ID
 
-    from p2p_fast.identity import load_or_create_identity
+    from p2p_fast.stack.identity import load_or_create_identity
 
     ids = []
     for n in range(2):

@@ -18,7 +18,7 @@ from libp2p.kad_dht.utils import xor_distance as stock_xor_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p_fast.dht import IndexedRoutingTable
+from p2p_fast.stack.dht import IndexedRoutingTable
 
 
 def random_ids(n: int, seed: int = 1) -> list[ID]:

@@ -24,8 +24,8 @@ import atheris
 # Coverage for libFuzzer: our modules (and PyYAML, under the config target) are instrumented as they are imported;
 # without ``include`` atheris instrumented nothing of ours.
 with atheris.instrument_imports(include=["p2p_fast", "yaml"]):
-    from p2p_fast.config import ConfigError, load_config_text
-    from p2p_fast.protocol.codec import DecodeError, decode, encode
+    from p2p_fast.core.config import ConfigError, load_config_text
+    from p2p_fast.protocols.codec import DecodeError, decode, encode
 
     _py = importlib.import_module("p2p_fast._ext._framing_py")
 try:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import record
-from p2p_fast.config import Config, ConfigError, load_config_text
+from p2p_fast.core.config import Config, ConfigError, load_config_text
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 KEYS = {name: [f.name for f in dataclasses.fields(getattr(Config(), name))] for name in SECTIONS}

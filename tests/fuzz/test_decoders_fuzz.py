@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2p_fast._ext import NO_EXTENSIONS
-from p2p_fast.protocol import codec
-from p2p_fast.protocol.codec import CODEC_VERSION, DecodeError, decode, encode
-from p2p_fast.protocol.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
+from p2p_fast.protocols import codec
+from p2p_fast.protocols.codec import CODEC_VERSION, DecodeError, decode, encode
+from p2p_fast.protocols.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
                                         TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 
 from harness import record

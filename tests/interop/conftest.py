@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_fast.interop import P2PDUnavailable, ensure_p2pd
+from testing.interop import P2PDUnavailable, ensure_p2pd
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Interop of our transport stack with go-libp2p (p2pd): the node's host (``host_factory.build_host``: our Yamux,
-``p2p_fast.muxer.FastYamux``) and the node's gossip (``gossip.Gossip``: our pubsub tuning, merged RPCs) against
+``p2p_fast.stack.muxer.FastYamux``) and the node's gossip (``gossip.Gossip``: our pubsub tuning, merged RPCs) against
 go-yamux and go-libp2p-pubsub, both directions, with enough bytes to need many window updates each way.
 
 Checks, per security protocol and dial direction: the connection runs our muxer; gossip of 250 messages of 4 KiB
@@ -20,12 +20,12 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from p2p_fast.config import load_config_text
-from p2p_fast.gossip import Gossip
-from p2p_fast.host_factory import build_host, listen_addrs
-from p2p_fast.identity import load_or_create_identity
-from p2p_fast.interop import AsyncP2PDaemon
-from p2p_fast.muxer import FastYamux
+from p2p_fast.core.config import load_config_text
+from p2p_fast.stack.pubsub import Gossip
+from p2p_fast.stack.host import build_host, listen_addrs
+from p2p_fast.stack.identity import load_or_create_identity
+from testing.interop import AsyncP2PDaemon
+from p2p_fast.stack.muxer import FastYamux
 
 TOPIC = "p2p-network/interop-fast-yamux"
 BULK_COUNT, BULK_SIZE = 250, 4096

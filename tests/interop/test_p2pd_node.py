@@ -12,9 +12,9 @@ import time
 import pytest
 
 from harness import node_config, wait_until
-from p2p_fast.interop import P2PDaemon
-from p2p_fast.protocol.codec import decode, encode
-from p2p_fast.protocol.messages import GossipText
+from testing.interop import P2PDaemon
+from p2p_fast.protocols.codec import decode, encode
+from p2p_fast.protocols.messages import GossipText
 
 TOPIC = "p2p-network/gossip"
 

@@ -35,8 +35,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p_fast.interop import AsyncP2PDaemon, AsyncSubscription, ControlError, P2PDaemon
-from p2p_fast.interop.p2pd import REPO_ROOT
+from testing.interop import AsyncP2PDaemon, AsyncSubscription, ControlError, P2PDaemon
+from testing.interop.p2pd import REPO_ROOT
 
 TOPIC = "p2p-network/interop"
 GOSSIP_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
@@ -211,7 +211,7 @@ def test_daemon_dies_with_its_driver(p2pd_binary: str, tmp_path) -> None:
     """If the test process is killed, the daemon exits by itself (persistent connection + -idleTimeout)."""
     code = (
         "import os, sys\n"
-        "from p2p_fast.interop import P2PDaemon\n"
+        "from testing.interop import P2PDaemon\n"
         "d = P2PDaemon(sys.argv[1]).start()\n"
         "print(d.proc.pid, d.workdir, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"

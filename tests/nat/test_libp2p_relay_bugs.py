@@ -1,4 +1,4 @@
-"""The py-libp2p 0.8.1 relay/AutoNAT/DCUtR bugs p2p_fast.nat works around: each test shows the stock behaviour
+"""The py-libp2p 0.8.1 relay/AutoNAT/DCUtR bugs p2p_fast.protocols.nat works around: each test shows the stock behaviour
 first (so it fails, and tells us to drop the work-around, once py-libp2p is fixed), then ours.
 
 In-process hosts on 127.0.0.1 (stock ``new_host``: TCP, Noise, Yamux), a relay R and peers A, B.
@@ -27,10 +27,10 @@ from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p_fast.nat import dcutr as our_dcutr
-from p2p_fast.nat.autonat import AutoNAT
-from p2p_fast.nat.circuit import CircuitTransport, install_circuit_dialing
-from p2p_fast.nat.relay import RELAY_LIMITS, RelayProtocol
+from p2p_fast.protocols.nat import dcutr as our_dcutr
+from p2p_fast.protocols.nat.autonat import AutoNAT
+from p2p_fast.protocols.nat.circuit import CircuitTransport, install_circuit_dialing
+from p2p_fast.protocols.nat.relay import RELAY_LIMITS, RelayProtocol
 
 LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 DEAD = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/1")  # nothing listens on port 1
@@ -291,8 +291,8 @@ def test_bug_older_signed_record_is_rejected_and_our_address_change_refreshes_pu
     from libp2p.pubsub.pb import rpc_pb2
     from libp2p.pubsub.utils import maybe_consume_signed_record
 
-    from p2p_fast import pubsub_tuning
-    from p2p_fast.nat.service import NatService
+    from p2p_fast.stack.patches import pubsub_tuning
+    from p2p_fast.protocols.nat.service import NatService
 
     sender, receiver = (new_host(key_pair=create_new_key_pair()) for _ in range(2))
     addrs = [multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/4001")]

@@ -1,4 +1,4 @@
-"""NAT traversal across emulated NATs (network namespaces, p2p_fast.testbed).
+"""NAT traversal across emulated NATs (network namespaces, testing.testbed).
 
 Public segment: a bootstrap, a relay and a public worker. Worker A behind NAT 1, worker B behind NAT 2: MASQUERADE,
 no way in, unsolicited inbound SYNs dropped (not rejected) so TCP simultaneous open can work. Every node is a real

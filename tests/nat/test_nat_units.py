@@ -9,9 +9,9 @@ import multiaddr
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from p2p_fast.discovery.connector import Connector
-from p2p_fast.nat import dcutr as nat_dcutr
-from p2p_fast.nat.autonat import AutoNAT
+from p2p_fast.protocols.discovery.connector import Connector
+from p2p_fast.protocols.nat import dcutr as nat_dcutr
+from p2p_fast.protocols.nat.autonat import AutoNAT
 
 M = multiaddr.Multiaddr
 

@@ -60,7 +60,7 @@ def test_missing_config_file_and_bad_flag(tmp_path):
 
 
 def test_every_shipped_role_config_is_valid():
-    from p2p_fast.config import load_config
+    from p2p_fast.core.config import load_config
 
     for role in ("bootstrap", "relay", "worker"):
         cfg = load_config(REPO / "node" / f"{role}.yaml")
@@ -161,7 +161,7 @@ def test_json_log_format(cluster):
     lines = [ln for ln in boot.stderr().splitlines() if ln.startswith("{")]
     docs = [json.loads(ln) for ln in lines]
     up = next(d for d in docs if d["msg"].startswith("node up"))
-    assert up["level"] == "info" and up["logger"] == "p2p_fast.node" and "ts" in up
+    assert up["level"] == "info" and up["logger"] == "p2p_fast.app.node" and "ts" in up
 
 
 def test_max_connections_is_enforced(cluster):

@@ -1,6 +1,6 @@
 """Discovery across real (emulated) hosts: Kubernetes-style DNS names for the bootstrap, and mDNS on a LAN.
 
-Each node runs in its own network namespace of the test bed (p2p_fast.testbed), on a bridge, like pods.
+Each node runs in its own network namespace of the test bed (testing.testbed), on a bridge, like pods.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Liveness (p2p_fast.health) over real TCP + Noise + Yamux connections: a peer that sends us traffic is not pinged,
+"""Liveness (p2p_fast.protocols.health) over real TCP + Noise + Yamux connections: a peer that sends us traffic is not pinged,
 a slow peer is not dropped, and a peer that neither sends nor answers is closed after MISSES_BEFORE_CLOSE checks
 with the reason counted."""
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 import trio
 from libp2p.host.ping import ID as PING_PROTOCOL
 
-import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
-from p2p_fast import metrics
-from p2p_fast.health import MISSES_BEFORE_CLOSE, HealthMonitor, frames_received
+import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
+from p2p_fast.core import metrics
+from p2p_fast.protocols.health import MISSES_BEFORE_CLOSE, HealthMonitor, frames_received
 from host_pair import two_hosts
 
 SINK = "/p2p-fast/test/sink/1.0.0"

@@ -1,14 +1,14 @@
-"""Each py-libp2p work-around in p2p_fast/libp2p_fixes.py, with the bug it works around shown first."""
+"""Each py-libp2p work-around in p2p_fast/stack/patches/libp2p_fixes.py, with the bug it works around shown first."""
 
 from __future__ import annotations
 
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p_fast import libp2p_fixes
-from p2p_fast.config import load_config_text
-from p2p_fast.host_factory import build_host, listen_addrs
-from p2p_fast.identity import load_or_create_identity
+from p2p_fast.stack.patches import libp2p_fixes
+from p2p_fast.core.config import load_config_text
+from p2p_fast.stack.host import build_host, listen_addrs
+from p2p_fast.stack.identity import load_or_create_identity
 
 
 async def _dial_seconds(tmp_path, tag: str) -> float:
@@ -150,7 +150,7 @@ async def _forwarded_after_restart(tmp_path, tag: str, fixed: bool) -> bool:
     forward A's new message to C? (B delivers it locally either way; forwarding is what the bug breaks.)"""
     from libp2p.peer.peerinfo import PeerInfo as _PeerInfo
 
-    from p2p_fast.gossip import Gossip
+    from p2p_fast.stack.pubsub import Gossip
 
     topic = "seqno-restart"
     cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\n")

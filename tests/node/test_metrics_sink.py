@@ -6,10 +6,10 @@ import trio
 from libp2p.peer.peerinfo import PeerInfo
 from prometheus_client import REGISTRY
 
-from p2p_fast import metrics
-from p2p_fast.config import load_config_text
-from p2p_fast.host_factory import build_host, listen_addrs
-from p2p_fast.identity import load_or_create_identity
+from p2p_fast.core import metrics
+from p2p_fast.core.config import load_config_text
+from p2p_fast.stack.host import build_host, listen_addrs
+from p2p_fast.stack.identity import load_or_create_identity
 
 
 def _swarm_events() -> float:

@@ -1,5 +1,5 @@
 """A subscriber that falls behind: what its full buffer drops is counted per topic and reported in one warning,
-not one py-libp2p warning per message (p2p_fast.pubsub_overflow), and the node reads on when it catches up."""
+not one py-libp2p warning per message (p2p_fast.stack.patches.pubsub_overflow), and the node reads on when it catches up."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import logging
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p_fast import metrics
-from p2p_fast.config import load_config_text
-from p2p_fast.gossip import Gossip
-from p2p_fast.host_factory import build_host, listen_addrs
-from p2p_fast.identity import load_or_create_identity
-from p2p_fast.pubsub_overflow import OverflowCountingSend
-from p2p_fast.pubsub_tuning import SUBSCRIPTION_BUFFER
+from p2p_fast.core import metrics
+from p2p_fast.core.config import load_config_text
+from p2p_fast.stack.pubsub import Gossip
+from p2p_fast.stack.host import build_host, listen_addrs
+from p2p_fast.stack.identity import load_or_create_identity
+from p2p_fast.stack.patches.pubsub_overflow import OverflowCountingSend
+from p2p_fast.stack.patches.pubsub_tuning import SUBSCRIPTION_BUFFER
 
 TOPIC = "overflow-test"
 
@@ -72,6 +72,6 @@ def test_a_subscriber_behind_drops_counted_with_one_warning(tmp_path, caplog):
     assert out["got"] + wrapper.dropped == out["sent"], out
     assert out["got"] >= SUBSCRIPTION_BUFFER  # the whole buffer was delivered
     assert dropped_metric._value.get() - metric_before == wrapper.dropped
-    ours = [r for r in caplog.records if r.name == "p2p_fast.pubsub_overflow"]
+    ours = [r for r in caplog.records if r.name == "p2p_fast.stack.patches.pubsub_overflow"]
     assert len(ours) == 1 and "subscriber is behind" in ours[0].getMessage(), [r.getMessage() for r in ours]
     assert not [r for r in caplog.records if "fail to deliver message" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""Received gossip is handled in plain trio tasks (p2p_fast.pubsub_tasks): every message still arrives, none goes
+"""Received gossip is handled in plain trio tasks (p2p_fast.stack.patches.pubsub_tasks): every message still arrives, none goes
 through py-libp2p's service-task machinery, and a message whose handling raises is dropped alone."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import types
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p_fast.config import load_config_text
-from p2p_fast.gossip import Gossip
-from p2p_fast.host_factory import build_host, listen_addrs
-from p2p_fast.identity import load_or_create_identity
+from p2p_fast.core.config import load_config_text
+from p2p_fast.stack.pubsub import Gossip
+from p2p_fast.stack.host import build_host, listen_addrs
+from p2p_fast.stack.identity import load_or_create_identity
 
 TOPIC = "push-tasks"
 

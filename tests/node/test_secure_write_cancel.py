@@ -17,8 +17,8 @@ import random
 import trio
 from libp2p.network.stream.exceptions import StreamEOF
 
-import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
-from p2p_fast.muxer import FastYamux
+import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
+from p2p_fast.stack.muxer import FastYamux
 from host_pair import two_hosts
 
 SINK = "/p2p-fast/test/sink/1.0.0"
@@ -146,7 +146,7 @@ def test_a_frame_write_that_cannot_finish_closes_the_connection(monkeypatch, cap
     """The shield is bounded: when the peer stops reading and the socket buffers fill, a frame write that waits
     past CONNECTION_WRITE_TIMEOUT closes the connection (its session state is unknown) and the writer gets an
     error, instead of blocking forever or going on with a half-written frame."""
-    import p2p_fast.muxer as muxer_mod
+    import p2p_fast.stack.muxer as muxer_mod
 
     monkeypatch.setattr(muxer_mod, "CONNECTION_WRITE_TIMEOUT", 1.0)
     caplog.set_level(logging.WARNING)

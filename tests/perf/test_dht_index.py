@@ -1,4 +1,4 @@
-"""p2p_fast.dht: the indexed routing table answers k-closest queries exactly as py-libp2p's stock table does, while
+"""p2p_fast.stack.dht: the indexed routing table answers k-closest queries exactly as py-libp2p's stock table does, while
 peers join (bucket splits, full-bucket evictions), leave, and disappear behind its back."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from libp2p.kad_dht.routing_table import KBucket, RoutingTable
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p_fast.dht import IndexedKadDHT, IndexedRoutingTable, build_dht
+from p2p_fast.stack.dht import IndexedKadDHT, IndexedRoutingTable, build_dht
 
 
 def random_peer(rng: random.Random) -> PeerInfo:

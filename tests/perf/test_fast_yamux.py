@@ -1,4 +1,4 @@
-"""Our Yamux (p2p_fast.muxer) over real TCP + Noise connections: exact bytes both ways against itself and against
+"""Our Yamux (p2p_fast.stack.muxer) over real TCP + Noise connections: exact bytes both ways against itself and against
 stock py-libp2p Yamux, flow control past the window, EOF/reset, contiguous concurrent writes, many streams, and the
 batched window-update policy (the reason it exists), measured against stock's."""
 
@@ -19,9 +19,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import TYPE_WINDOW_UPDATE, Yamux
 
-import p2p_fast.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
+import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast._ext import unpack_yamux_header
-from p2p_fast.muxer import FastYamux, muxer_options
+from p2p_fast.stack.muxer import FastYamux, muxer_options
 
 ECHO = "/p2p-fast/test/echo/1.0.0"
 SINK = "/p2p-fast/test/sink/1.0.0"

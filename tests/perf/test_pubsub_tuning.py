@@ -1,4 +1,4 @@
-"""The pubsub work-arounds of p2p_fast/pubsub_tuning.py: each does less work than stock py-libp2p and gives the same
+"""The pubsub work-arounds of p2p_fast/stack/patches/pubsub_tuning.py: each does less work than stock py-libp2p and gives the same
 answers, and none of them touches a Pubsub we did not tune."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from libp2p.tools.anyio_service import background_trio_service
 
 import libp2p.pubsub.pubsub as pubsub_mod
-from p2p_fast import pubsub_tuning
+from p2p_fast.stack.patches import pubsub_tuning
 from p2p_fast._ext import message_id
-from p2p_fast.pubsub_tuning import _LOCAL_RECORDS, _MemoMessageId, tune_pubsub
+from p2p_fast.stack.patches.pubsub_tuning import _LOCAL_RECORDS, _MemoMessageId, tune_pubsub
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 TOPIC = "p2p-fast/tuning-test"
@@ -213,7 +213,7 @@ def test_verify_signature_agrees_with_stock():
     from libp2p.crypto.rsa import create_new_key_pair as create_rsa_key_pair
     from libp2p.peer.id import ID
 
-    from p2p_fast.pubsub_tuning import STOCK_SIGNATURE_VALIDATOR, verify_signature
+    from p2p_fast.stack.patches.pubsub_tuning import STOCK_SIGNATURE_VALIDATOR, verify_signature
 
     def signed(key_pair, data: bytes, seqno: int, with_key: bool = True) -> rpc_pb2.Message:
         from_id = ID.from_pubkey(key_pair.public_key).to_bytes()
@@ -257,7 +257,7 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
     control goes out alone and in its place."""
     from libp2p.pubsub.rpc_queue import RpcQueue
 
-    from p2p_fast.pubsub_tuning import MERGE_MAX_MESSAGES, batched_sending
+    from p2p_fast.stack.patches.pubsub_tuning import MERGE_MAX_MESSAGES, batched_sending
 
     class FakePubsub:
         max_inbound_rpc_size = 10_000
@@ -315,7 +315,7 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
 
 def test_a_burst_of_messages_fits_the_subscription_buffer():
     """py-libp2p hands a whole RPC's messages to the subscription before the reader runs: 100 at once fit."""
-    from p2p_fast.pubsub_tuning import SUBSCRIPTION_BUFFER
+    from p2p_fast.stack.patches.pubsub_tuning import SUBSCRIPTION_BUFFER
 
     async def main():
         host = new_host(key_pair=create_new_key_pair())

@@ -1,4 +1,4 @@
-"""BufferedTCPStream (p2p_fast.tcp_buffering) returns exactly the bytes stock TrioTCPStream would, in order, never
+"""BufferedTCPStream (p2p_fast.stack.patches.tcp_buffering) returns exactly the bytes stock TrioTCPStream would, in order, never
 more than asked for, with EOF after the buffer is drained; and the node's hosts use it."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_fast import tcp_buffering
-from p2p_fast.tcp_buffering import STOCK_TCP_STREAM, BufferedTCPStream
+from p2p_fast.stack.patches import tcp_buffering
+from p2p_fast.stack.patches.tcp_buffering import STOCK_TCP_STREAM, BufferedTCPStream
 
 
 async def _through(cls: type, chunks: list[bytes], reads: list[int | None]) -> list[bytes]:
@@ -114,9 +114,9 @@ def test_eof_and_local_close_match_stock(cls):
 def test_node_hosts_use_the_buffered_stream(tmp_path):
     from libp2p.peer.peerinfo import PeerInfo
 
-    from p2p_fast.config import load_config_text
-    from p2p_fast.host_factory import build_host, listen_addrs
-    from p2p_fast.identity import load_or_create_identity
+    from p2p_fast.core.config import load_config_text
+    from p2p_fast.stack.host import build_host, listen_addrs
+    from p2p_fast.stack.identity import load_or_create_identity
 
     async def main() -> set[type]:
         cfg = load_config_text("node: {listen_port: 0, listen_host: 127.0.0.1}\n")

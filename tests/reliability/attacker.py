@@ -34,11 +34,11 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from p2p_fast._ext import encode_uvarint
-from p2p_fast.protocol.codec import encode
-from p2p_fast.protocol.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
+from p2p_fast.protocols.codec import encode
+from p2p_fast.protocols.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
                                         TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
-from p2p_fast.tasks.ledger import result_digest, sign_receipt
-from p2p_fast.tasks.wire import FrameReader, frame
+from p2p_fast.protocols.tasks.ledger import result_digest, sign_receipt
+from p2p_fast.protocols.tasks.wire import FrameReader, frame
 
 DEADLINE_S = 60.0
 MESHSUB = "/meshsub/1.1.0"

@@ -12,8 +12,8 @@ import pytest
 from harness import Cluster, NodeProcess, node_config, record, wait_until
 from reliability_kit import Api, check_exactly_once, wait_for
 
-from p2p_fast.testbed import Testbed
-from p2p_fast.testbed.pytest_plugin import require_testbed
+from testing.testbed import Testbed
+from testing.testbed.pytest_plugin import require_testbed
 
 pytestmark = pytest.mark.netns
 PORT = 4001

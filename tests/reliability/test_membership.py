@@ -18,8 +18,8 @@ import yaml
 from harness import REPO, Cluster, node_config, record, wait_until
 from reliability_kit import Api, check_exactly_once, metric, wait_for
 
-from p2p_fast.config import ConfigError, load_config_text
-from p2p_fast.security.token import BearerAuth, load_api_token
+from p2p_fast.core.config import ConfigError, load_config_text
+from p2p_fast.app.api.token import BearerAuth, load_api_token
 
 
 def _peer_ids(node) -> set[str]:
@@ -127,7 +127,7 @@ def _own_clients_send_the_token(boot: Any, token: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "P2P_API_TOKEN"}
 
     def ctl(*argv: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+        return subprocess.run([sys.executable, "-m", "p2p_fast.app.ctl", "--data-dir", str(boot.data_dir), *argv],
                               capture_output=True, text=True, timeout=60, cwd=str(REPO), env={**env, **extra_env})
 
     r = ctl("status")

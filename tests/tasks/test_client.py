@@ -227,7 +227,7 @@ def test_p2p_ctl_cancel_capabilities_gossip_and_binary_payloads(net: dict[str, A
     env = {**os.environ, "P2P_API_TOKEN": TOKEN}
 
     def ctl(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+        return subprocess.run([sys.executable, "-m", "p2p_fast.app.ctl", "--data-dir", str(boot.data_dir), *argv],
                               input=stdin, capture_output=True, timeout=60, env=env)
 
     blob = bytes(range(256)) * 3

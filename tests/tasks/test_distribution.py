@@ -236,7 +236,7 @@ def test_p2p_ctl_talks_to_the_node(net: dict[str, Any]) -> None:
     boot: NodeProcess = net["boot"]
 
     def ctl(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(boot.data_dir), *argv],
+        return subprocess.run([sys.executable, "-m", "p2p_fast.app.ctl", "--data-dir", str(boot.data_dir), *argv],
                               capture_output=True, text=True, timeout=120, cwd=str(REPO))
 
     r = ctl("submit", "echo", "hello", "world")

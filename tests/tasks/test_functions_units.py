@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from p2p_fast.tasks import functions
-from p2p_fast.tasks.builtins import InvalidPayload
-from p2p_fast.tasks.packages import PackageError, check_ref, unpack
+from p2p_fast.protocols.tasks import functions
+from p2p_fast.protocols.tasks.builtins import InvalidPayload
+from p2p_fast.protocols.tasks.packages import PackageError, check_ref, unpack
 
 
 def _call(fn_blob: bytes, *args: object, paths: list[str] | None = None) -> object:

@@ -10,12 +10,12 @@ import trio
 
 import yaml
 
-from p2p_fast.config import ConfigError, TasksSection, load_config_text
-from p2p_fast.tasks.builtins import compute, verify_compute
-from p2p_fast.tasks.credit import CREDIT_REFUSAL, CreditBook, PriorityGate
-from p2p_fast.tasks.journal import Database
-from p2p_fast.tasks.redundancy import Redundancy
-from p2p_fast.tasks.reputation import Reputation
+from p2p_fast.core.config import ConfigError, TasksSection, load_config_text
+from p2p_fast.protocols.tasks.builtins import compute, verify_compute
+from p2p_fast.protocols.tasks.credit import CREDIT_REFUSAL, CreditBook, PriorityGate
+from p2p_fast.protocols.tasks.journal import Database
+from p2p_fast.protocols.tasks.redundancy import Redundancy
+from p2p_fast.protocols.tasks.reputation import Reputation
 
 
 class Clock:
@@ -218,7 +218,7 @@ def test_incentive_config_keys_are_validated(key: str, value: object, problem: s
 def test_the_per_peer_credit_gauge_stays_bounded(tmp_path: Path) -> None:
     from prometheus_client import REGISTRY
 
-    from p2p_fast.tasks.credit import TOP_N
+    from p2p_fast.protocols.tasks.credit import TOP_N
 
     async def main() -> None:
         db = Database(tmp_path / "c.sqlite3")
@@ -235,7 +235,7 @@ def test_the_per_peer_credit_gauge_stays_bounded(tmp_path: Path) -> None:
 
 
 def test_a_full_queue_gives_way_to_a_higher_balance() -> None:
-    from p2p_fast.tasks.credit import GaveWay
+    from p2p_fast.protocols.tasks.credit import GaveWay
 
     outcome: dict[str, str] = {}
 

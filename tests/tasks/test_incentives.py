@@ -20,7 +20,7 @@ REPLICA_PREFIX = 20
 
 
 def _ctl(node: NodeProcess, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "p2p_fast.ctl", "--data-dir", str(node.data_dir), *argv],
+    return subprocess.run([sys.executable, "-m", "p2p_fast.app.ctl", "--data-dir", str(node.data_dir), *argv],
                           capture_output=True, text=True, timeout=60)
 
 

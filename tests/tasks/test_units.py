@@ -13,11 +13,11 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from p2p_fast.protocol.messages import TaskReceipt
-from p2p_fast.tasks.builtins import InvalidPayload, compute, count_primes
-from p2p_fast.tasks.journal import COMPLETED, PENDING, Attempt, Database, TaskJournal, TaskRecord
-from p2p_fast.tasks.ledger import Ledger, sign_receipt, verify_receipt
-from p2p_fast.tasks.pool import ProcessPool, TaskFailed
+from p2p_fast.protocols.messages import TaskReceipt
+from p2p_fast.protocols.tasks.builtins import InvalidPayload, compute, count_primes
+from p2p_fast.protocols.tasks.journal import COMPLETED, PENDING, Attempt, Database, TaskJournal, TaskRecord
+from p2p_fast.protocols.tasks.ledger import Ledger, sign_receipt, verify_receipt
+from p2p_fast.protocols.tasks.pool import ProcessPool, TaskFailed
 
 
 def _alive(pid: int) -> bool:
@@ -36,7 +36,7 @@ def test_pool_runs_tasks_and_kills_a_timed_out_one() -> None:
     async def main() -> None:
         pool = ProcessPool(2)
         try:
-            assert await pool.run("p2p_fast.tasks.builtins:compute", b"primes 0 1000", 10) == b"primes[0,1000)=168"
+            assert await pool.run("p2p_fast.protocols.tasks.builtins:compute", b"primes 0 1000", 10) == b"primes[0,1000)=168"
             # Run a long sleep with a short timeout: the child running it must be gone afterwards.
             t0 = time.monotonic()
             pids: list[int] = []
@@ -48,22 +48,22 @@ def test_pool_runs_tasks_and_kills_a_timed_out_one() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(spy)
                 with pytest.raises(trio.TooSlowError):
-                    await pool.run("p2p_fast.tasks.builtins:sleep", b"30", 0.5)
+                    await pool.run("p2p_fast.protocols.tasks.builtins:sleep", b"30", 0.5)
             assert time.monotonic() - t0 < 5
             assert pids and pool.killed == 1
             await trio.sleep(0.1)
             assert not any(_alive(p) for p in pids)
             # Cancellation from outside kills too, and the pool keeps working afterwards.
             with trio.move_on_after(0.3):
-                await pool.run("p2p_fast.tasks.builtins:sleep", b"30", 60)
+                await pool.run("p2p_fast.protocols.tasks.builtins:sleep", b"30", 60)
             assert pool.killed == 2
             with pytest.raises(TaskFailed) as info:
-                await pool.run("p2p_fast.tasks.builtins:sleep", b"soon", 5)
+                await pool.run("p2p_fast.protocols.tasks.builtins:sleep", b"soon", 5)
             assert info.value.invalid
             with pytest.raises(TaskFailed) as info:
                 await pool.run("no_such_module:fn", b"", 5)
             assert not info.value.invalid and "No module named" in str(info.value)
-            assert await pool.run("p2p_fast.tasks.builtins:echo", b"ok", 5) == b"ok"
+            assert await pool.run("p2p_fast.protocols.tasks.builtins:echo", b"ok", 5) == b"ok"
             children = [c.proc.pid for c in pool._all]
         finally:
             await pool.aclose()

@@ -14,9 +14,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from conftest import worker_config
 from harness import Cluster, NodeProcess, node_config
-from p2p_fast.protocol.codec import encode
-from p2p_fast.protocol.messages import GossipText, TaskReceipt, TaskRequest, TaskResponse
-from p2p_fast.tasks.wire import FrameReader, frame
+from p2p_fast.protocols.codec import encode
+from p2p_fast.protocols.messages import GossipText, TaskReceipt, TaskRequest, TaskResponse
+from p2p_fast.protocols.tasks.wire import FrameReader, frame
 
 PROTO = "/p2p-network/task/1.0.0"
 MAX = 2 * 1024 * 1024

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from p2p_fast.testbed import Testbed, cleanup_stale, wait_until
-from p2p_fast.testbed._system import ETC_NETNS, REGISTRY_DIR
-from p2p_fast.testbed.pytest_plugin import require_testbed
+from testing.testbed import Testbed, cleanup_stale, wait_until
+from testing.testbed._system import ETC_NETNS, REGISTRY_DIR
+from testing.testbed.pytest_plugin import require_testbed
 
 pytestmark = pytest.mark.netns
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from p2p_fast.testbed import (
+from testing.testbed import (
     Netem,
     WaitTimeout,
     available,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_fast.protocol.codec import CODEC_VERSION, DecodeError, decode, encode
-from p2p_fast.protocol.messages import CapabilityAdvertisement, GossipText, HeartBeat
-from p2p_fast.protocol.presence import TARGET_RECEIVE_RATE, PeerBook, refresh_interval
+from p2p_fast.protocols.codec import CODEC_VERSION, DecodeError, decode, encode
+from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText, HeartBeat
+from p2p_fast.protocols.presence import TARGET_RECEIVE_RATE, PeerBook, refresh_interval
 
 
 def _ad(peer: str = "p1", caps=("compute",), ttl: float | None = None) -> CapabilityAdvertisement:

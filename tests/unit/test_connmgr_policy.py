@@ -1,10 +1,10 @@
-"""The connection manager's pruning policy (p2p_fast.connmgr.choose_prunes) without a network, and its limits."""
+"""The connection manager's pruning policy (p2p_fast.stack.connmgr.choose_prunes) without a network, and its limits."""
 
 from __future__ import annotations
 
 import pytest
 
-from p2p_fast.connmgr import ConnManager, Limits, PeerState, choose_prunes
+from p2p_fast.stack.connmgr import ConnManager, Limits, PeerState, choose_prunes
 
 NOW = 1000.0
 

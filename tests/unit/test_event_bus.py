@@ -1,4 +1,4 @@
-"""The event bus behind ``GET /v1/events`` (``p2p_fast.events``) on its own: numbering, bounded history, gaps,
+"""The event bus behind ``GET /v1/events`` (``p2p_fast.core.events``) on its own: numbering, bounded history, gaps,
 type filters, inline results, recording only while somebody watches, and dropping a subscriber that falls behind.
 The HTTP side and real processes: tests/tasks/test_events.py."""
 
@@ -10,8 +10,8 @@ import json
 import pytest
 import trio
 
-from p2p_fast import events
-from p2p_fast.events import BUFFER, EventBus
+from p2p_fast.core import events
+from p2p_fast.core.events import BUFFER, EventBus
 
 
 def _frame(ev: events.Event, with_result: bool = False) -> tuple[str, str, dict]:

@@ -1,4 +1,4 @@
-"""``p2p_fast.lean_imports``: a node's imports leave out QUIC, WebSocket and AutoTLS, and using any of them still
+"""``p2p_fast.stack.patches.lean_imports``: a node's imports leave out QUIC, WebSocket and AutoTLS, and using any of them still
 gets the real py-libp2p modules. Each case runs in a fresh interpreter (the stand-ins act at first import)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ HEAVY = ("aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsp
 
 PROBE = """
 import json, sys
-import p2p_fast.node, p2p_fast.cli
+import p2p_fast.app.node, p2p_fast.app.cli
 heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
 from libp2p.transport.quic.utils import is_quic_multiaddr
 from libp2p.transport.quic.transport import QUICTransport
@@ -21,7 +21,7 @@ quic = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/udp/4001/quic-v1"))
 tcp = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001"))
 from libp2p.crypto.ed25519 import create_new_key_pair
 t = QUICTransport(create_new_key_pair().private_key)
-from p2p_fast.lean_imports import STAND_INS, is_stand_in
+from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in
 print(json.dumps({"heavy": heavy, "quic": quic, "tcp": tcp, "type": type(t).__module__ + "." + type(t).__name__,
                   "stand_ins_left": [m for m in STAND_INS if is_stand_in(sys.modules.get(m))]}))
 """ % (HEAVY,)
@@ -52,8 +52,8 @@ def test_switched_off_everything_is_imported_as_stock():
 def test_another_py_libp2p_version_gets_no_stand_ins():
     code = ("import importlib.metadata as md, sys, json\n"
             "stock = md.version\nmd.version = lambda name: '9.9.9' if name == 'libp2p' else stock(name)\n"
-            "import p2p_fast.node\n"
-            "from p2p_fast.lean_imports import STAND_INS, is_stand_in\n"
+            "import p2p_fast.app.node\n"
+            "from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in\n"
             "print(json.dumps([m for m in STAND_INS if is_stand_in(sys.modules.get(m))]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

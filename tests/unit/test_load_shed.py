@@ -8,7 +8,7 @@ import pytest
 import trio
 from libp2p.pubsub.gossipsub import GossipSub
 
-from p2p_fast.load_shed import ENTER_SAMPLES, LEAVE_SAMPLES, LoadMonitor, Shedder, shed_gossip_ihave
+from p2p_fast.stack.load_shed import ENTER_SAMPLES, LEAVE_SAMPLES, LoadMonitor, Shedder, shed_gossip_ihave
 
 
 def test_sheds_after_consecutive_pressure_and_resumes_only_after_sustained_relief():

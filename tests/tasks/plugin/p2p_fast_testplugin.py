@@ -1,4 +1,4 @@
-"""A user task-type plugin for the tests, registered through the ``p2p_fast.tasks`` entry-point group (see the
+"""A user task-type plugin for the tests, registered through the ``p2p_fast.protocols.tasks`` entry-point group (see the
 ``.dist-info`` beside it: putting this directory on PYTHONPATH "installs" it)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from p2p_fast.tasks import task_type
+from p2p_fast.protocols.tasks import task_type
 
 
 @task_type(capability="compute")

@@ -1,4 +1,0 @@
-"""Interop harness: drive go-libp2p peers (the ``p2pd`` daemon) from Python tests. See :mod:`.p2pd`."""
-
-from .p2pd import *  # noqa: F403  (the public names are p2pd's __all__)
-from .p2pd import __all__  # noqa: F401

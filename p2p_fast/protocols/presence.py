@@ -1,0 +1,380 @@
+"""Who is out there and what can they do, at a per-node cost that does not grow with the network.
+
+Every advertisement reaches every node (GossipSub), so what bounds a node's presence load is how often each node
+advertises. A node publishes a ``CapabilityAdvertisement`` on ``<protocol_version>/capabilities``:
+
+- when it joins: once its topic has a peer, and again ``JOIN_REPEATS`` later (a mesh still forming may lose one);
+- when what it advertises changes (capabilities, addresses, full <-> has free slots), at most once per
+  ``node.heartbeat_interval``;
+- on a refresh every ``max(3 x node.heartbeat_interval, live network size / TARGET_RECEIVE_RATE)`` seconds, jittered
+  down by up to a quarter so a join storm does not refresh in lock-step: each node then receives about
+  ``TARGET_RECEIVE_RATE`` refreshes per second or fewer, whatever the size of the network;
+- a goodbye (``ttl_s`` 0) when it stops, so peers drop it at once instead of at expiry.
+
+Each advertisement carries ``ttl_s`` = ``MISSED_REFRESHES_BEFORE_DEAD`` x its nominal refresh interval; a receiver
+keeps the sender live until then (the sender's figure, so nodes that estimate the network's size differently still
+agree). Nodes no longer publish heartbeats (one per node per interval to every node was the O(N) part) nor subscribe
+to them; an advertisement without a TTL (an older node) is live for the receiver's default, 3 x its heartbeat
+interval, and older nodes advertise every third heartbeat.
+
+A joining node would wait a whole refresh interval to learn the nodes already there, so it pulls the live view from
+a connected peer over a stream (``presence-sync``): at most one pull per refresh interval, each from a peer not asked
+before. Pulled records carry their remaining TTL and are second-hand: they never replace a live record heard from its
+node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers (task candidates) ask for a bounded
+sample. Message rates: docs/protocol.md, "Finding workers"; at 1,000-100,000 nodes: docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import trio
+from libp2p.peer.id import ID
+
+from p2p_fast.core import metrics
+from p2p_fast._ext import FrameDecoder, encode_uvarint
+from p2p_fast._ext import FrameError as ExtFrameError
+from p2p_fast.protocols.codec import DecodeError, decode, encode
+from p2p_fast.protocols.messages import CapabilityAdvertisement
+
+log = logging.getLogger(__name__)
+MISSED_HEARTBEATS_BEFORE_DEAD = 3  # advertisements without a TTL (older nodes): 3 x the receiver's heartbeat interval
+MISSED_REFRESHES_BEFORE_DEAD = 3
+TARGET_RECEIVE_RATE = 2.0  # refresh advertisements a node receives per second from the whole network, at most
+JOIN_REPEATS = (2.0, 10.0)  # seconds after the first advertisement, repeated while meshes form
+MAX_RECORDS = 5000
+MAX_SYNC_RECORDS = 2000
+MAX_SYNC_BYTES = 2 * 1024 * 1024
+MAX_TTL_S = 7 * 86400.0
+SAMPLE_ROTATE_S = 60.0
+CLOCK_SAMPLES = 8  # advertisement timestamps kept per peer for its clock offset (the smallest counts)
+
+
+@dataclass
+class PeerRecord:
+    peer_id: str
+    role: str = "?"
+    capabilities: list[str] = field(default_factory=list)
+    slots: int = 0
+    free_slots: int = 0
+    queue_depth: int = 0
+    load: float = 0.0
+    addrs: list[str] = field(default_factory=list)
+    last_seen: float = 0.0
+    seq: int = 0
+    expires_at: float = 0.0
+    hearsay: bool = False  # learned from another peer's view, not from the node itself
+    # Our wall clock minus the peer's ``sent_at`` in its last advertisement, in seconds: the clock skew plus the
+    # gossip delivery time (milliseconds on a LAN). None until an advertisement with a timestamp came.
+    # `p2p-node doctor` reports it.
+    clock_offset: float | None = None
+    clock_samples: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
+
+
+class PeerBook:
+    """The live view of the network. ``clock`` is injectable for tests."""
+
+    def __init__(self, heartbeat_interval: float, clock: Callable[[], float] = time.monotonic,
+                 max_records: int = MAX_RECORDS) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.default_ttl = MISSED_HEARTBEATS_BEFORE_DEAD * heartbeat_interval
+        self.clock = clock
+        self.max_records = max_records
+        self.records: dict[str, PeerRecord] = {}
+        self.changed = trio.Event()
+        # Called when a peer's role or capabilities become known or change (the node's "peer identified" event).
+        self.on_identified: Callable[[PeerRecord], None] | None = None
+
+    def _slot(self, peer_id: str) -> PeerRecord:
+        rec = self.records.get(peer_id)
+        if rec is None:
+            if len(self.records) >= self.max_records:
+                self._evict()
+            rec = self.records[peer_id] = PeerRecord(peer_id)
+        return rec
+
+    def _evict(self) -> None:
+        """Make room: the dead first, else the record closest to expiry."""
+        now = self.clock()
+        dead = [p for p, r in self.records.items() if r.expires_at < now]
+        for pid in dead:
+            del self.records[pid]
+        if len(self.records) >= self.max_records:
+            del self.records[min(self.records.values(), key=lambda r: r.expires_at).peer_id]
+
+    def _fill(self, rec: PeerRecord, ad: CapabilityAdvertisement) -> None:
+        changed = rec.role != ad.role or rec.capabilities != list(ad.capabilities)
+        rec.role, rec.capabilities, rec.slots = ad.role, list(ad.capabilities), ad.slots
+        rec.free_slots, rec.queue_depth, rec.load, rec.addrs, rec.seq = (
+            ad.free_slots, ad.queue_depth, ad.load, list(ad.addrs), ad.seq)
+        if changed and self.on_identified is not None:  # first-hand or pulled: the peer's role is known now
+            self.on_identified(rec)
+
+    @staticmethod
+    def _note_clock(rec: PeerRecord, ad: CapabilityAdvertisement) -> None:
+        """Our clock minus the sender's ``sent_at``: skew plus delivery delay, and the delay is never negative, so the
+        smallest of the last few samples is the best estimate of the skew. A late delivery (a GossipSub replay to a
+        reconnected peer, an IWANT answer) then does not read as a clock tens of seconds off."""
+        if ad.sent_at is None or not math.isfinite(ad.sent_at):
+            return
+        rec.clock_samples.append(time.time() - ad.sent_at)
+        rec.clock_offset = min(rec.clock_samples)
+
+    def _ttl(self, ad: CapabilityAdvertisement) -> float:
+        if ad.ttl_s is None or not math.isfinite(ad.ttl_s) or ad.ttl_s < 0:
+            return self.default_ttl
+        return min(ad.ttl_s, MAX_TTL_S)
+
+    def on_advertisement(self, ad: CapabilityAdvertisement) -> None:
+        """An advertisement from the node itself (gossip signatures prove the sender)."""
+        if ad.ttl_s == 0:
+            self.forget(ad.peer_id)
+            return
+        rec = self._slot(ad.peer_id)
+        self._note_clock(rec, ad)
+        self._fill(rec, ad)
+        rec.last_seen = self.clock()
+        rec.expires_at = rec.last_seen + self._ttl(ad)
+        rec.hearsay = False
+        self._signal()
+
+    def on_synced(self, ad: CapabilityAdvertisement) -> bool:
+        """A record from another peer's view (``ttl_s`` = its time left): taken unless we know better first-hand."""
+        ttl = self._ttl(ad)
+        if ad.ttl_s is None or ttl <= 0:
+            return False
+        rec = self.records.get(ad.peer_id)
+        now = self.clock()
+        if rec is not None and (not rec.hearsay and rec.expires_at >= now or rec.expires_at >= now + ttl):
+            return False
+        rec = self._slot(ad.peer_id)
+        self._fill(rec, ad)
+        rec.last_seen, rec.expires_at, rec.hearsay = now, now + ttl, True
+        self._signal()
+        return True
+
+    def forget(self, peer_id: str) -> None:
+        if self.records.pop(peer_id, None) is not None:
+            self._signal()
+
+    def _signal(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def is_live(self, rec: PeerRecord) -> bool:
+        return self.clock() <= rec.expires_at
+
+    def live(self) -> list[PeerRecord]:
+        now = self.clock()
+        return [r for r in self.records.values() if now <= r.expires_at]
+
+    def network_size(self) -> int:
+        """Live peers plus this node: the size estimate the refresh interval scales with."""
+        return len(self.live()) + 1
+
+    def get(self, peer_id: str) -> PeerRecord | None:
+        return self.records.get(peer_id)
+
+    def with_capability(self, capability: str, limit: int | None = None) -> list[PeerRecord]:
+        """Live peers offering ``capability``; with ``limit``, a sample of at most that many that changes every
+        ``SAMPLE_ROTATE_S`` (stable in between, so task links get reused; different on every node)."""
+        recs = [r for r in self.live() if capability in r.capabilities]
+        if limit is None or len(recs) <= limit:
+            return recs
+        salt = int(self.clock() // SAMPLE_ROTATE_S)
+        return sorted(recs, key=lambda r: hash((salt, r.peer_id)))[:limit]
+
+    def expire(self, keep_for: float = 3600.0) -> None:
+        """Forget peers dead and silent for ``keep_for`` seconds (their addresses help redial until then)."""
+        now = self.clock()
+        for pid in [p for p, r in self.records.items() if now > r.expires_at and now - r.last_seen > keep_for]:
+            del self.records[pid]
+
+    def snapshot(self, limit: int = MAX_SYNC_RECORDS) -> list[CapabilityAdvertisement]:
+        """The live view as advertisements whose ``ttl_s`` is each record's time left (what ``presence-sync``
+        serves)."""
+        now = self.clock()
+        out = []
+        for r in self.live()[:limit]:
+            out.append(CapabilityAdvertisement(
+                peer_id=r.peer_id, role=r.role, capabilities=list(r.capabilities), slots=r.slots,
+                free_slots=r.free_slots, queue_depth=r.queue_depth, load=r.load, addrs=list(r.addrs), seq=r.seq,
+                ttl_s=max(r.expires_at - now, 0.001)))
+        return out
+
+
+def refresh_interval(heartbeat_interval: float, network_size: int) -> float:
+    """Nominal seconds between a node's refresh advertisements (module doc)."""
+    return max(MISSED_HEARTBEATS_BEFORE_DEAD * heartbeat_interval, network_size / TARGET_RECEIVE_RATE)
+
+
+class Presence:
+    """Publishes our advertisements, serves and pulls the live view, and feeds what it hears into the book."""
+
+    def __init__(self, node: Any, book: PeerBook) -> None:
+        self.node = node  # needs gossip, host, cfg, peer_id, advertisement(), presence_signature()
+        self.book = book
+        self.ads_topic = node.cfg.topic("capabilities")
+        self.sync_protocol = node.cfg.protocol_id("presence-sync")
+        self.heartbeat_interval = node.cfg.node.heartbeat_interval
+        self._wake = trio.Event()
+        self._last_signature: Any = None
+        self._last_publish = -math.inf
+        self._last_sync = -math.inf
+        self._asked: set[ID] = set()
+        self.published = 0
+        self.synced = 0
+
+    async def start(self) -> None:
+        await self.node.gossip.subscribe(self.ads_topic, self._on_ad)
+        self.node.host.set_stream_handler(self.sync_protocol, self._serve_sync)
+
+    def poke(self) -> None:
+        """New direct peers: look at once whether to pull the live view from one of them."""
+        self._wake.set()
+
+    def refresh_interval(self) -> float:
+        return refresh_interval(self.heartbeat_interval, self.book.network_size())
+
+    # -- receiving --------------------------------------------------------------------------------------------------
+    def _accept(self, topic: str, kind: type, sender: ID, data: bytes) -> Any:
+        """Decode a presence message; None (counted, logged) unless it is a ``kind`` describing its own sender.
+
+        Gossip signatures prove ``sender``, so a peer cannot speak for another; our own messages come back to us
+        through our subscription and are skipped."""
+        try:
+            msg = decode(data)
+        except DecodeError as exc:
+            metrics.MESSAGES_REJECTED.labels(topic, exc.reason).inc()
+            log.warning("dropped %s message from %s: %s", topic, sender, exc)
+            return None
+        if not isinstance(msg, kind) or str(sender) != msg.peer_id:  # type: ignore[attr-defined]
+            metrics.MESSAGES_REJECTED.labels(topic, "wrong-sender-or-type").inc()
+            return None
+        if sender == self.node.peer_id:
+            return None
+        return msg
+
+    async def _on_ad(self, sender: ID, data: bytes) -> None:
+        msg = self._accept(self.ads_topic, CapabilityAdvertisement, sender, data)
+        if msg is not None:
+            self.book.on_advertisement(msg)
+
+    # -- publishing -------------------------------------------------------------------------------------------------
+    async def _publish(self, ttl_s: float) -> None:
+        ad = self.node.advertisement()
+        ad.ttl_s = ttl_s
+        ad.sent_at = time.time()
+        try:
+            await self.node.gossip.publish(self.ads_topic, encode(ad))
+            self.published += 1
+        except Exception as exc:  # no peers yet, or shutting down: the next due advertisement tries again
+            log.debug("presence publish failed: %s", exc)
+        self._last_publish = trio.current_time()
+
+    async def goodbye(self) -> None:
+        """Tell the network we leave (``ttl_s`` 0), so peers drop us now rather than at expiry."""
+        if self.published:
+            await self._publish(0.0)
+
+    async def run(self) -> None:
+        tick = min(1.0, self.heartbeat_interval)
+        joined_at: float | None = None
+        repeats = list(JOIN_REPEATS)
+        next_refresh = math.inf
+        while True:
+            now = trio.current_time()
+            due = False
+            if joined_at is None:
+                if self.node.gossip.topic_peers(self.ads_topic) > 0:
+                    joined_at = now
+                    due = True
+            elif repeats and now >= joined_at + repeats[0]:
+                repeats.pop(0)
+                due = True
+            if now >= next_refresh:
+                shedder = getattr(self.node, "shedder", None)
+                if shedder is None or shedder.allow("advert-refresh"):
+                    due = True
+                else:  # the TTL covers three refreshes: one skipped costs nothing
+                    next_refresh = now + self.refresh_interval() / 4
+            signature = self.node.presence_signature()
+            if joined_at is not None and signature != self._last_signature \
+                    and now - self._last_publish >= self.heartbeat_interval:
+                due = True
+            if due:
+                nominal = self.refresh_interval()
+                self._last_signature = signature
+                await self._publish(MISSED_REFRESHES_BEFORE_DEAD * nominal)
+                next_refresh = now + nominal * random.uniform(0.75, 1.0)
+            await self._maybe_sync(now)
+            self.book.expire()
+            with trio.move_on_after(tick):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    # -- the live view over a stream ----------------------------------------------------------------------------------
+    async def _maybe_sync(self, now: float) -> None:
+        if now - self._last_sync < self.refresh_interval():
+            return
+        peers = [p for p in self.node.host.get_connected_peers() if p not in self._asked]
+        if not peers:
+            return
+        peer = random.choice(peers)
+        self._asked.add(peer)
+        self._last_sync = now
+        with trio.move_on_after(min(10.0, self.node.cfg.network.connection_timeout)):
+            try:
+                self.synced += await self.pull(peer)
+            except Exception as exc:  # a peer without the protocol, or gone: ask another one next time
+                log.debug("presence sync from %s failed: %s", peer, exc)
+                self._last_sync = -math.inf if len(self._asked) < 3 else now
+
+    async def pull(self, peer: ID) -> int:
+        """Ask ``peer`` for its live view; returns how many records it added to ours."""
+        stream = await self.node.host.new_stream(peer, [self.sync_protocol])
+        decoder = FrameDecoder(64 * 1024)
+        added = total = 0
+        own = str(self.node.peer_id)
+        try:
+            while total < MAX_SYNC_BYTES:
+                chunk = await stream.read(64 * 1024)
+                if not chunk:
+                    break
+                total += len(chunk)
+                try:
+                    frames = decoder.feed(chunk)
+                except ExtFrameError as exc:
+                    log.warning("presence sync from %s: bad framing (%s)", peer, exc)
+                    break
+                for frame in frames:
+                    try:
+                        msg = decode(frame)
+                    except DecodeError as exc:
+                        metrics.MESSAGES_REJECTED.labels(self.sync_protocol, exc.reason).inc()
+                        continue
+                    if isinstance(msg, CapabilityAdvertisement) and msg.peer_id != own:
+                        added += self.book.on_synced(msg)
+        finally:
+            await stream.close()
+        return added
+
+    async def _serve_sync(self, stream: Any) -> None:
+        try:
+            ads = [self.node.advertisement()]
+            ads[0].ttl_s = MISSED_REFRESHES_BEFORE_DEAD * self.refresh_interval()
+            ads += self.book.snapshot()
+            out = bytearray()
+            for ad in ads:
+                body = encode(ad)
+                out += encode_uvarint(len(body))
+                out += body
+            await stream.write(bytes(out))
+        finally:
+            await stream.close()

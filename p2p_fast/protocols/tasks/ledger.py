@@ -1,0 +1,233 @@
+"""Rewards: signed receipts, the credit ledger and reputation.
+
+For every verified result the submitter signs a :class:`TaskReceipt` with its node key and records the credit as
+``spent``; the worker checks the signature against the submitter's public key and records it as ``earned``. Each
+entry keeps the signature and the signer's public key, so anybody can re-check the whole ledger
+(:meth:`Ledger.verify_all`), and the primary key ``(task_id, submitter, direction)`` makes counting one task twice
+impossible, whatever arrives late or twice. Reputation (``reputation.py``) is what the submitter learned
+first-hand about its workers; the bilateral credit balances (``credit.py``) are what this node did for each peer and
+that peer for it, and decide whom a busy worker serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from typing import Any
+
+from libp2p.crypto.keys import PrivateKey, PublicKey
+from libp2p.crypto.serialization import deserialize_public_key
+
+from p2p_fast.protocols.codec import encode
+from p2p_fast.protocols.messages import TaskReceipt
+from p2p_fast.protocols.tasks import metrics
+from p2p_fast.protocols.tasks.credit import CreditBook
+from p2p_fast.protocols.tasks.journal import Database
+from p2p_fast.protocols.tasks.reputation import Reputation
+
+log = logging.getLogger(__name__)
+RECEIPT_DOMAIN = b"p2p-fast/task-receipt/1\x00"
+# A receipt sent this recently before its stream broke, or before the node died, may never have been read: it sat in
+# the stream's write queue, or in a socket that a reset (kill -9) discarded. Such receipts are owed again: when the
+# stream breaks (the dispatcher), and on start-up for those issued this long before the newest one (which stands in
+# for the time of death). The worker credits a receipt once however often it comes.
+RESEND_WINDOW_S = 10.0
+
+
+def result_digest(result: bytes) -> str:
+    return hashlib.sha256(result).hexdigest()
+
+
+def receipt_bytes(receipt: TaskReceipt) -> bytes:
+    """What the submitter signs: a domain tag and the receipt encoded with an empty signature."""
+    return RECEIPT_DOMAIN + encode(replace(receipt, signature=b""))
+
+
+def sign_receipt(receipt: TaskReceipt, key: PrivateKey) -> TaskReceipt:
+    return replace(receipt, signature=key.sign(receipt_bytes(receipt)))
+
+
+def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
+    try:
+        return bool(key.verify(receipt_bytes(receipt), receipt.signature))
+    except Exception:
+        return False
+
+
+class Ledger:
+    """Credits earned (as a worker) and spent (as a submitter), plus reputation of the workers we used."""
+
+    def __init__(self, db: Database, own_id: str, cfg: Any = None) -> None:
+        self.db = db
+        self.conn = db.conn
+        self.own_id = own_id
+        self.earned = self.spent = self.n_earned = self.n_spent = 0
+        for direction, total, count in self.conn.execute(
+                "SELECT direction, COALESCE(SUM(amount), 0), COUNT(*) FROM ledger GROUP BY direction"):
+            if direction == "earned":
+                self.earned, self.n_earned = int(total), int(count)
+            else:
+                self.spent, self.n_spent = int(total), int(count)
+        if cfg is None:
+            from p2p_fast.core.config import TasksSection
+
+            cfg = TasksSection()
+        self.rep = Reputation(db, cfg)
+        self.credit = CreditBook(db, own_id, cfg)
+        self._owe_last_moments()
+        self._publish_gauges()
+
+    def _owe_last_moments(self) -> None:
+        """See ``RESEND_WINDOW_S``."""
+        (newest,) = self.conn.execute(
+            "SELECT MAX(issued_at) FROM ledger WHERE direction='spent' AND submitter=?", (self.own_id,)).fetchone()
+        if newest is None:
+            return
+        cur = self.conn.execute(
+            "UPDATE ledger SET delivered=0 WHERE direction='spent' AND submitter=? AND delivered=1 AND worker<>? "
+            "AND issued_at>=?", (self.own_id, self.own_id, float(newest) - RESEND_WINDOW_S))
+        if cur.rowcount:
+            log.info("%d receipt(s) sent just before the last stop will be sent again", cur.rowcount)
+            self.db.touch(lazy=True)
+
+    def _publish_gauges(self) -> None:
+        metrics.CREDITS.labels("earned").set(self.earned)
+        metrics.CREDITS.labels("spent").set(self.spent)
+        metrics.CREDITS.labels("balance").set(self.earned - self.spent)
+
+    # -- entries ----------------------------------------------------------------------------------------------------
+    def record_spent(self, receipt: TaskReceipt, own_key: bytes) -> bool:
+        """The submitter's side; False when this task was already paid (it never is paid twice)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+            "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,?,?,?,?,?,?,?,0)",
+            (receipt.task_id, receipt.submitter, receipt.worker, "spent", receipt.reward, receipt.attempt,
+             receipt.result_digest, receipt.issued_at, receipt.signature, own_key))
+        if cur.rowcount != 1:
+            return False
+        self.db.touch()
+        self.spent += receipt.reward
+        self.n_spent += 1
+        if receipt.worker != self.own_id:
+            self.credit.received(receipt.worker, receipt.reward)
+        self._publish_gauges()
+        return True
+
+    def record_earned(self, receipt: TaskReceipt, submitter_key: PublicKey) -> str | None:
+        """The worker's side: check and credit a receipt. Returns why it was refused, or None when credited (or
+        already credited before: a receipt delivered twice is still one credit)."""
+        if receipt.worker != self.own_id:
+            return "receipt names another worker"
+        if not verify_receipt(receipt, submitter_key):
+            return "bad signature"
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+            "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,?,?,?,?,?,?,?,1)",
+            (receipt.task_id, receipt.submitter, receipt.worker, "earned", receipt.reward, receipt.attempt,
+             receipt.result_digest, receipt.issued_at, receipt.signature, submitter_key.serialize()))
+        if cur.rowcount == 1:
+            self.db.touch()
+            self.earned += receipt.reward
+            self.n_earned += 1
+            self._publish_gauges()
+        else:
+            metrics.RECEIPTS_DUPLICATE.inc()
+        return None
+
+    def mark_delivered(self, task_ids: list[str]) -> None:
+        self.conn.executemany("UPDATE ledger SET delivered=1 WHERE task_id=? AND submitter=? AND direction='spent'",
+                              [(t, self.own_id) for t in task_ids])
+        self.db.touch(lazy=True)  # lost in a crash, the receipts are only sent again (a no-op for the worker)
+
+    def mark_undelivered(self, task_ids: list[str]) -> None:
+        """Send these receipts again with the next stream (they went out on one that broke soon after)."""
+        self.conn.executemany("UPDATE ledger SET delivered=0 WHERE task_id=? AND submitter=? AND direction='spent'",
+                              [(t, self.own_id) for t in task_ids])
+        self.db.touch(lazy=True)
+
+    def owed_workers(self) -> list[str]:
+        """Workers we paid whose receipts have not gone out yet."""
+        return [w for (w,) in self.conn.execute(
+            "SELECT DISTINCT worker FROM ledger WHERE direction='spent' AND delivered=0 AND worker<>?",
+            (self.own_id,))]
+
+    def undelivered(self, worker: str, limit: int = 10000) -> list[TaskReceipt]:
+        rows = self.conn.execute(
+            "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature FROM ledger "
+            "WHERE direction='spent' AND delivered=0 AND worker=? LIMIT ?", (worker, limit)).fetchall()
+        return [TaskReceipt(t, int(a), s, w, int(m), d, float(i), bytes(sig)) for t, a, s, w, m, d, i, sig in rows]
+
+    def entries(self, limit: int = 100, direction: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT task_id, submitter, worker, direction, amount, attempt, result_digest, issued_at, signature "
+             "FROM ledger")
+        args: tuple[Any, ...] = ()
+        if direction:
+            q += " WHERE direction=?"
+            args = (direction,)
+        q += " ORDER BY issued_at DESC LIMIT ?"
+        rows = self.conn.execute(q, args + (limit,)).fetchall()
+        return [{"task_id": t, "submitter": s, "worker": w, "direction": d, "amount": a, "attempt": n,
+                 "result_digest": g, "issued_at": i, "signature": bytes(sig).hex()}
+                for t, s, w, d, a, n, g, i, sig in rows]
+
+    def by_peer(self) -> dict[str, dict[str, int]]:
+        """Credits per counterpart: ``paid`` to it as our worker, ``received`` from it as our submitter."""
+        out: dict[str, dict[str, int]] = {}
+        for peer, direction, total, n in self.conn.execute(
+                "SELECT CASE direction WHEN 'spent' THEN worker ELSE submitter END, direction, SUM(amount), COUNT(*) "
+                "FROM ledger GROUP BY 1, 2"):
+            doc = out.setdefault(peer, {"paid": 0, "received": 0, "tasks_paid": 0, "tasks_received": 0})
+            key = "paid" if direction == "spent" else "received"
+            doc[key] += int(total or 0)
+            doc["tasks_" + key] += int(n)
+        return out
+
+    def verify_all(self) -> dict[str, int]:
+        """Re-check every entry's signature with the key stored beside it."""
+        ok = bad = 0
+        for t, a, s, w, m, d, i, sig, key in self.conn.execute(
+                "SELECT task_id, attempt, submitter, worker, amount, result_digest, issued_at, signature, "
+                "submitter_key FROM ledger"):
+            receipt = TaskReceipt(t, int(a), s, w, int(m), d, float(i), bytes(sig))
+            try:
+                pub = deserialize_public_key(bytes(key))
+            except Exception:
+                bad += 1
+                continue
+            if verify_receipt(receipt, pub):
+                ok += 1
+            else:
+                bad += 1
+        metrics.LEDGER_BAD.set(bad)
+        return {"verified": ok, "bad": bad}
+
+    # -- reputation and credit -------------------------------------------------------------------------------------
+    def note(self, worker: str, outcome: str) -> None:
+        """outcome: success, failure, timeout or wrong."""
+        self.rep.note(worker, outcome)
+
+    def banned(self, worker: str) -> bool:
+        return self.rep.banned(worker)
+
+    def flush_reputation(self) -> None:
+        """Reputation and credit counters: written lazily (a crash may lose the last second of them)."""
+        self.rep.flush()
+        self.credit.flush()
+
+    def score(self, worker: str) -> float:
+        return self.rep.score(worker)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "balance": self.earned - self.spent,
+            "earned": self.earned,
+            "spent": self.spent,
+            "receipts_earned": self.n_earned,
+            "receipts_spent": self.n_spent,
+            "workers_rated": len(self.rep.peers),
+            "reputation": self.rep.brief(),
+        }
+
+    def reputation_doc(self) -> dict[str, dict[str, Any]]:
+        return self.rep.doc()

@@ -1,0 +1,156 @@
+"""The task service of one node: worker and submitter together, with their journal, ledger and process pool.
+
+This is what ``node.tasks`` is. The console, the HTTP API and ``node.status()`` use only its public methods:
+``submit``/``submit_many``, ``wait``, ``get``, ``list_tasks``, ``cancel``, ``counts``, ``load``, ``ledger_status``
+and ``install_routes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2p_fast.protocols.tasks.dispatcher import Dispatcher, TaskSpec, provider_key
+from p2p_fast.protocols.tasks.journal import FINAL_STATES, PENDING, RUNNING, Database, StorageError, TaskJournal, TaskRecord
+from p2p_fast.protocols.tasks.ledger import Ledger
+from p2p_fast.protocols.tasks.pool import ProcessPool
+from p2p_fast.protocols.tasks.storage import Storage
+from p2p_fast.protocols.tasks.types import TaskTypes
+from p2p_fast.protocols.tasks.worker import Worker
+
+log = logging.getLogger(__name__)
+DB_FILE = "tasks.sqlite3"
+PROVIDE_SCHEDULE = (2.0, 10.0, 30.0, 120.0)
+PROVIDE_EVERY = 600.0
+
+
+class TaskService:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.cfg = node.cfg.tasks
+        self.types = TaskTypes()
+        self.db = Database(Path(node.data_dir) / DB_FILE)
+        self.db.on_failure = getattr(node, "fail", None)  # the journal cannot be written: the node stops, says why
+        self.journal = TaskJournal(self.db)
+        self.ledger = Ledger(self.db, str(node.peer_id), self.cfg)
+        self.pool = ProcessPool(self.cfg.slots)
+        self.storage = Storage(node)
+        self.worker = Worker(node, self.types, self.pool, self.ledger, self.storage)
+        self.dispatcher = Dispatcher(node, self.types, self.db, self.journal, self.ledger, self.worker)
+        self.task_protocol = node.cfg.protocol_id("task")
+        self.blob_protocol = node.cfg.protocol_id("blob")
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        host = self.node.host
+        stack.push_async_callback(self._close)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)  # runs first on the way out: stop our tasks, then close
+        nursery.start_soon(self.db.run)
+        self.dispatcher.start(nursery)
+        host.set_stream_handler(self.task_protocol, self.worker.handle_stream)
+        host.set_stream_handler(self.blob_protocol, self.storage.handle_stream)
+        nursery.start_soon(self._provide_loop)
+        log.info("task service up: slots=%d capabilities=%s runnable types=%s", self.cfg.slots,
+                 ",".join(self.node.capabilities) or "-", ",".join(self.types.runnable(self.node.capabilities))
+                 or "-")
+
+    def busy_with(self, peer: Any) -> bool:
+        """Whether closing the connection to ``peer`` would break task work: it submits tasks to us over an open
+        stream, or we have a task link open to it or tasks in flight there (the connection manager protects it)."""
+        pid = str(peer)
+        if self.worker.submitters.get(pid):
+            return True
+        link = self.dispatcher.links.get(pid)
+        return link is not None and not link.local and (bool(link.inflight) or link.state != "closed")
+
+    async def _close(self) -> None:
+        for proto in (self.task_protocol, self.blob_protocol):
+            try:
+                self.node.host.remove_stream_handler(proto)
+            except Exception:
+                pass
+        await self.pool.aclose()
+        try:
+            self.ledger.flush_reputation()
+        except StorageError:
+            pass  # logged when it happened; the journal keeps its last commit
+        self.db.close()
+
+    async def _provide_loop(self) -> None:
+        """Announce our task capabilities as DHT provider records, so nodes outside our mesh find us."""
+        caps = sorted({t.capability for t in self.types.types.values()} & set(self.node.capabilities))
+        if not caps or self.node.dht is None:
+            return
+        delays = iter(PROVIDE_SCHEDULE)
+        while True:
+            await trio.sleep(next(delays, PROVIDE_EVERY))
+            if not self.node.host.get_connected_peers():
+                continue
+            shedder = getattr(self.node, "shedder", None)
+            if shedder is not None and not shedder.allow("dht-refresh"):
+                continue
+            for cap in caps:
+                with trio.move_on_after(self.node.cfg.network.connection_timeout):
+                    try:
+                        await self.node.dht.provide(provider_key(self.node.cfg, cap))
+                    except Exception as exc:
+                        log.debug("DHT provide %s failed: %s", cap, exc)
+
+    # -- the public interface ---------------------------------------------------------------------------------------
+    async def submit(self, task_type: str, payload: bytes, timeout_s: float | None = None,
+                     max_retries: int | None = None, reward: int | None = None, redundancy: int | None = None) -> str:
+        (task_id,) = await self.dispatcher.submit_many([TaskSpec(task_type, payload, timeout_s, max_retries, reward,
+                                                                 redundancy)])
+        return task_id
+
+    async def submit_many(self, specs: list[TaskSpec]) -> list[str]:
+        return await self.dispatcher.submit_many(specs)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        rec = await self.dispatcher.wait(task_id, timeout)
+        if rec is None:
+            return {"id": task_id, "state": "unknown", "error": f"no task {task_id}"}
+        doc = rec.as_dict()
+        doc["result_text"] = rec.result_text()
+        return doc
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self.dispatcher.get(task_id)
+
+    async def wait_record(self, task_id: str, timeout: float | None) -> TaskRecord | None:
+        return await self.dispatcher.wait(task_id, timeout)
+
+    def list_tasks(self, state: str | None, limit: int, offset: int) -> list[TaskRecord]:
+        active = self.dispatcher.active
+        if state in (PENDING, RUNNING):
+            recs = sorted((r for r in active.values() if r.state == state and r.group is None),
+                          key=lambda r: (r.created, r.id))
+            return recs[offset:offset + limit]
+        recs = self.journal.list(state, limit, offset)
+        return [active.get(r.id, r) if r.state not in FINAL_STATES else r for r in recs]
+
+    def cancel(self, task_id: str) -> TaskRecord | None:
+        return self.dispatcher.cancel(task_id)
+
+    def counts(self) -> dict[str, int]:
+        doc = self.dispatcher.counts()
+        doc["queue_depth"] = self.dispatcher.queue_depth()
+        doc["worker_running"] = self.worker.running
+        doc["worker_queued"] = self.worker.queued
+        doc["worker_executed"] = sum(self.worker.executed.values())
+        return doc
+
+    def load(self) -> tuple[int, int, int, float]:
+        return self.worker.load()
+
+    def ledger_status(self) -> dict[str, Any]:
+        return self.ledger.status()
+
+    def install_routes(self, app: Any) -> None:
+        from p2p_fast.app.api.tasks import install_routes
+
+        install_routes(app, self)

@@ -1,0 +1,182 @@
+"""The ``storage`` task type: put and get blobs, replicated on storage workers.
+
+Payloads: ``put <bytes>`` stores the bytes under their sha256 (hex) and answers ``<key> replicas=<n>``;
+``get <key>`` answers the bytes. The worker that runs a put keeps a copy and pushes ``tasks.storage_replicas - 1``
+more to other live storage workers over ``/<protocol_version>/blob/1.0.0`` (one request and one reply per stream);
+a get that misses locally asks the other storage workers. Only nodes that advertise ``storage`` ever hold a blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from p2p_fast.core import metrics as node_metrics
+from p2p_fast.protocols.messages import BlobGet, BlobPut, BlobReply
+from p2p_fast.protocols.tasks.builtins import InvalidPayload
+from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameReader, frame
+
+log = logging.getLogger(__name__)
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+STORAGE = "storage"
+
+
+async def _close_quietly(stream: Any) -> None:
+    """Close a blob stream even when the caller was cancelled; a peer that is already gone is not an error."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.close()
+        except Exception:
+            pass
+
+
+class BlobStore:
+    """Blobs as files under ``<data_dir>/blobs/ab/abcd...``, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def put(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        path = self._path(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return key
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def count(self) -> int:
+        if not self.root.exists():
+            return 0
+        return sum(1 for d in self.root.iterdir() if d.is_dir() for f in d.iterdir() if KEY_RE.match(f.name))
+
+
+class Storage:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.store = BlobStore(Path(node.data_dir) / "blobs")
+        self.protocol = node.cfg.protocol_id("blob")
+        self.replicas = node.cfg.tasks.storage_replicas
+        self.max_frame = node.cfg.tasks.max_payload_bytes + FRAME_OVERHEAD
+        self.timeout = node.cfg.network.connection_timeout
+
+    @property
+    def enabled(self) -> bool:
+        return STORAGE in self.node.capabilities
+
+    def _peers(self) -> list[str]:
+        own = str(self.node.peer_id)
+        peers = [r.peer_id for r in self.node.book.with_capability(STORAGE) if r.peer_id != own]
+        random.shuffle(peers)
+        return peers
+
+    async def run(self, payload: bytes) -> bytes:
+        verb, _, rest = payload.partition(b" ")
+        if verb == b"put":
+            key = self.store.put(rest)
+            copies = 1
+            if self.replicas > 1:
+                copies += await self._replicate(key, rest, self.replicas - 1)
+            return f"{key} replicas={copies}".encode()
+        if verb == b"get":
+            key = rest.decode(errors="replace").strip()
+            if not KEY_RE.match(key):
+                raise InvalidPayload("get needs a blob key: 64 lowercase hex digits")
+            data = self.store.get(key)
+            if data is None:
+                data = await self._fetch(key)
+            if data is None:
+                raise LookupError(f"blob {key} is on no reachable storage worker")
+            return data
+        raise InvalidPayload("storage payload must be 'put <data>' or 'get <key>'")
+
+    async def _replicate(self, key: str, data: bytes, wanted: int) -> int:
+        done = 0
+        for peer in self._peers():
+            if done >= wanted:
+                break
+            reply = await self._request(peer, BlobPut(key, data))
+            if reply is not None and reply.status == 0:
+                done += 1
+        return done
+
+    async def _fetch(self, key: str) -> bytes | None:
+        return await self.fetch_from(self._peers(), key)
+
+    async def fetch_from(self, peers: list[str], key: str) -> bytes | None:
+        """The blob ``key`` from the first of ``peers`` that has it (checked against its sha256, then kept)."""
+        for peer in peers:
+            if peer == str(self.node.peer_id):
+                continue
+            reply = await self._request(peer, BlobGet(key))
+            if reply is not None and reply.status == 0 and hashlib.sha256(reply.data).hexdigest() == key:
+                self.store.put(reply.data)
+                return reply.data
+        return None
+
+    async def _request(self, peer: str, msg: Any) -> BlobReply | None:
+        host = self.node.host
+        with trio.move_on_after(self.timeout):
+            try:
+                stream = await host.new_stream(ID.from_base58(peer), [self.protocol])
+            except Exception as exc:
+                log.debug("blob stream to %s failed: %s", peer, exc)
+                return None
+            try:
+                await stream.write(frame(msg, self.max_frame))
+                reader = FrameReader(stream, self.max_frame, self.protocol)
+                raw = (await reader.read_frames())[0]
+                reply = reader.decode(raw)
+                return reply if isinstance(reply, BlobReply) else None
+            except Exception as exc:
+                log.debug("blob request to %s failed: %s", peer, exc)
+                return None
+            finally:
+                await _close_quietly(stream)
+        return None
+
+    async def handle_stream(self, stream: Any) -> None:
+        """Serve one BlobPut or BlobGet from another storage worker."""
+        reader = FrameReader(stream, self.max_frame, self.protocol)
+        try:
+            with trio.move_on_after(self.timeout):
+                raw = (await reader.read_frames())[0]
+                msg = reader.decode(raw)
+                if isinstance(msg, BlobPut):
+                    if not self.enabled:
+                        reply = BlobReply(msg.key, 2, b"", "not a storage worker")
+                    elif hashlib.sha256(msg.data).hexdigest() != msg.key:
+                        reply = BlobReply(msg.key, 2, b"", "key is not the sha256 of the data")
+                    else:
+                        self.store.put(msg.data)
+                        reply = BlobReply(msg.key, 0, b"", "")
+                elif isinstance(msg, BlobGet):
+                    data = self.store.get(msg.key) if KEY_RE.match(msg.key) else None
+                    reply = BlobReply(msg.key, 0, data, "") if data is not None else BlobReply(msg.key, 1, b"", "")
+                else:
+                    if msg is not None:  # an undecodable frame was counted by decode() already
+                        node_metrics.MESSAGES_REJECTED.labels(self.protocol, "wrong-type").inc()
+                    return
+                await stream.write(frame(reply, self.max_frame))
+        except Exception as exc:
+            log.debug("blob stream failed: %s", exc)
+        finally:
+            await _close_quietly(stream)
