@@ -6,7 +6,7 @@
 #   ./test.sh --cluster       smoke tests against a deployed Kubernetes cluster (see k8s/)
 set -euo pipefail
 cd "$(dirname "$0")"
-P2P_FAST_FETCH_P2PD=1 P2P_FAST_BROWSER=1 source scripts/setup-env.sh
+P2P_FAST_EXTRAS=test,stress P2P_FAST_FETCH_P2PD=1 P2P_FAST_BROWSER=1 source scripts/setup-env.sh
 
 if [[ "${1:-}" == "--cluster" ]]; then
     shift
