@@ -245,11 +245,20 @@ class Cluster:
             n.kill9()
 
 
+FIGURES_DIR = REPO / ".cache" / "figures"
+
+
 def record(test: str, **figures: Any) -> None:
-    """Print a test's measured figures as one ``FIGURES {json}`` line, and append the JSON to the file named by
-    ``P2P_FAST_FIGURES`` when it is set (RELIABILITY.md's tables are built from these)."""
+    """Print a test's measured figures as one ``FIGURES {json}`` line, write them to
+    ``.cache/figures/<test>.json`` (the last observation of each test, with the time), and append the line to the
+    file named by ``P2P_FAST_FIGURES`` when it is set (RELIABILITY.md's tables are built from these). Figures are
+    what the test observed: counts it took, never constants standing for what it asserts."""
     line = json.dumps({"test": test, **figures}, sort_keys=True)
     print("FIGURES", line)
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test).strip("_")
+    stamped = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "test": test, **figures}
+    (FIGURES_DIR / f"{name}.json").write_text(json.dumps(stamped, sort_keys=True, indent=1) + "\n")
     path = os.environ.get("P2P_FAST_FIGURES")
     if path:
         with open(path, "a", encoding="utf-8") as fh:

@@ -421,7 +421,7 @@ ROWS = [
 
 
 def _cell(values: list[Any], fmt: str) -> str:
-    """One run: the value; several: median (min-max, n), as REFERENCE.md writes its figures."""
+    """One run: the value; several: median (min-max, n), as bench/RESULTS.md writes its figures."""
     if not values:
         return "-"
     if len(values) == 1 or not all(isinstance(v, (int, float)) for v in values):

@@ -25,23 +25,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import secrets
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench" / "tasks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_tasks import Proc, node_cfg, pct, summary, wait_until, write_section  # noqa: E402
+from taskbench import Network, load_average, pct, run_child, run_embedded, summary, write_section  # noqa: E402
 
 TOKEN = "bench-fair-" + secrets.token_hex(8)
 HASH_ROUNDS = 0  # set by calibrate()
@@ -72,30 +67,12 @@ def _timed(fn: Callable[..., Any], arg: Any) -> float:
 
 
 # -- p2p-fast --------------------------------------------------------------------------------------------------------
-class Network:
-    def __init__(self, root: Path, psk: str, slots: int) -> None:
-        import httpx
-
-        os.environ["P2P_PSK"] = psk  # inherited by the node processes: one private network, members trusted
-        boot_cfg = node_cfg("bootstrap", ["bootstrap", "discovery"], None)
-        os.environ["P2P_API_TOKEN"] = TOKEN
-        self.boot = Proc("boot", root, boot_cfg)
-        del os.environ["P2P_API_TOKEN"]
-        addr = self.boot.runtime["listen_addrs"][0]
-        self.workers = []
-        for i in range(3):
-            cfg = node_cfg("worker", ["compute"], addr, slots=slots)
-            cfg["tasks"]["accept_functions"] = True
-            self.workers.append(Proc(f"w{i}", root, cfg))
-        self.http = self.boot.runtime["http"]
-        self.addr = addr
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        wait_until(lambda: len(httpx.get(self.http + "/v1/capabilities", headers=headers).json()["network"]
-                               .get("functions", [])) == 3, 60, "bootstrap to see 3 function workers")
-
-    def close(self) -> None:
-        for p in [*self.workers, self.boot]:
-            p.stop()
+def function_network(root: Path, psk: str, slots: int) -> Network:
+    """The network of this benchmark: one private network (``P2P_PSK``, inherited by every node process and by the
+    embedded node's process: members are trusted), workers that accept functions, the bootstrap behind a token."""
+    os.environ["P2P_PSK"] = psk
+    return Network(root, listed="functions", slots=slots, worker_tasks={"accept_functions": True},
+                   boot_env={"P2P_API_TOKEN": TOKEN}, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def run_engine(submit_many: Callable[[Callable[..., Any], list[Any]], list[Any]],
@@ -144,57 +121,40 @@ def bench_client(net: Network, n: int, n_rt: int, n_cpu: int, rounds: int) -> di
 
 
 def bench_embedded(net: Network, root: Path, n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--embedded", net.addr, "--embedded-dir",
-                          str(root / f"emb-{time.monotonic_ns()}"), "--tasks", str(n), "--round-trips", str(n_rt),
-                          "--cpu-tasks", str(n_cpu), "--rounds", str(rounds)],
-                         capture_output=True, timeout=900, cwd=str(REPO), env=dict(os.environ))
-    if out.returncode != 0:
-        raise RuntimeError(f"embedded node failed: {out.stderr.decode()[-3000:]}")
-    return json.loads(out.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_child([__file__, "--embedded", net.addr, "--embedded-dir", str(root / f"emb-{time.monotonic_ns()}"),
+                      "--tasks", str(n), "--round-trips", str(n_rt), "--cpu-tasks", str(n_cpu), "--rounds",
+                      str(rounds)], 900, "embedded node")
 
 
 def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, rounds: int) -> None:
     import trio
-    import yaml
 
-    from p2p_fast.core.config import load_config_text
-    from p2p_fast.app.node import Node
     from p2p_fast.protocols.tasks.dispatcher import TaskSpec
     from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
 
-    cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
-    cfg.node.data_dir = data_dir
-    result: dict[str, Any] = {}
+    async def measure(node: Any) -> dict[str, Any]:
+        blobs: dict[Any, bytes] = {}
 
-    async def main() -> None:
-        node = Node(cfg)
-        async with node.running():
-            with trio.fail_after(60):
-                while len(node.book.with_capability("functions")) < 3:
-                    await trio.sleep(0.1)
-            blobs: dict[Any, bytes] = {}
+        async def many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+            blob = blobs.get(fn) or blobs.setdefault(fn, pickle_function(fn))
+            ids = await node.tasks.submit_many([TaskSpec("function", encode(blob, (x,))) for x in xs])
+            out = []
+            for i in ids:
+                rec = await node.tasks.dispatcher.wait(i)
+                assert rec is not None and rec.state == "completed", rec
+                out.append(decode_result(rec.result))
+            return out
 
-            async def many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
-                blob = blobs.get(fn) or blobs.setdefault(fn, pickle_function(fn))
-                ids = await node.tasks.submit_many([TaskSpec("function", encode(blob, (x,))) for x in xs])
-                out = []
-                for i in ids:
-                    rec = await node.tasks.dispatcher.wait(i)
-                    assert rec is not None and rec.state == "completed", rec
-                    out.append(decode_result(rec.result))
-                return out
+        # run_engine is synchronous: drive it from a thread, each primitive hops back onto the node's loop
+        def sync_many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+            return trio.from_thread.run(many, fn, xs)
 
-            # run_engine is synchronous: drive it from a thread, each primitive hops back onto the node's loop
-            def sync_many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
-                return trio.from_thread.run(many, fn, xs)
+        def sync_one(fn: Callable[..., Any], x: Any) -> Any:
+            return trio.from_thread.run(many, fn, [x])[0]
 
-            def sync_one(fn: Callable[..., Any], x: Any) -> Any:
-                return trio.from_thread.run(many, fn, [x])[0]
+        return await trio.to_thread.run_sync(run_engine, sync_many, sync_one, n, n_rt, n_cpu, rounds)
 
-            result.update(await trio.to_thread.run_sync(run_engine, sync_many, sync_one, n, n_rt, n_cpu, rounds))
-
-    trio.run(main)
-    print(json.dumps(result))
+    run_embedded(boot_addr, data_dir, "functions", measure)
 
 
 # -- Ray and Dask ----------------------------------------------------------------------------------------------------
@@ -243,7 +203,7 @@ def main() -> int:
     engines = args.only or ["client", "embedded", "ray", "dask"]
     rounds = calibrate()
     print(f"hash_work: {rounds} sha256 rounds ~ 50 ms here; load {os.getloadavg()}", flush=True)
-    load_start = os.getloadavg()
+    load_start = load_average()
     res: dict[str, list[dict[str, Any]]] = {}
 
     def record(name: str, doc: dict[str, Any]) -> None:
@@ -254,7 +214,7 @@ def main() -> int:
         print(f"run {run + 1}/{args.runs}, load {os.getloadavg()}", flush=True)
         if "client" in engines or "embedded" in engines:
             with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
-                net = Network(Path(tmp), secrets.token_hex(32), args.slots)
+                net = function_network(Path(tmp), secrets.token_hex(32), args.slots)
                 try:
                     if "client" in engines:
                         record("p2p-fast client", bench_client(net, args.tasks, args.round_trips, args.cpu_tasks,
@@ -281,10 +241,9 @@ def main() -> int:
         f"Command: `python bench/tasks/bench_fair.py --runs {args.runs} --slots {args.slots}` "
         f"({args.tasks} no-op functions at once; "
         f"{args.round_trips} sequential round trips; {args.cpu_tasks} x ~50 ms of sha256 ({rounds} rounds) at once). "
-        f"Median (min-max, runs); {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        + ", ".join(versions) + ". Load average (1/5/15 min) "
-        + " / ".join(f"{x:.1f}" for x in load_start) + " at the start, "
-        + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (the machine is shared: compare within a run).",
+        f"Median (min-max, runs); {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        + "".join(", " + v for v in versions) + f". Load average (1/5/15 min) {load_start} at the start, {load_average()} at the "
+        "end (the machine is shared: compare within a run).",
         "",
         "| engine | (a) no-op, tasks/s | (b) round trip p50, ms | (b) p99, ms | (c) 50 ms hashing, tasks/s |",
         "| --- | --- | --- | --- | --- |",

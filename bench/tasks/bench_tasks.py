@@ -21,24 +21,19 @@ package is not installed is skipped. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
+from taskbench import (Network, have, load_average, pct, run_child, run_embedded, summary,  # noqa: E402
+                       write_section)
 
-RESULTS = REPO / "bench" / "RESULTS.md"
 NOTES = """\
 How to read it: *node API* is the fair comparison with Ray's and Dask's in-process drivers (the submitting node
 runs in the benchmark's process, a capability-less client joined to 1 bootstrap + 3 worker processes, so every task
@@ -52,151 +47,44 @@ occasional pauses of the Python processes (heartbeats, gossip, GC on a saturated
 its tail tighter."""
 
 
-# -- helpers -----------------------------------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
-
-
-def summary(values: list[float], digits: int = 0) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f}, {len(values)})"
-
-
-def node_cfg(role: str, caps: list[str], boot: str | None, slots: int = 2) -> dict[str, Any]:
-    return {
-        "node": {"role": role, "listen_port": 0, "listen_host": "127.0.0.1", "heartbeat_interval": 1,
-                 "capabilities": caps, "max_connections": 100},
-        "network": {"enable_mdns": False, "enable_relay": False, "connection_timeout": 10,
-                    "rebootstrap_interval": 1, "bootstrap_peers": [boot] if boot else []},
-        "gossip": {"heartbeat_interval": 0.5},
-        "http": {"listen": "127.0.0.1:0"},
-        "logging": {"level": "warning"},
-        "tasks": {"slots": slots},
-    }
-
-
-class Proc:
-    def __init__(self, name: str, root: Path, cfg: dict[str, Any]) -> None:
-        self.dir = root / name
-        self.dir.mkdir(parents=True)
-        (self.dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-        self.stderr = open(self.dir / "stderr.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "p2p_fast", "--config", str(self.dir / "config.yaml"), "--data-dir",
-             str(self.dir / "data"), "--console", "off"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=self.stderr, cwd=str(REPO))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                self.runtime = json.loads((self.dir / "data" / "node.json").read_text())
-                break
-            except (OSError, ValueError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited: {(self.dir / 'stderr.log').read_text()[-2000:]}")
-                time.sleep(0.1)
-        else:
-            raise TimeoutError(f"{name} did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.stderr.close()
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(what)
-
-
 # -- p2p-fast ----------------------------------------------------------------------------------------------------------
-class P2PNetwork:
-    """1 bootstrap + 3 workers, as processes."""
-
-    def __init__(self, root: Path) -> None:
-        import httpx
-
-        self.boot = Proc("boot", root, node_cfg("bootstrap", ["bootstrap", "discovery"], None))
-        addr = self.boot.runtime["listen_addrs"][0]
-        self.workers = [Proc(f"w{i}", root, node_cfg("worker", ["compute"], addr)) for i in range(3)]
-        self.http = self.boot.runtime["http"]
-        wait_until(lambda: len(httpx.get(self.http + "/v1/capabilities").json()["network"].get("compute", [])) == 3,
-                   60, "bootstrap to see 3 workers")
-
-    def close(self) -> None:
-        for p in [*self.workers, self.boot]:
-            p.stop()
-
-
-def bench_p2p_inprocess(net: P2PNetwork, root: Path, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+def bench_p2p_inprocess(net: Network, root: Path, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
     """Run the submitting node in a fresh interpreter (a process holds one node: metrics are process-wide)."""
-    out = subprocess.run([sys.executable, __file__, "--client", net.boot.runtime["listen_addrs"][0],
-                          "--client-dir", str(root / f"client-{time.monotonic_ns()}"), "--tasks", str(n_tasks),
-                          "--round-trips", str(n_rt)], capture_output=True, timeout=600, cwd=str(REPO))
-    if out.returncode != 0:
-        raise RuntimeError(f"client failed: {out.stderr.decode()[-3000:]}")
-    doc = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    doc = run_child([__file__, "--client", net.addr, "--client-dir", str(root / f"client-{time.monotonic_ns()}"),
+                     "--tasks", str(n_tasks), "--round-trips", str(n_rt)], 600, "client")
     return doc["throughput"], doc["latency"]
 
 
 def client_main(boot_addr: str, data_dir: str, n_tasks: int, n_rt: int) -> None:
-    import trio
-
-    from p2p_fast.core.config import load_config_text
-    from p2p_fast.app.node import Node
     from p2p_fast.protocols.tasks.dispatcher import TaskSpec
 
-    cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")
-    cfg.node.data_dir = data_dir
-    out: dict[str, Any] = {}
+    async def measure(node: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        tasks = node.tasks
+        # warm up: open the streams to every worker
+        ids = await tasks.submit_many([TaskSpec("echo", b"w%d" % i) for i in range(30)])
+        for i in ids:
+            await tasks.wait(i)
+        t0 = time.perf_counter()
+        ids = await tasks.submit_many([TaskSpec("echo", b"%d" % i) for i in range(n_tasks)])
+        for i in ids:
+            rec = await tasks.dispatcher.wait(i)
+            assert rec is not None and rec.state == "completed", rec
+        out["throughput"] = n_tasks / (time.perf_counter() - t0)
+        lat = []
+        for i in range(n_rt):
+            t = time.perf_counter()
+            tid = await tasks.submit("echo", b"rt%d" % i)
+            rec = await tasks.dispatcher.wait(tid)
+            lat.append((time.perf_counter() - t) * 1000)
+            assert rec is not None and rec.state == "completed"
+        out["latency"] = lat
+        return out
 
-    async def main() -> None:
-        node = Node(cfg)
-        async with node.running():
-            with trio.fail_after(60):
-                while len(node.book.with_capability("compute")) < 3:
-                    await trio.sleep(0.1)
-            tasks = node.tasks
-            # warm up: open the streams to every worker
-            ids = await tasks.submit_many([TaskSpec("echo", b"w%d" % i) for i in range(30)])
-            for i in ids:
-                await tasks.wait(i)
-            t0 = time.perf_counter()
-            ids = await tasks.submit_many([TaskSpec("echo", b"%d" % i) for i in range(n_tasks)])
-            for i in ids:
-                rec = await tasks.dispatcher.wait(i)
-                assert rec is not None and rec.state == "completed", rec
-            out["throughput"] = n_tasks / (time.perf_counter() - t0)
-            lat = []
-            for i in range(n_rt):
-                t = time.perf_counter()
-                tid = await tasks.submit("echo", b"rt%d" % i)
-                rec = await tasks.dispatcher.wait(tid)
-                lat.append((time.perf_counter() - t) * 1000)
-                assert rec is not None and rec.state == "completed"
-            out["latency"] = lat
-
-    trio.run(main)
-    print(json.dumps(out))
+    run_embedded(boot_addr, data_dir, "compute", measure)
 
 
-def bench_p2p_http(net: P2PNetwork, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
+def bench_p2p_http(net: Network, n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
     import httpx
 
     with httpx.Client(base_url=net.http, timeout=60) as c:
@@ -262,12 +150,6 @@ def bench_ray(n_tasks: int, n_rt: int) -> tuple[float, list[float]]:
     return thr, lat
 
 
-def have(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 # -- main --------------------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,7 +166,7 @@ def main() -> int:
         return 0
     engines = args.only or ["p2p-node", "p2p-http", "dask", "ray"]
     res: dict[str, dict[str, list[float]]] = {}
-    load_start = os.getloadavg()
+    load_start = load_average()
 
     def record(name: str, thr: float, lat: list[float]) -> None:
         r = res.setdefault(name, {"thr": [], "p50": [], "p99": []})
@@ -298,7 +180,7 @@ def main() -> int:
         print(f"run {run + 1}/{args.runs}", flush=True)
         if "p2p-node" in engines or "p2p-http" in engines:
             with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
-                net = P2PNetwork(Path(tmp))
+                net = Network(Path(tmp))
                 try:
                     if "p2p-node" in engines:
                         record("p2p-fast (node API)", *bench_p2p_inprocess(net, Path(tmp), args.tasks,
@@ -333,28 +215,13 @@ def main() -> int:
     ]
     for name, r in res.items():
         table.append(f"| {name} | {summary(r['thr'])} | {summary(r['p50'], 2)} | {summary(r['p99'], 2)} |")
-    table += ["", NOTES.format(load=" / ".join(f"{x:.1f}" for x in load_start),
-                                load_end=" / ".join(f"{x:.1f}" for x in os.getloadavg()))]
+    table += ["", NOTES.format(load=load_start, load_end=load_average())]
     text = "\n".join(table)
     print()
     print(text)
     if args.write:
         write_section("Tasks", text)
     return 0
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the ``## <title>`` section of bench/RESULTS.md."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = old.splitlines()
-    head = f"## {title}"
-    start = next((i for i, line in enumerate(lines) if line.strip() == head), None)
-    if start is None:
-        new = old.rstrip("\n") + f"\n\n{head}\n\n{body}\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + [head, "", body, ""] + lines[end:]) + "\n"
-    RESULTS.write_text(new)
 
 
 if __name__ == "__main__":

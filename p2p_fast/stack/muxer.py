@@ -3,7 +3,7 @@
 :class:`FastYamux` / :class:`FastYamuxStream` subclass py-libp2p's ``Yamux`` / ``YamuxStream`` and keep their
 state (``streams``, ``stream_buffers``, ``stream_events``, windows, the backlog semaphore), so the inherited
 connection and stream close/reset, stale-stream sweeping and RTT pings work unchanged. What we replace is the data
-path, where stock py-libp2p 0.8.1 spends most of a gossip message's muxer time (REFERENCE.md, profile):
+path, where stock py-libp2p 0.8.1 spends most of a gossip message's muxer time (bench/RESULTS.md, "Reference figures"):
 
 - **Window updates are batched** (go-yamux's rule): a stream returns receive credit to its peer only when the bytes
   the application consumed but has not yet acknowledged reach half the receive window. Stock sends a

@@ -121,7 +121,8 @@ class Gossip:
                              f"({self.cfg.gossip.max_message_size})")
         await self.pubsub.publish(topic, data)
         metrics.MESSAGES_OUT.labels(topic).inc()
-        # Pubsub.publish never yields; without this a publish loop starves every other task (REFERENCE pitfall 2).
+        # Pubsub.publish never yields; without this a publish loop starves every other task
+        # (docs/libp2p-pitfalls.md, 2).
         await trio.lowlevel.checkpoint()
 
     def mesh_sizes(self) -> dict[str, int]:

@@ -69,7 +69,8 @@ def _connected_workers(c: PodCluster, pod: Pod, ids: dict[str, Pod]) -> set[str]
 
 
 def _console(pod: Pod, line: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """``echo LINE | p2p-node --config /app/config.yaml`` inside the pod, beside its running node (SEED.md)."""
+    """``echo LINE | p2p-node --config /app/config.yaml`` inside the pod, beside its running node (README.md, "The
+    original description's commands, here")."""
     if pod.container:
         return podman("exec", "-i", pod.container, "sh", "-c", "cd /app && ./p2p-node --config /app/config.yaml",
                       input=line + "\n", timeout=timeout, check=False)

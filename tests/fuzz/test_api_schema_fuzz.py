@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +25,9 @@ EXAMPLES = int(os.environ.get("P2P_FAST_API_FUZZ_EXAMPLES", "25"))
 TOKEN = secrets.token_hex(20)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALLS: dict[str, int] = {}
+# What the node answered, as observed: HTTP status -> responses, and error answers that were not JSON with "error".
+STATUSES: Counter[int] = Counter()
+BAD_ERRORS: list[str] = []
 # A valid request here never ends (Server-Sent Events); its bad inputs are tested in tests/tasks/test_events.py.
 ENDLESS = frozenset({"/v1/events"})
 
@@ -58,6 +62,18 @@ def _operations(node: NodeProcess) -> list[Any]:
     return [result.ok() for result in loaded.get_all_operations()]
 
 
+def _observe(key: str, response: Any) -> None:
+    """Count the answer before it is judged, so that the summary reports what the node did."""
+    STATUSES[response.status_code] += 1
+    if response.status_code >= 400:
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not (isinstance(doc, dict) and doc.get("error")):
+            BAD_ERRORS.append(f"{key}: {response.status_code} {response.text[:100]!r}")
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_no_request_gets_a_server_error_and_errors_are_json(api_node: NodeProcess, mode: Any) -> None:
     operations = _operations(api_node)
@@ -81,6 +97,7 @@ def test_no_request_gets_a_server_error_and_errors_are_json(api_node: NodeProces
             response = case.call(base_url=api_node.http, headers=AUTH, timeout=30)
             key = f"{operation.label} ({mode.value})"
             CALLS[key] = CALLS.get(key, 0) + 1
+            _observe(key, response)
             case.validate_response(response, checks=[not_a_server_error])
             if response.status_code >= 400:
                 doc = response.json()
@@ -107,9 +124,21 @@ def test_numbers_beyond_64_bits_are_refused_not_server_errors(api_node: NodeProc
                                  ("POST", "/v1/tasks", {"json": {"type": "echo", "max_retries": 2**70}})]:
             r = c.request(method, path, **kw)
             CALLS["boundary"] = CALLS.get("boundary", 0) + 1
+            _observe("boundary", r)
             assert 400 <= r.status_code < 500 and r.json()["error"], (method, path, r.status_code, r.text[:200])
 
 
 def test_zz_figures(api_node: NodeProcess) -> None:
-    assert api_node.proc is not None and api_node.proc.poll() is None
-    record("api_schema_fuzz", inputs=sum(CALLS.values()), operations_and_modes=len(CALLS), server_errors=0)
+    """Runs last in this module: records the answers the node gave above (5xx counted, not assumed) and whether
+    the node process was still running, then requires no 5xx, JSON errors only, and a live node."""
+    if not STATUSES:
+        pytest.skip("no request of this module ran in this session: nothing to summarise")
+    assert api_node.proc is not None
+    exit_code = api_node.proc.poll()
+    server_errors = sum(n for status, n in STATUSES.items() if status >= 500)
+    record("api_schema_fuzz", inputs=sum(STATUSES.values()), operations_and_modes=len(CALLS),
+           server_errors=server_errors, errors_not_json=len(BAD_ERRORS), node_exited=exit_code is not None,
+           statuses={str(k): v for k, v in sorted(STATUSES.items())})
+    assert server_errors == 0, dict(STATUSES)
+    assert not BAD_ERRORS, BAD_ERRORS[:5]
+    assert exit_code is None, f"the node exited with {exit_code}"

@@ -13,11 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import record
+from observed import Observed
 from p2p_fast.core.config import Config, ConfigError, load_config_text
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 KEYS = {name: [f.name for f in dataclasses.fields(getattr(Config(), name))] for name in SECTIONS}
-COUNT = {"docs": 0, "accepted": 0}
+SEEN = Observed()
+ACCEPTED = {"docs": 0}
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-2**70, 2**70), st.integers(-5, 70000), st.integers(-2**1100, 2**1100),
@@ -51,14 +53,16 @@ def near_schema(draw: st.DrawFn) -> Any:
     return doc
 
 
+@SEEN.watch("documents")
 def _check(text: str) -> None:
-    COUNT["docs"] += 1
+    """One YAML text through the loader: a ``Config`` whose numbers are finite and in range, or a ``ConfigError``
+    naming the file; counted (inputs, crashes, violations) for the summary."""
     try:
         cfg = load_config_text(text, "fuzz.yaml")
     except ConfigError as exc:
         assert str(exc).startswith("fuzz.yaml"), str(exc)
         return
-    COUNT["accepted"] += 1
+    ACCEPTED["docs"] += 1
     for name in SECTIONS:
         for f in dataclasses.fields(getattr(cfg, name)):
             value = getattr(getattr(cfg, name), f.name)
@@ -97,14 +101,23 @@ def test_every_number_field_refuses_nan_and_infinity() -> None:
             if f.type not in ("float", float):
                 continue
             for bad in (".nan", ".inf", "-.inf", "1" + "0" * 400):
-                try:
-                    load_config_text(f"{section}: {{{f.name}: {bad}}}", "fuzz.yaml")
-                except ConfigError as exc:
-                    assert f"{section}.{f.name}" in str(exc)
-                    COUNT["docs"] += 1
-                else:
-                    raise AssertionError(f"{section}.{f.name}: {bad} accepted")
+                _refuses(section, f.name, bad)
+
+
+@SEEN.watch("nan-and-infinity")
+def _refuses(section: str, key: str, bad: str) -> None:
+    try:
+        load_config_text(f"{section}: {{{key}: {bad}}}", "fuzz.yaml")
+    except ConfigError as exc:
+        assert f"{section}.{key}" in str(exc)
+    else:
+        raise AssertionError(f"{section}.{key}: {bad} accepted")
 
 
 def test_zz_figures() -> None:
-    record("config_fuzz", inputs=COUNT["docs"], accepted=COUNT["accepted"], crashes=0)
+    """Runs last in this module: records what the tests above observed (documents tried and accepted, crashes:
+    anything but a ``Config`` or a ``ConfigError``, violations), then requires no crash and no violation."""
+    SEEN.require_inputs()
+    figures = SEEN.figures()
+    record("config_fuzz", accepted=ACCEPTED["docs"], **figures)
+    assert figures["crashes"] == 0 and figures["violations"] == 0, figures["failing"]

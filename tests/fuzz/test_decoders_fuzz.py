@@ -27,13 +27,14 @@ from p2p_fast.protocols.messages import (BlobGet, BlobPut, BlobReply, Capability
                                         TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 
 from harness import record
+from observed import Observed
 
 MESSAGES = [CapabilityAdvertisement, HeartBeat, TaskRequest, TaskResponse, GossipText, TaskReceipt, TaskCancel,
             BlobPut, BlobGet, BlobReply]
 REASONS = {"oversized", "truncated", "bad-version", "unknown-type", "bad-varint", "bad-utf8", "bad-flag",
            "trailing-bytes"}
 EXAMPLES = {"raw": 1500, "mutated": 600, "roundtrip": 300, "frames": 400}
-COUNTS: dict[str, int] = {}
+SEEN = Observed()
 
 
 def _framing(name: str) -> ModuleType | None:
@@ -82,17 +83,13 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _count(name: str) -> None:
-    COUNTS[name] = COUNTS.get(name, 0) + 1
-
-
 @settings(max_examples=EXAMPLES["raw"], deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=300),
                       st.binary(max_size=300).map(lambda b: bytes([CODEC_VERSION]) + b),
                       st.tuples(st.integers(1, 10), st.binary(max_size=300)).map(
                           lambda t: bytes([CODEC_VERSION, t[0]]) + t[1])))
+@SEEN.watch("raw")
 def test_decode_raises_only_decode_error_with_a_reason(varints: ModuleType, data: bytes) -> None:
-    _count("raw")
     try:
         msg = decode(data)
     except DecodeError as exc:
@@ -106,9 +103,9 @@ def test_decode_raises_only_decode_error_with_a_reason(varints: ModuleType, data
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(msg=any_message, cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
        truncate=st.integers(0, 10**6))
+@SEEN.watch("mutated")
 def test_mutated_encodings_are_refused_or_read_whole(varints: ModuleType, msg: Any, cuts: list[tuple[int, int]],
                                                      truncate: int) -> None:
-    _count("mutated")
     data = bytearray(encode(msg))
     for pos, value in cuts:
         data[pos % len(data)] = value
@@ -124,8 +121,8 @@ def test_mutated_encodings_are_refused_or_read_whole(varints: ModuleType, msg: A
 @settings(max_examples=EXAMPLES["roundtrip"], deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(msg=any_message)
+@SEEN.watch("roundtrip")
 def test_what_is_encoded_decodes_unchanged(varints: ModuleType, msg: Any) -> None:
-    _count("roundtrip")
     got = decode(encode(msg))
     assert type(got) is type(msg)
     for f in fields(msg):
@@ -136,9 +133,9 @@ def test_what_is_encoded_decodes_unchanged(varints: ModuleType, msg: Any) -> Non
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=EXAMPLES["frames"], deadline=None)
 @given(chunks=st.lists(st.binary(max_size=400), max_size=20), limit=st.integers(0, 512))
+@SEEN.watch("frames")
 def test_frame_decoder_only_frame_errors_and_never_over_its_limit(impl: str, chunks: list[bytes],
                                                                   limit: int) -> None:
-    _count("frames")
     mod = _framing(impl)
     dec = mod.FrameDecoder(limit)
     for chunk in chunks:
@@ -174,13 +171,13 @@ def test_announced_lengths_do_not_allocate(impl: str) -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(data=st.binary(max_size=400))
+@SEEN.watch("rpc")
 def test_pubsub_rpc_parser_raises_only_decode_error(data: bytes) -> None:
     """What reached py-libp2p's Pubsub reader unguarded (and stopped the node): protobuf's DecodeError is the only
     failure, which our stream-handler guard turns into a reset stream."""
     from google.protobuf.message import DecodeError as ProtoDecodeError
     from libp2p.pubsub.pb import rpc_pb2
 
-    _count("rpc")
     try:
         rpc_pb2.RPC().ParseFromString(data)
     except ProtoDecodeError:
@@ -188,5 +185,9 @@ def test_pubsub_rpc_parser_raises_only_decode_error(data: bytes) -> None:
 
 
 def test_zz_figures() -> None:
-    """Runs last in this module: reports how many inputs the properties above tried."""
-    record("decoder_fuzz", inputs=sum(COUNTS.values()), by_property=dict(COUNTS), crashes=0)
+    """Runs last in this module: records what the properties above observed (inputs, crashes, violations), then
+    requires that none crashed or broke its property."""
+    SEEN.require_inputs()
+    figures = SEEN.figures()
+    record("decoder_fuzz", **figures)
+    assert figures["crashes"] == 0 and figures["violations"] == 0, figures["failing"]

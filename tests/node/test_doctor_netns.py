@@ -22,17 +22,22 @@ def _ns_config(role: str, **sections):
     return cfg
 
 
+def _doctor_in(host, cfg: dict, tmp_path) -> subprocess.CompletedProcess[str]:
+    """``p2p-node doctor`` with ``cfg`` (its data dir under ``tmp_path``) run inside ``host``'s namespace."""
+    cfg["node"]["data_dir"] = str(tmp_path / "data")
+    path = tmp_path / "doctor.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, "-m", "p2p_fast", "doctor",
+                           "--config", str(path), "--timeout", "5"],
+                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+
+
 def test_doctor_resolves_a_short_name_to_every_pod_and_dials_each(testbed, testbed_dns_ok, cluster, tmp_path):
     b1, b2, client = testbed.add_host("dboot1"), testbed.add_host("dboot2"), testbed.add_host("dclient")
     testbed.add_dns({"p2p-bootstrap": [b1.ip, b2.ip]})
     boots = [cluster.start_in(h, f"boot{i}", _ns_config("bootstrap")) for i, h in enumerate((b1, b2))]
     cfg = _ns_config("worker", network={"bootstrap_peers": ["/dns4/p2p-bootstrap/tcp/4001"]})
-    cfg["node"]["data_dir"] = str(tmp_path / "data")
-    path = tmp_path / "doctor.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(["ip", "netns", "exec", client.ns, sys.executable, "-m", "p2p_fast", "doctor",
-                           "--config", str(path), "--timeout", "5"],
-                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    proc = _doctor_in(client, cfg, tmp_path)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     shown = next(ln for ln in out.splitlines() if ln.startswith("[ok     ] bootstrap /dns4/p2p-bootstrap/tcp/4001"))
@@ -47,13 +52,7 @@ def test_doctor_sees_mdns_answers_on_a_lan(testbed, cluster, tmp_path):
     lan_node, client = testbed.add_host("mlan"), testbed.add_host("mclient")
     mdns = {"network": {"enable_mdns": True, "bootstrap_peers": []}}
     cluster.start_in(lan_node, "lan", _ns_config("worker", **mdns))
-    cfg = _ns_config("worker", **mdns)
-    cfg["node"]["data_dir"] = str(tmp_path / "data")
-    path = tmp_path / "doctor.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(["ip", "netns", "exec", client.ns, sys.executable, "-m", "p2p_fast", "doctor",
-                           "--config", str(path), "--timeout", "5"],
-                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    proc = _doctor_in(client, _ns_config("worker", **mdns), tmp_path)
     mdns_line = next(ln for ln in proc.stdout.splitlines() if "] mdns:" in ln)
     assert mdns_line.startswith("[ok     ] mdns: on; multicast routable; 1 p2p service(s) answered"), proc.stdout
     assert "[ok     ] bootstrap: none configured: peers come from mDNS" in proc.stdout

@@ -20,6 +20,25 @@ def unresponsive_closes() -> float:
     return metrics.CONNECTIONS_PRUNED.labels("unresponsive")._value.get()
 
 
+class PingAnswerer:
+    """A ping handler that leaves its first ``busy`` pings unanswered (the peer too busy: the pinger gives up
+    first) and echoes every later one; ``calls`` counts the pings that reached it."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.calls = 0
+
+    async def __call__(self, stream) -> None:
+        self.calls += 1
+        try:
+            data = await stream.read(32)
+            if self.calls <= self.busy:
+                await trio.sleep_forever()
+            await stream.write(data)
+        except Exception:
+            pass
+
+
 async def sink(stream) -> None:
     try:
         while await stream.read(65536):
@@ -55,26 +74,14 @@ def test_a_peer_that_misses_two_pings_is_not_dropped():
 
     async def main() -> tuple[bool, int, int]:
         async with two_hosts() as (a, b):
-            calls = 0
-
-            async def busy_then_answers(stream) -> None:
-                nonlocal calls
-                calls += 1
-                try:
-                    data = await stream.read(32)
-                    if calls <= MISSES_BEFORE_CLOSE - 1:
-                        await trio.sleep_forever()  # "busy": the pinger gives up first
-                    await stream.write(data)
-                except Exception:
-                    pass
-
+            busy_then_answers = PingAnswerer(busy=MISSES_BEFORE_CLOSE - 1)
             b.set_stream_handler(PING_PROTOCOL, busy_then_answers)
             await trio.sleep(0.7)  # past the muxers' first RTT ping exchange (then one every 30 s)
             monitor = HealthMonitor(a, interval=0.1, timeout=0.05)
             before = unresponsive_closes()
             for _ in range(MISSES_BEFORE_CLOSE + 1):
                 await monitor._check(b.get_id())
-            return b.get_id() in a.get_connected_peers(), int(unresponsive_closes() - before), calls
+            return b.get_id() in a.get_connected_peers(), int(unresponsive_closes() - before), busy_then_answers.calls
 
     connected, closes, calls = trio.run(main)
     assert calls >= MISSES_BEFORE_CLOSE
@@ -113,19 +120,7 @@ def test_stock_ping_service_fails_every_ping_after_one_timed_out_ping():
 
     async def main() -> tuple[int, list[str]]:
         async with two_hosts() as (a, b):
-            calls = 0
-
-            async def busy_once(stream) -> None:
-                nonlocal calls
-                calls += 1
-                try:
-                    data = await stream.read(32)
-                    if calls == 1:
-                        await trio.sleep_forever()
-                    await stream.write(data)
-                except Exception:
-                    pass
-
+            busy_once = PingAnswerer(busy=1)
             b.set_stream_handler(PING_PROTOCOL, busy_once)
             service = PingService(a)
             outcomes = []
@@ -141,7 +136,7 @@ def test_stock_ping_service_fails_every_ping_after_one_timed_out_ping():
             monitor = HealthMonitor(a, interval=0.1, timeout=1.0)
             ours = await monitor.ping_once(b.get_id())  # a fresh stream: the (now answering) peer answers
             outcomes.append("ours answered" if ours is not None else "ours failed")
-            return calls, outcomes
+            return busy_once.calls, outcomes
 
     calls, outcomes = trio.run(main)
     assert outcomes == ["timeout", "TypeError", "TypeError", "ours answered"]

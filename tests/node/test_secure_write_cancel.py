@@ -40,6 +40,23 @@ async def collect(stream, into: bytearray) -> None:
         into += data
 
 
+def collecting_sink(host, into: bytearray) -> trio.Event:
+    """Serve SINK on ``host``: every stream's bytes are appended to ``into``; the event is set when a stream ends."""
+    done = trio.Event()
+
+    async def sink(stream) -> None:
+        await collect(stream, into)
+        done.set()
+
+    host.set_stream_handler(SINK, sink)
+    return done
+
+
+def session_alive(host, peer_id) -> bool:
+    """The muxed connection from ``host`` to ``peer_id`` is not shutting down (a failed authentication closes it)."""
+    return not muxed_conn(host, peer_id).event_shutting_down.is_set()
+
+
 def auth_failures(caplog) -> list[str]:
     return [r.getMessage() + repr(r.exc_info) for r in caplog.records
             if r.exc_info and ("InvalidTag" in repr(r.exc_info) or "NoiseInvalidMessage" in repr(r.exc_info))]
@@ -65,13 +82,7 @@ def test_a_write_cancelled_inside_the_secure_write_does_not_break_the_session(ca
 
     async def main() -> tuple[int, bool]:
         async with two_hosts() as (a, b):
-            done = trio.Event()
-
-            async def sink(stream) -> None:
-                await collect(stream, received)
-                done.set()
-
-            b.set_stream_handler(SINK, sink)
+            done = collecting_sink(b, received)
             stream = await a.new_stream(b.get_id(), [SINK])
             sent = bytearray()
             cancelled = 0
@@ -81,11 +92,11 @@ def test_a_write_cancelled_inside_the_secure_write_does_not_break_the_session(ca
                     cancelled += 1
                 else:
                     sent += payload
-                if muxed_conn(b, a.get_id()).event_shutting_down.is_set():
+                if not session_alive(b, a.get_id()):
                     break
             # A cancelled write either went out whole or not at all; the writes after it must arrive.
             tail = b"after the cancellations" * 10
-            alive = not muxed_conn(b, a.get_id()).event_shutting_down.is_set()
+            alive = session_alive(b, a.get_id())
             if alive:
                 await stream.write(tail)
                 await stream.close()
@@ -107,13 +118,7 @@ def test_concurrent_writers_with_expiring_deadlines_keep_the_session(caplog):
 
     async def main() -> bool:
         async with two_hosts() as (a, b):
-            done = trio.Event()
-
-            async def sink(stream) -> None:
-                await collect(stream, received)
-                done.set()
-
-            b.set_stream_handler(SINK, sink)
+            collecting_sink(b, received)
             streams = [await a.new_stream(b.get_id(), [SINK]) for _ in range(4)]
             rng = random.Random(12)
 
@@ -126,7 +131,7 @@ def test_concurrent_writers_with_expiring_deadlines_keep_the_session(caplog):
                 for s in streams:
                     for _ in range(3):
                         nursery.start_soon(writer, s)
-            alive = not muxed_conn(b, a.get_id()).event_shutting_down.is_set()
+            alive = session_alive(b, a.get_id())
             if alive:
                 last = streams[0]
                 await last.write(b"the end")

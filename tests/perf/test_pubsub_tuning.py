@@ -197,7 +197,7 @@ def test_tuned_pubsubs_exchange_messages_and_verify_each_others(counted):
                         for i in range(n):
                             await pubsubs[0].publish(TOPIC, b"a%d" % i)
                             await pubsubs[1].publish(TOPIC, b"b%d" % i)
-                            await trio.sleep(0.01)  # Pubsub.publish never yields (REFERENCE pitfall 2)
+                            await trio.sleep(0.01)  # Pubsub.publish never yields (docs/libp2p-pitfalls.md, 2)
                 want = {b"a%d" % i for i in range(n)} | {b"b%d" % i for i in range(n)}
                 assert got == [want, want]
         verified_from = [msg.from_id for (msg,) in counted["VERIFY"].calls]

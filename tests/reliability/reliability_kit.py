@@ -175,7 +175,7 @@ def check_exactly_once(docs: list[dict[str, Any]], submitter: NodeProcess, worke
     for r in rows:
         assert r[0] in by_task and by_task[r[0]][2] == r[2] and by_task[r[0]][3] == r[3], r
     return {"tasks": len(docs), "completed": states.get("completed", 0), "failed": states.get("failed", 0),
-            "lost": 0, "paid": len(spent), "credited": len(rows)}
+            "lost": len(lost), "paid": len(spent), "credited": len(rows)}
 
 
 @contextmanager

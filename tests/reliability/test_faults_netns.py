@@ -78,7 +78,7 @@ def test_slow_and_lossy_links(bed: dict[str, Any]) -> None:
     used = {d["worker"] for d in docs}
     assert {workers[0].peer_id, workers[1].peer_id} <= used, "the impaired workers got no work"
     record("slow_lossy_links", tasks=len(ids), impaired_links=len(shaped), seconds=round(elapsed, 1),
-           completed=figures["completed"], failed=figures["failed"], lost=0)
+           completed=figures["completed"], failed=figures["failed"], lost=figures["lost"])
 
 
 def test_partition_of_half_the_workers_and_its_healing(bed: dict[str, Any]) -> None:
@@ -110,4 +110,4 @@ def test_partition_of_half_the_workers_and_its_healing(bed: dict[str, Any]) -> N
         assert any(d["worker"] in cut_ids for d in docs[len(ids):]), "the healed workers got no work"
     record("partition_and_heal", tasks=len(ids) + len(more), workers_cut=len(cut), in_flight_when_cut=len(late),
            partition_seconds=round(healed_after, 1), completed=figures["completed"], failed=figures["failed"],
-           lost=0)
+           lost=figures["lost"])

@@ -58,6 +58,19 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeProc
         c.close()
 
 
+def _crashes(node: NodeProcess, metrics_before: str) -> dict[str, Any]:
+    """What an attack cost the node, observed: whether its process exited (a crash: ``node_exited`` and its exit
+    code), and how many stream handlers raised since ``metrics_before`` (``handler_errors``: each would have stopped
+    the node without ``handler_guard``, which resets the stream and counts it instead)."""
+    assert node.proc is not None
+    code = node.proc.poll()
+    handler_errors = 0.0
+    if code is None:
+        handler_errors = (metric(node.get("/metrics"), "p2p_messages_rejected_total", reason="handler-error")
+                          - metric(metrics_before, "p2p_messages_rejected_total", reason="handler-error"))
+    return {"node_exited": code is not None, "exit_code": code, "handler_errors": int(handler_errors)}
+
+
 def _gossip_texts(node: NodeProcess) -> list[str]:
     return [g["text"] for g in node.get("/v1/gossip?limit=1000")]
 
@@ -69,8 +82,10 @@ def test_forged_unsigned_and_replayed_gossip_is_dropped_counted_and_scored(net: 
     after = w.get("/metrics")
     wait_until(lambda: "attacker-valid-1" in _gossip_texts(boot), 10, "the valid message to be relayed to boot")
     time.sleep(1.0)
+    delivered = {}
     for node in (w, boot):
         texts = [t for t in _gossip_texts(node) if t.startswith("attacker-")]
+        delivered[node.name] = len(texts)
         # Only the properly signed message arrives, once (its replay is a duplicate); nothing forged is relayed,
         # and the valid message sent after the forgeries is refused: their forwarder's score is below the
         # publish threshold.
@@ -86,8 +101,8 @@ def test_forged_unsigned_and_replayed_gossip_is_dropped_counted_and_scored(net: 
     refused = sent["unsigned"] + sent["wrong-sender"] + sent["bad-signature"] + sent["valid-after-invalid"]
     assert sum(reasons.values()) == refused, (reasons, sent)
     assert "dropped gossip claiming to be from" in w.stderr()
-    record("gossip_forgery", inputs=sum(sent.values()), rejected=int(sum(reasons.values())), delivered=1,
-           refused_by_score=1)
+    record("gossip_forgery", inputs=sum(sent.values()), rejected=int(sum(reasons.values())),
+           delivered=delivered[w.name], relayed=delivered[boot.name], refused_by_score=int(reasons["low-score"]))
 
 
 def test_replayed_forged_and_misaddressed_receipts_credit_nothing(net: dict[str, NodeProcess]) -> None:
@@ -105,17 +120,19 @@ def test_replayed_forged_and_misaddressed_receipts_credit_nothing(net: dict[str,
     assert dup == got["replays"], (dup, got)
     assert rej == got["forged"] + got["misaddressed"], (rej, got)
     record("receipt_forgery", inputs=got["receipts_sent"], replays_ignored=int(dup), forged_rejected=int(rej),
-           credited=1)
+           credited=len(mine))
 
 
 def test_task_requests_with_impossible_fields_are_rejected_not_fatal(net: dict[str, NodeProcess]) -> None:
     # Found by the frame fuzzer: a TaskRequest with timeout_s NaN raised in the worker's stream handler, and
     # py-libp2p let that exception stop the whole node.
     w = net["w"]
+    before = w.get("/metrics")
     got = attack(w, "bad-fields", TASK)
+    crashes = _crashes(w, before)
     assert got["rejected"] == got["sent"] - 1 and got["last_ok"], got
     assert w.proc is not None and w.proc.poll() is None
-    record("bad_task_fields", inputs=got["sent"], rejected=got["rejected"], crashes=0)
+    record("bad_task_fields", inputs=got["sent"], rejected=got["rejected"], **crashes)
 
 
 @pytest.mark.parametrize("proto,frames", [(TASK, 1000), (BLOB, 200), ("meshsub", 400)])
@@ -125,6 +142,7 @@ def test_generated_frames_on_every_stream_protocol_are_survived(net: dict[str, N
     rss0 = rss_kib(w)
     before = w.get("/metrics")
     got = attack(w, "fuzz", proto, str(frames), "20261123", TOPIC, timeout=120)
+    crashes = _crashes(w, before)
     after = w.get("/metrics")
     assert got["still_serving"], got
     assert w.proc is not None and w.proc.poll() is None
@@ -143,4 +161,4 @@ def test_generated_frames_on_every_stream_protocol_are_survived(net: dict[str, N
     grown = rss_kib(w) - rss0
     assert grown < 64 * 1024, f"RSS grew {grown} KiB"
     record(f"stream_fuzz[{proto}]", inputs=got["counts"]["frames"], streams=got["counts"]["streams"],
-           kinds=got["kinds"], rejected_counted=int(rejected), rss_growth_kib=grown, crashes=0)
+           kinds=got["kinds"], rejected_counted=int(rejected), rss_growth_kib=grown, **crashes)

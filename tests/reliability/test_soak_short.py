@@ -25,6 +25,6 @@ def test_short_soak_with_periodic_worker_kills(tmp_path: Path) -> None:
     assert figures["lost"] == 0 and figures["kills"] >= 3
     assert figures["completed"] + figures["failed"] == figures["submitted"] >= 250
     record("soak_short", tasks=figures["submitted"], faults=figures["kills"], completed=figures["completed"],
-           failed=figures["failed"], lost=0,
+           failed=figures["failed"], lost=figures["lost"],
            fds={n: [r["fds_start"], r["fds_end"]] for n, r in figures["resources"].items()},
            rss_mib={n: [r["rss_mib_start"], r["rss_mib_end"]] for n, r in figures["resources"].items()})

@@ -80,7 +80,7 @@ def test_malformed_frames_are_rejected_counted_and_survived(cluster: Cluster) ->
                 except Exception as exc:
                     got["closed"] = type(exc).__name__
             await stream.reset()
-            await host.disconnect(info.peer_id)  # stopping a swarm can leak its sockets (REFERENCE pitfall 6)
+            await host.disconnect(info.peer_id)  # stopping a swarm can leak its sockets (docs/libp2p-pitfalls.md, 6)
 
     trio.run(main)
     responses = {r.task_id[0]: r for r in got["responses"]}  # type: ignore[union-attr]

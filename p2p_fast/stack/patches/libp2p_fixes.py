@@ -3,7 +3,7 @@
 
 1. ``Swarm.dial_peer`` waits out its 250 ms "happy eyeballs" fallback timer after *every* address it starts, even
    when that dial already succeeded: the wait ends only on failure, or when ``max_connections_per_peer`` dials have
-   succeeded. So every new connection costs at least 250 ms (REFERENCE.md pitfall 3; go-libp2p returns on the first
+   succeeded. So every new connection costs at least 250 ms (docs/libp2p-pitfalls.md, 3; go-libp2p returns on the first
    success). The timer is a module constant, so we set it to zero: addresses are then dialed concurrently and the
    first success is not held back. Our own dials pass one address at a time, so nothing extra is dialed.
 2. ``MuxerMultistream.new_conn`` ignores the class registered for ``/yamux/1.0.0`` in ``new_host(muxer_opt=...)``:
