@@ -92,7 +92,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         try:
             while True:
                 now = time.monotonic()
-                if now - t0 >= args.duration:
+                # Past --duration, go on (at most --max-overrun more) until --min-kills kills have happened: on a
+                # loaded machine a restart can take long enough to leave the run short of faults.
+                if now - t0 >= args.duration and (len(kills) >= args.min_kills
+                                                  or now - t0 >= args.duration + args.max_overrun):
                     break
                 # One batch a second: a steady rate, whatever else happens.
                 if now >= t0 + second:
@@ -163,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=20, help="tasks submitted per second (default 20)")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--kill-every", type=float, default=60, help="seconds between worker kills (default 60)")
+    p.add_argument("--min-kills", type=int, default=0,
+                   help="keep the load on past --duration until this many kills have happened (default 0)")
+    p.add_argument("--max-overrun", type=float, default=120,
+                   help="seconds past --duration the run may go on for --min-kills (default 120)")
     p.add_argument("--restart-after", type=float, default=5, help="seconds a killed worker stays down")
     p.add_argument("--sample-every", type=float, default=10, help="seconds between RSS/fd samples")
     p.add_argument("--drain-timeout", type=float, default=180, help="seconds to wait for the last tasks")

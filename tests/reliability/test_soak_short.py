@@ -17,7 +17,8 @@ import soak  # noqa: E402
 
 def test_short_soak_with_periodic_worker_kills(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    rc = soak.main(["--duration", "20", "--rate", "15", "--workers", "3", "--kill-every", "6", "--restart-after", "3",
+    rc = soak.main(["--duration", "20", "--rate", "15", "--workers", "3", "--kill-every", "6", "--min-kills", "3",
+                    "--restart-after", "3",
                     "--sample-every", "4", "--drain-timeout", "60", "--max-rss-growth-mib", "60",
                     "--max-fd-growth", "8", "--workdir", str(tmp_path / "nodes"), "--json", str(out)])
     figures = json.loads(out.read_text())
