@@ -169,7 +169,7 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Message:
     if entry is None:
         raise DecodeError("unknown-type", f"message type {data[1]}")
     cls, pb_class, build = entry
-    body = data[2:]
+    body = data[2:] if n <= 65536 else memoryview(data)[2:]  # a big payload is not copied once more
     try:
         parsed = pb_class.FromString(body)
     except Exception as exc:  # protobuf's DecodeError; anything else it raises is refused the same way
