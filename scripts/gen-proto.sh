@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the checked-in protobuf code from the .proto files (Debian's protobuf-compiler, `apt-get install
-# protobuf-compiler`; scripts/setup-env.sh installs it when run as root). tests/unit/test_wire_schema.py checks that
+# protobuf-compiler`; scripts/setup-env.sh installs it when run as root). tests/wire/test_wire_schema.py checks that
 # the checked-in files are what this produces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
