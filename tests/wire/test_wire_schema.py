@@ -47,3 +47,9 @@ def test_regenerating_gives_the_checked_in_file(tmp_path: Path, proto: str, gene
     subprocess.run([PROTOC, "-I", ".", f"--python_out={tmp_path}", proto], cwd=REPO, check=True)
     assert (tmp_path / generated).read_text() == (REPO / generated).read_text(), \
         f"{generated} is not what protoc makes of {proto}: run scripts/gen-proto.sh"
+
+
+def test_the_protocol_doc_shows_the_schema_as_it_is() -> None:
+    proto = (REPO / SCHEMAS[0][0]).read_text()
+    body = proto[proto.index('syntax = "proto3";'):]
+    assert f"```proto\n{body}```" in (REPO / "docs/protocol.md").read_text(), "docs/protocol.md shows an old schema"
