@@ -81,7 +81,8 @@ def main() -> None:
                 results.setdefault((name, kind, "encode"), []).append(enc)
                 results.setdefault((name, kind, "decode"), []).append(dec)
     print(f"{'message':<26}{'op':<8}" + "".join(f"{n + ' µs':>12}" for n in stacks)
-          + ("  old/new (median of rounds; new range)" if args.against else "  (median of rounds; range)"))
+          + ("  old/new  (medians of rounds; [new range] [old range])" if args.against
+             else "  (median of rounds; [range])"))
     for kind in stacks["new"][1]:
         for op in ("encode", "decode"):
             new = results[("new", kind, op)]
@@ -90,6 +91,8 @@ def main() -> None:
                 old = results[("old", kind, op)]
                 line += f"  {statistics.median(old) / statistics.median(new):>6.2f}x"
             line += f"  [{min(new):.2f}-{max(new):.2f}]"
+            if args.against:
+                line += f" [{min(old):.2f}-{max(old):.2f}]"
             print(line)
         sizes = {n: len(cod.encode(msgs[kind])) for n, (cod, msgs) in stacks.items()}
         print(f"{kind:<26}{'bytes':<8}" + "".join(f"{sizes[n]:>12}" for n in stacks))
