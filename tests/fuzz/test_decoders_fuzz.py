@@ -30,11 +30,12 @@ from p2p_fast.protocols.codec import CODEC_VERSION, DecodeError, decode, encode
 from p2p_fast.protocols.codec_errors import REASONS, scan
 
 from harness import record
+from observed import Observed
 
 MESSAGES = codec.registered()
 TYPES = [cls.TYPE for cls in MESSAGES]
 EXAMPLES = {"raw": 1500, "mutated": 600, "extended": 300, "roundtrip": 300, "walker": 600, "frames": 400}
-COUNTS: dict[str, int] = {}
+SEEN = Observed()
 OUTCOMES: dict[str, int] = {}  # what decode answered: "accepted" or the refusal's reason
 
 
@@ -137,10 +138,6 @@ def _check_valid(msg: Any) -> None:
     assert _same_message(decode(encode(msg)), msg)
 
 
-def _count(name: str) -> None:
-    COUNTS[name] = COUNTS.get(name, 0) + 1
-
-
 def _decode_checked(data: bytes) -> Any:
     """decode(data): a valid message, or None after a DecodeError with a known reason; anything else fails."""
     try:
@@ -160,8 +157,8 @@ def _decode_checked(data: bytes) -> Any:
                       st.binary(max_size=300).map(lambda b: bytes([CODEC_VERSION]) + b),
                       st.tuples(st.sampled_from(TYPES), st.binary(max_size=300)).map(
                           lambda t: bytes([CODEC_VERSION, t[0]]) + t[1])))
+@SEEN.watch("raw")
 def test_decode_raises_only_decode_error_with_a_reason(data: bytes) -> None:
-    _count("raw")
     _decode_checked(data)
 
 
@@ -169,9 +166,9 @@ def test_decode_raises_only_decode_error_with_a_reason(data: bytes) -> None:
 @given(msg=any_message, extra=st.none() | unknown_fields(),
        cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
        truncate=st.integers(0, 10**6))
+@SEEN.watch("mutated")
 def test_mutated_encodings_are_refused_or_read_as_valid_messages(msg: Any, extra: bytes | None,
                                                                  cuts: list[tuple[int, int]], truncate: int) -> None:
-    _count("mutated")
     data = bytearray(encode(msg) + (extra or b""))
     for pos, value in cuts:
         data[pos % len(data)] = value
@@ -181,9 +178,9 @@ def test_mutated_encodings_are_refused_or_read_as_valid_messages(msg: Any, extra
 
 @settings(max_examples=EXAMPLES["extended"], deadline=None)
 @given(msg=any_message, extra=unknown_fields(), where=st.integers(0, 10**6))
+@SEEN.watch("extended")
 def test_fields_a_newer_node_adds_are_skipped(msg: Any, extra: bytes, where: int) -> None:
     """Unknown fields anywhere between the known ones (protobuf writers may order fields freely)."""
-    _count("extended")
     data = encode(msg)
     body = data[2:]
     cut = 0
@@ -196,17 +193,17 @@ def test_fields_a_newer_node_adds_are_skipped(msg: Any, extra: bytes, where: int
 
 @settings(max_examples=EXAMPLES["roundtrip"], deadline=None)
 @given(msg=any_message)
+@SEEN.watch("roundtrip")
 def test_what_is_encoded_decodes_unchanged(msg: Any) -> None:
-    _count("roundtrip")
     got = decode(encode(msg))
     assert _same_message(got, msg), (msg, got)
 
 
 @settings(max_examples=EXAMPLES["walker"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from(MESSAGES), body=st.one_of(st.binary(max_size=200), unknown_fields()))
+@SEEN.watch("walker")
 def test_the_error_walker_refuses_exactly_what_protobuf_refuses(cls: type, body: bytes) -> None:
     """``scan`` names the reasons; if it passed a body protobuf refuses, that refusal would have no reason."""
-    _count("walker")
     try:
         cls.PB.FromString(body)
         protobuf_ok = True
@@ -224,9 +221,9 @@ def test_the_error_walker_refuses_exactly_what_protobuf_refuses(cls: type, body:
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=EXAMPLES["frames"], deadline=None)
 @given(chunks=st.lists(st.binary(max_size=400), max_size=20), limit=st.integers(0, 512))
+@SEEN.watch("frames")
 def test_frame_decoder_only_frame_errors_and_never_over_its_limit(impl: str, chunks: list[bytes],
                                                                   limit: int) -> None:
-    _count("frames")
     mod = _framing(impl)
     dec = mod.FrameDecoder(limit)
     for chunk in chunks:
@@ -276,6 +273,9 @@ def test_pubsub_rpc_parser_raises_only_decode_error(data: bytes) -> None:
 
 
 def test_zz_figures() -> None:
-    """Runs last in this module: reports how many inputs the properties above tried."""
-    record("decoder_fuzz", inputs=sum(COUNTS.values()), by_property=dict(COUNTS),
-           decode_outcomes=dict(sorted(OUTCOMES.items())))
+    """Runs last in this module: records what the properties above observed (inputs, crashes, violations, and what
+    ``decode`` answered), then requires that none crashed or broke its property."""
+    SEEN.require_inputs()
+    figures = SEEN.figures()
+    record("decoder_fuzz", **figures, decode_outcomes=dict(sorted(OUTCOMES.items())))
+    assert figures["crashes"] == 0 and figures["violations"] == 0, figures["failing"]
