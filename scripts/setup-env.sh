@@ -4,7 +4,8 @@
 VENV="${P2P_FAST_VENV:-$PWD/.venv}"
 
 _need_pkgs=()
-for pair in "gcc:build-essential" "ip:iproute2" "iptables:iptables" "dnsmasq:dnsmasq-base" "tc:iproute2" "unzip:unzip"; do
+for pair in "gcc:build-essential" "ip:iproute2" "iptables:iptables" "dnsmasq:dnsmasq-base" "tc:iproute2" "unzip:unzip" \
+            "protoc:protobuf-compiler"; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     command -v "$cmd" >/dev/null 2>&1 || _need_pkgs+=("$pkg")
 done

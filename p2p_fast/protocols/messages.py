@@ -1,7 +1,10 @@
 """The message types nodes exchange (gossip topics and direct streams).
 
-``CapabilityAdvertisement`` and ``HeartBeat`` keep every node's live view of who can do what; ``TaskRequest`` and
-``TaskResponse`` carry work and results. Field order is the wire order (see ``codec``).
+Each dataclass here is the Python face of one protobuf message in ``pb/messages.proto`` (``PB``), with the same
+field names: the rest of the code builds and reads these dataclasses and never sees protobuf. ``TYPE`` is the
+message type byte (``MessageType`` in the schema); ``REQUIRED`` names the fields a message is refused without
+(``codec``: "missing-field"). ``CapabilityAdvertisement`` keeps every node's live view of who can do what;
+``TaskRequest`` and ``TaskResponse`` carry work and results.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from p2p_fast.protocols.codec import Message, register
+from p2p_fast.protocols.pb import messages_pb2 as pb
 
 
 @register
@@ -20,8 +24,9 @@ class CapabilityAdvertisement(Message):
     the node again (None from nodes before the field existed: the receiver's default applies; 0: the node leaves).
     Served again, with the time left, to peers that ask for the live view (``presence-sync``)."""
 
-    TYPE: ClassVar[int] = 1
-    KINDS: ClassVar[str] = "ssSuuufSu?f?f"
+    TYPE: ClassVar[int] = pb.CAPABILITY_ADVERTISEMENT
+    PB: ClassVar[type] = pb.CapabilityAdvertisement
+    REQUIRED: ClassVar[tuple[str, ...]] = ("peer_id", "role")
     peer_id: str
     role: str
     capabilities: list[str]
@@ -37,25 +42,10 @@ class CapabilityAdvertisement(Message):
 
 @register
 @dataclass
-class HeartBeat(Message):
-    """Liveness and load between advertisements, from nodes before presence scaled (no longer published: a receiver
-    still takes one as a sign of life for the default TTL)."""
-
-    TYPE: ClassVar[int] = 2
-    KINDS: ClassVar[str] = "suuuff"
-    peer_id: str
-    seq: int
-    free_slots: int
-    queue_depth: int
-    load: float
-    timestamp: float
-
-
-@register
-@dataclass
 class TaskRequest(Message):
-    TYPE: ClassVar[int] = 3
-    KINDS: ClassVar[str] = "ssbsuufuf"
+    TYPE: ClassVar[int] = pb.TASK_REQUEST
+    PB: ClassVar[type] = pb.TaskRequest
+    REQUIRED: ClassVar[tuple[str, ...]] = ("task_id", "task_type", "submitter")
     task_id: str
     task_type: str
     payload: bytes
@@ -70,8 +60,9 @@ class TaskRequest(Message):
 @register
 @dataclass
 class TaskResponse(Message):
-    TYPE: ClassVar[int] = 4
-    KINDS: ClassVar[str] = "sususbsf"
+    TYPE: ClassVar[int] = pb.TASK_RESPONSE
+    PB: ClassVar[type] = pb.TaskResponse
+    REQUIRED: ClassVar[tuple[str, ...]] = ("task_id", "worker")
     task_id: str
     attempt: int
     worker: str
@@ -87,8 +78,9 @@ class TaskResponse(Message):
 class GossipText(Message):
     """A free-text broadcast (console ``gossip <text>``): the simplest end-to-end check of the mesh."""
 
-    TYPE: ClassVar[int] = 5
-    KINDS: ClassVar[str] = "ssf"
+    TYPE: ClassVar[int] = pb.GOSSIP_TEXT
+    PB: ClassVar[type] = pb.GossipText
+    REQUIRED: ClassVar[tuple[str, ...]] = ("sender",)
     sender: str
     text: str
     sent_at: float
@@ -110,11 +102,12 @@ TASK_INVALID = 6  # the payload is wrong for the type (deterministic): retrying 
 class TaskReceipt(Message):
     """The submitter's signed acknowledgement of one verified result: the worker's proof of a credit.
 
-    ``signature`` is the submitter's node-key signature over this message encoded with ``signature=b""``
-    (see ``p2p_fast.protocols.tasks.ledger.receipt_bytes``)."""
+    ``signature`` is the submitter's node-key signature over a canonical encoding of the other fields, not over
+    the protobuf bytes (``p2p_fast.protocols.tasks.ledger.receipt_bytes`` says why)."""
 
-    TYPE: ClassVar[int] = 6
-    KINDS: ClassVar[str] = "sussusfb"
+    TYPE: ClassVar[int] = pb.TASK_RECEIPT
+    PB: ClassVar[type] = pb.TaskReceipt
+    REQUIRED: ClassVar[tuple[str, ...]] = ("task_id", "submitter", "worker", "signature")
     task_id: str
     attempt: int
     submitter: str
@@ -130,8 +123,9 @@ class TaskReceipt(Message):
 class TaskCancel(Message):
     """Submitter -> worker: stop this attempt (timed out on the submitter's clock, cancelled by the user)."""
 
-    TYPE: ClassVar[int] = 7
-    KINDS: ClassVar[str] = "sus"
+    TYPE: ClassVar[int] = pb.TASK_CANCEL
+    PB: ClassVar[type] = pb.TaskCancel
+    REQUIRED: ClassVar[tuple[str, ...]] = ("task_id",)
     task_id: str
     attempt: int
     reason: str
@@ -142,8 +136,9 @@ class TaskCancel(Message):
 class BlobPut(Message):
     """Storage worker -> storage worker (``/<protocol_version>/blob/1.0.0``): keep a replica of a blob."""
 
-    TYPE: ClassVar[int] = 8
-    KINDS: ClassVar[str] = "sb"
+    TYPE: ClassVar[int] = pb.BLOB_PUT
+    PB: ClassVar[type] = pb.BlobPut
+    REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
     key: str
     data: bytes
 
@@ -153,8 +148,9 @@ class BlobPut(Message):
 class BlobGet(Message):
     """Storage worker -> storage worker: send me the blob ``key`` if you hold it."""
 
-    TYPE: ClassVar[int] = 9
-    KINDS: ClassVar[str] = "s"
+    TYPE: ClassVar[int] = pb.BLOB_GET
+    PB: ClassVar[type] = pb.BlobGet
+    REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
     key: str
 
 
@@ -163,8 +159,9 @@ class BlobGet(Message):
 class BlobReply(Message):
     """Answer to BlobPut (status only) or BlobGet (status and data). status: 0 ok, 1 not found, 2 error."""
 
-    TYPE: ClassVar[int] = 10
-    KINDS: ClassVar[str] = "subs"
+    TYPE: ClassVar[int] = pb.BLOB_REPLY
+    PB: ClassVar[type] = pb.BlobReply
+    REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
     key: str
     status: int
     data: bytes

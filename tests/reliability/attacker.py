@@ -35,7 +35,7 @@ from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from p2p_fast._ext import encode_uvarint
 from p2p_fast.protocols.codec import encode
-from p2p_fast.protocols.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText, HeartBeat,
+from p2p_fast.protocols.messages import (BlobGet, BlobPut, BlobReply, CapabilityAdvertisement, GossipText,
                                         TaskCancel, TaskReceipt, TaskRequest, TaskResponse)
 from p2p_fast.protocols.tasks.ledger import result_digest, sign_receipt
 from p2p_fast.protocols.tasks.wire import FrameReader, frame
@@ -204,8 +204,8 @@ def _random_message(rng: random.Random, me: str) -> Any:
         return BlobReply(s(64), u(), b(), s())
     if kind == 7:
         return GossipText(s(), s(40), fl())
-    if kind == 8:
-        return HeartBeat(s(), u(), u(), u(), fl(), fl())
+    if kind == 8:  # with the optional fields set
+        return CapabilityAdvertisement(s(), s(), [s()], u(), u(), u(), fl(), [], u(), fl(), fl())
     if kind == 9:
         return CapabilityAdvertisement(s(), s(), [s() for _ in range(rng.randint(0, 4))], u(), u(), u(), fl(),
                                        [s() for _ in range(rng.randint(0, 3))], u())
@@ -245,7 +245,7 @@ def codec_frames(rng: random.Random, me: str) -> tuple[bytes, str]:
     elif kind == "mutated":
         body = _mutate(rng, body)
     elif kind == "version":
-        body = bytes([rng.choice([0, 2, 9, 255])]) + body[1:]
+        body = bytes([rng.choice([0, 1, 9, 255])]) + body[1:]  # 1: the format before protobuf
     elif kind == "empty":
         body = b""
     return encode_uvarint(len(body)) + body, kind

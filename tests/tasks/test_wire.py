@@ -1,4 +1,4 @@
-"""The task stream under garbage: unknown codec versions, unknown types, truncated and wrong messages, forged
+"""The task stream under garbage: unknown format versions, unknown types, truncated and wrong messages, forged
 receipts and an over-long frame. Each is rejected with a logged reason and a counter; the worker never crashes and
 the same stream keeps serving until framing itself is broken."""
 
@@ -14,7 +14,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from conftest import worker_config
 from harness import Cluster, NodeProcess, node_config
-from p2p_fast.protocols.codec import encode
+from p2p_fast.protocols.codec import CODEC_VERSION, encode
 from p2p_fast.protocols.messages import GossipText, TaskReceipt, TaskRequest, TaskResponse
 from p2p_fast.protocols.tasks.wire import FrameReader, frame
 
@@ -53,7 +53,7 @@ def test_malformed_frames_are_rejected_counted_and_survived(cluster: Cluster) ->
             good = TaskRequest("a" * 32, "echo", b"still alive", me, 1, 1, 5.0, 0, 0.0)
             garbage = [
                 _raw(b"\x09" + encode(good)[1:]),  # codec version 9
-                _raw(b"\x01\xfe"),  # unknown message type
+                _raw(bytes([CODEC_VERSION, 0xFE])),  # unknown message type
                 _raw(encode(good)[:-5]),  # truncated
                 _raw(b""),  # empty frame
                 frame(GossipText("x", "not for this stream", 0.0), MAX),  # valid message, wrong stream

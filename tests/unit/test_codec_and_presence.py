@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p_fast.protocols.codec import CODEC_VERSION, DecodeError, decode, encode
-from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText, HeartBeat
+from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText, TaskReceipt, TaskRequest
 from p2p_fast.protocols.presence import TARGET_RECEIVE_RATE, PeerBook, refresh_interval
 
 
@@ -15,8 +15,8 @@ def _ad(peer: str = "p1", caps=("compute",), ttl: float | None = None) -> Capabi
 
 
 def test_round_trip_every_message_kind():
-    for msg in (_ad(), _ad(ttl=270.0), _ad(ttl=0.0), HeartBeat("p1", 3, 1, 0, 0.25, 1234.5),
-                GossipText("p1", "héllo", 1.0)):
+    for msg in (_ad(), _ad(ttl=270.0), _ad(ttl=0.0), GossipText("p1", "héllo", 1.0),
+                TaskRequest("t1", "echo", b"\x00\xff", "s", 2**64 - 1, 0, float("inf"), 3, -1.5)):
         assert decode(encode(msg)) == msg
 
 
@@ -24,11 +24,18 @@ def test_round_trip_every_message_kind():
     (b"", "truncated"),
     (b"\x01", "truncated"),
     (bytes([CODEC_VERSION + 1, 1]), "bad-version"),
+    (bytes([1, 5]) + encode(GossipText("p", "t", 1.0))[2:], "bad-version"),  # the format before protobuf
     (bytes([CODEC_VERSION, 250]), "unknown-type"),
+    (bytes([CODEC_VERSION, 2]), "unknown-type"),  # HeartBeat, retired
     (encode(GossipText("p", "t", 1.0))[:-3], "truncated"),
-    (encode(GossipText("p", "t", 1.0)) + b"\x00", "trailing-bytes"),
-    (bytes([CODEC_VERSION, 5, 0xFF, 0xFF]), "bad-varint"),
-    (bytes([CODEC_VERSION, 5, 2, 0xC3, 0x28]), "bad-utf8"),
+    (encode(GossipText("p", "t", 1.0)) + b"\x00", "bad-tag"),  # field number 0
+    (bytes([CODEC_VERSION, 5, 0xFF, 0xFF]), "truncated"),
+    (bytes([CODEC_VERSION, 5]) + b"\xff" * 11, "bad-varint"),
+    (bytes([CODEC_VERSION, 5, 0x0F]), "bad-wire-type"),  # wire type 7
+    (bytes([CODEC_VERSION, 5, 0x0A, 2, 0xC3, 0x28]), "bad-utf8"),
+    (bytes([CODEC_VERSION, 5, 0x08, 1]), "wrong-type"),  # GossipText.sender as a varint
+    (bytes([CODEC_VERSION, 5, 0x12, 1, ord("t")]), "missing-field"),  # text without sender
+    (bytes([CODEC_VERSION, 5, 0x0A, 0]), "missing-field"),  # an empty sender is no sender
 ])
 def test_malformed_input_is_rejected_with_a_reason(data, reason):
     with pytest.raises(DecodeError) as info:
@@ -45,11 +52,25 @@ def test_size_limits_both_ways():
     assert info.value.reason == "oversized"
 
 
-def test_a_huge_list_count_cannot_allocate():
-    # A CapabilityAdvertisement whose capability count claims 2**60 items in a few bytes.
-    head = bytes([CODEC_VERSION, 1, 1, ord("p"), 1, ord("w")])
-    with pytest.raises(DecodeError):
+def test_a_huge_announced_length_cannot_allocate():
+    # A CapabilityAdvertisement whose capability string claims 2**60 bytes in a few bytes.
+    head = bytes([CODEC_VERSION, 1, 0x0A, 1, ord("p"), 0x12, 1, ord("w"), 0x1A])
+    with pytest.raises(DecodeError) as info:
         decode(head + b"\x80\x80\x80\x80\x80\x80\x80\x80\x10")
+    assert info.value.reason == "truncated"
+
+
+def test_unknown_fields_are_skipped_and_errors_name_the_field():
+    body = encode(GossipText("p", "t", 1.0))
+    extended = body + bytes([0xA2, 0x06, 3]) + b"new" + bytes([0xA8, 0x06, 0x2A])  # fields 100 (bytes), 101 (varint)
+    assert decode(extended) == GossipText("p", "t", 1.0)
+    with pytest.raises(DecodeError, match="GossipText: sender"):
+        decode(bytes([CODEC_VERSION, 5, 0x08, 1]))
+    with pytest.raises(DecodeError, match="TaskReceipt without signature"):
+        decode(encode(TaskReceipt("t", 1, "s", "w", 1, "d", 0.0, b"")))
+    with pytest.raises(ValueError, match=r"TaskRequest\.attempt"):
+        encode(TaskRequest("t", "echo", b"", "s", -1, 0, 1.0, 0, 0.0))
+    assert decode(encode(TaskRequest("t", "echo", bytearray(b"x"), "s", 1.0, 0, 1, 0, 0))).payload == b"x"
 
 
 def test_advert_without_ttl_is_live_for_three_heartbeats_of_the_receiver():

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from dataclasses import replace
 from typing import Any
 
 from libp2p.crypto.keys import PrivateKey, PublicKey
 from libp2p.crypto.serialization import deserialize_public_key
 
-from p2p_fast.protocols.codec import encode
+from p2p_fast._ext import encode_uvarint
 from p2p_fast.protocols.messages import TaskReceipt
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.credit import CreditBook
@@ -39,9 +40,29 @@ def result_digest(result: bytes) -> str:
     return hashlib.sha256(result).hexdigest()
 
 
+_DOUBLE = struct.Struct(">d")
+_RECEIPT_HEAD = bytes((1, 6))  # the pre-protobuf codec's version and type bytes: see receipt_bytes
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return encode_uvarint(len(raw)) + raw
+
+
 def receipt_bytes(receipt: TaskReceipt) -> bytes:
-    """What the submitter signs: a domain tag and the receipt encoded with an empty signature."""
-    return RECEIPT_DOMAIN + encode(replace(receipt, signature=b""))
+    """What the submitter signs: a domain tag and a canonical encoding of the receipt's fields 1-7.
+
+    Not the protobuf bytes: protobuf does not promise one encoding per message (field order, unknown fields, a
+    newer node's extra fields), and a worker must rebuild exactly the signed bytes from the fields it knows, in any
+    version, and from its ledger rows years later. So the fields are written by this function alone, in a fixed
+    order and form -- the layout of the codec before protobuf (version 1, type 6; varint-length UTF-8 strings,
+    varint integers, big-endian IEEE-754 double, an empty signature), which also keeps every receipt signed before
+    the switch verifiable. Fields added to ``TaskReceipt`` later are not covered; signing one needs a new
+    ``RECEIPT_DOMAIN`` and layout (docs/protocol.md, "Receipts")."""
+    r = receipt
+    return b"".join((RECEIPT_DOMAIN, _RECEIPT_HEAD, _text(r.task_id), encode_uvarint(int(r.attempt)),
+                     _text(r.submitter), _text(r.worker), encode_uvarint(int(r.reward)), _text(r.result_digest),
+                     _DOUBLE.pack(float(r.issued_at)), b"\x00"))
 
 
 def sign_receipt(receipt: TaskReceipt, key: PrivateKey) -> TaskReceipt:
