@@ -70,6 +70,7 @@ def test_a_subscriber_behind_drops_counted_with_one_warning(tmp_path, caplog):
                     await ga.publish(TOPIC, b"after")  # caught up: new messages arrive again
                     while b"after" not in got:
                         await trio.sleep(0.02)
+                await a.disconnect(b.get_id())  # before the swarms stop: no socket left for the collector
                 return {"wrapper": wrapper, "sent": sent, "got": len(got) - 1}
 
     with caplog.at_level(logging.WARNING):
@@ -95,7 +96,8 @@ class _Records(logging.Handler):
 
 def test_stock_logs_every_drop_and_counts_none_patched_counts_each_and_warns_once(libp2p_patched):
     """The same unread subscription overflowing by 50 messages, on a real Pubsub: stock py-libp2p logs a warning per
-    dropped message and counts nothing; with ``count_overflow`` each drop is counted and one warning says how many."""
+    dropped message and counts nothing; with ``count_overflow`` each drop is counted and one warning is logged (at
+    most one per WARN_EVERY_S, each saying how many were dropped since the one before)."""
     topic = "overflow-stock-vs-ours"
     dropped_metric = metrics.MESSAGES_DROPPED.labels(topic, "subscriber-behind")
 
@@ -127,4 +129,4 @@ def test_stock_logs_every_drop_and_counts_none_patched_counts_each_and_warns_onc
     assert stock_ours == [] and stock_counted == 0  # the limit: no number an operator can alert on
     lines, ours, counted, _ = trio.run(overflow, True)
     assert lines == [] and counted == 50
-    assert len(ours) == 1 and "50 message(s) dropped" in ours[0], ours
+    assert len(ours) == 1 and "the subscriber is behind" in ours[0], ours  # the next report says how many since

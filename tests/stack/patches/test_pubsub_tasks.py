@@ -57,6 +57,7 @@ def test_received_messages_run_in_plain_tasks_and_a_failing_one_is_dropped_alone
                             await trio.sleep(0.02)
                 finally:
                     del gb.pubsub.push_msg
+                await a.disconnect(b.get_id())  # before the swarms stop: no socket left for the collector
                 return {"got": got, "handled": gb.push_tasks.handled, "failed": gb.push_tasks.failed,
                         "service_tasks": real_manager._total_task_count - service_tasks_before,
                         "running": real_manager.is_running}
@@ -102,6 +103,7 @@ def test_stock_starts_a_service_task_per_message_patched_none(tmp_path):
                         while not set(payloads) <= set(got):
                             await trio.sleep(0.02)
                     counts.append(real._total_task_count - before)
+                await a.disconnect(b.get_id())
                 return counts[0], counts[1]
 
     stock, ours = trio.run(main)
