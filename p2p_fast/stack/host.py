@@ -25,10 +25,10 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
 from libp2p.security.tls.transport import TLSTransport
 
-from p2p_fast.core import metrics
 from p2p_fast.core.config import Config
 from p2p_fast.core.netif import ipv4_addresses
 from p2p_fast.stack import patches
+from p2p_fast.stack.patches.inline_metrics import record_libp2p_metrics
 from p2p_fast.stack.muxer import muxer_options
 
 
@@ -94,5 +94,5 @@ def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
         announce_addrs=announce,
         negotiate_timeout=max(1, int(cfg.network.connection_timeout)),
     )
-    metrics.record_libp2p_metrics(host)  # py-libp2p's metric events recorded where they happen, no consumer task
+    record_libp2p_metrics(host)  # py-libp2p's metric events recorded where they happen, no consumer task
     return host

@@ -13,7 +13,7 @@ is a no-op once py-libp2p is loaded.
 
 Per-instance patches change one py-libp2p object we hold (a host's ``get_addrs``, a swarm's ``dial_peer``, a
 Pubsub's counter). There is nothing process-wide to apply: each is a function that takes the instance, and all but
-the Pubsub ones return their undo. They are listed in :data:`PER_INSTANCE` (module -> function) and called where
+the Pubsub ones and ``inline_metrics`` return their undo. They are listed in :data:`PER_INSTANCE` (module -> function) and called where
 the instance is built.
 
 Not patches (no py-libp2p object changes for anyone else): subclasses of ours handed to py-libp2p through a
@@ -65,6 +65,7 @@ PER_INSTANCE: dict[str, str] = {
     "stream_handler_guard": "guard_stream_handlers(host) -> undo",
     "outbound_handshake_watch": "watch_outbound_handshakes(host, private, connection_timeout) -> undo",
     "auto_connector_off": "disable_auto_dials(host) -> undo",
+    "inline_metrics": "record_libp2p_metrics(host)",
     "circuit_dialing": "install_circuit_dialing(host, transport, dial_timeout) -> undo",
     "host_circuit_addrs": "append_addrs(host, extra) -> undo",
 }
