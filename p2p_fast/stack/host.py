@@ -28,8 +28,8 @@ from libp2p.security.tls.transport import TLSTransport
 from p2p_fast.core.config import Config
 from p2p_fast.core.netif import ipv4_addresses
 from p2p_fast.stack import patches
-from p2p_fast.stack.patches.inline_metrics import record_libp2p_metrics
 from p2p_fast.stack.muxer import muxer_options
+from p2p_fast.stack.patches.inline_metrics import record_libp2p_metrics
 
 
 def security_options(cfg: Config, key_pair: KeyPair) -> "OrderedDict[Any, Any]":
