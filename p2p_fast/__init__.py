@@ -1,6 +1,8 @@
-"""p2p-fast: a peer-to-peer compute network on py-libp2p."""
+"""p2p-fast: a peer-to-peer compute network on py-libp2p.
 
-from p2p_fast.stack.patches.lean_imports import install as _install_lean_imports
+Importing it changes nothing of py-libp2p: the patches are applied when a host is built
+(:func:`p2p_fast.stack.patches.apply_all`), and the entry points prepare lean imports first
+(:func:`p2p_fast.stack.patches.prepare_imports`).
+"""
 
 __version__ = "0.1.0"
-_install_lean_imports()  # before anything imports py-libp2p: see lean_imports

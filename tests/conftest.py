@@ -18,3 +18,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def libp2p_patched() -> None:
+    """py-libp2p with every process-wide patch applied, as ``build_host`` leaves it (for tests that build hosts with
+    py-libp2p's ``new_host``). Idempotent; tests that show stock behaviour revert one patch and re-apply it."""
+    from p2p_fast.stack import patches
+
+    patches.apply_all()

@@ -14,6 +14,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
+from p2p_fast.stack import patches
 from p2p_fast.stack.muxer import FastYamux
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -21,6 +22,7 @@ LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 
 @asynccontextmanager
 async def two_hosts(muxer_a: type = FastYamux, muxer_b: type = FastYamux) -> AsyncIterator[tuple]:
+    patches.apply_all()  # as build_host does: the registered muxer class is used only with muxer_registered_class
     a = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: muxer_a})
     b = new_host(key_pair=create_new_key_pair(), muxer_opt={YAMUX_PROTOCOL_ID: muxer_b})
     async with a.run(LISTEN), b.run(LISTEN):

@@ -9,7 +9,7 @@ Stacks:
   Yamux, the py-libp2p work-arounds), ``gossip.Gossip`` (GossipSub with our pubsub tuning) and our KadDHT.
 - ``stock``: py-libp2p 0.8.1 as a new user configures it: ``new_host()`` defaults, GossipSub D=6/5/12, heartbeat
   1 s, spam protection off, signing on (``Pubsub`` defaults), a stock ``KadDHT``. This process never imports
-  ``p2p_fast`` (importing it applies our work-arounds).
+  ``p2p_fast`` (nothing of it changes py-libp2p on import, and never importing it keeps that obvious).
 - ``go``: a go-libp2p daemon (``p2pd``, gossipsub, heartbeat 1 s, strict signing, ``-dht``) driven through its
   control socket; the measured process (``pid`` in the ready line) is the daemon, not this driver.
 

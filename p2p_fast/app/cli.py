@@ -172,6 +172,9 @@ async def run_remote_console(url: str, console_mode: str, token: str | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from p2p_fast.stack.patches import prepare_imports
+
+    prepare_imports()  # before anything imports py-libp2p (the other patches are applied when the host is built)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
         from p2p_fast.app.doctor import main as doctor_main

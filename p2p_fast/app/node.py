@@ -37,7 +37,9 @@ from p2p_fast.stack.pubsub import Gossip
 from p2p_fast.protocols.health import HealthMonitor
 from p2p_fast.stack.host import build_host
 from p2p_fast.stack.identity import load_or_create_identity
-from p2p_fast.stack.load_shed import LoadMonitor, Shedder, shed_gossip_ihave
+from p2p_fast.stack.load_shed import LoadMonitor, Shedder
+from p2p_fast.stack.patches.auto_connector_off import disable_auto_dials
+from p2p_fast.stack.patches.gossip_ihave_shedding import shed_gossip_ihave
 from p2p_fast.core.multiaddrs import is_relayed
 from p2p_fast.core.netif import bind_error, ipv4_addresses
 from p2p_fast.protocols.codec import DecodeError, decode, encode
@@ -177,8 +179,8 @@ class Node:
             self.private_network = psk is not None  # members only: who may send functions (tasks.functions)
             self.api_token = load_api_token(cfg)  # checked before anything starts: a bad one stops start-up
             self.host = host = build_host(cfg, key_pair, psk=psk)
-            from p2p_fast.stack.security.handler_guard import guard_stream_handlers
-            from p2p_fast.stack.security.handshake import watch_outbound_handshakes
+            from p2p_fast.stack.patches.outbound_handshake_watch import watch_outbound_handshakes
+            from p2p_fast.stack.patches.stream_handler_guard import guard_stream_handlers
 
             # A PSK mismatch is named as one.
             watch_outbound_handshakes(host, private=psk is not None,
@@ -263,12 +265,7 @@ class Node:
             connmgr.protect("relay", peers_of(self.nat.reservations))
         if self.tasks is not None:
             connmgr.protect("tasks", self.tasks.busy_with)
-        auto = getattr(self.host.get_network(), "auto_connector", None)
-        if auto is not None:
-            async def no_auto_dials() -> None:
-                return None
-
-            auto.maybe_connect = no_auto_dials
+        disable_auto_dials(self.host)
 
     def fail(self, reason: str) -> None:
         """Stop the node: it cannot go on safely (e.g. its journal cannot be written). ``running()`` then raises

@@ -10,6 +10,11 @@ The index follows the table: it is updated by ``add_peer`` (which may also evict
 bucket), ``remove_peer`` and ``cleanup_routing_table``; the one path that removes peers behind the table's back
 (the periodic stale-peer refresh calls ``KBucket.remove_peer`` directly) is caught by comparing sizes before each
 query (the index only ever holds a superset then) and re-syncing.
+
+Why this is not in :mod:`p2p_fast.stack.patches`: :class:`IndexedKadDHT` is a subclass we construct ourselves, and
+the only py-libp2p object it changes is the routing table its own constructor just built (``KadDHT`` takes no table
+class, so :meth:`IndexedRoutingTable.adopt` re-classes it in place); no other ``KadDHT`` or ``RoutingTable`` is
+affected.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ This is the transport layer of the node. Everything here is py-libp2p configured
 ``network.security`` is the order we propose security protocols in, ``node.max_connections`` becomes the swarm's
 hard cap (inbound and outbound) with pruning watermarks below it, and ``network.connection_timeout`` bounds dials
 and upgrades.
+
+Building a host is where py-libp2p's behaviour is changed: :func:`build_host` first calls
+:func:`p2p_fast.stack.patches.apply_all` (which refuses a py-libp2p version the patches were not written for).
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
 from libp2p.security.tls.transport import TLSTransport
 
-from p2p_fast.stack.patches import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
-from p2p_fast.core import metrics
-from p2p_fast.stack.patches import tcp_buffering
 from p2p_fast.core.config import Config
-from p2p_fast.stack.muxer import muxer_options
 from p2p_fast.core.netif import ipv4_addresses
+from p2p_fast.stack import patches
+from p2p_fast.stack.muxer import muxer_options
+from p2p_fast.stack.patches.inline_metrics import record_libp2p_metrics
 
 
 def security_options(cfg: Config, key_pair: KeyPair) -> "OrderedDict[Any, Any]":
@@ -77,7 +79,8 @@ def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
 
 
 def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
-    tcp_buffering.install()
+    """The node's host. Applies the py-libp2p patches first (:func:`p2p_fast.stack.patches.apply_all`)."""
+    patches.apply_all()
     announce = [multiaddr.Multiaddr(a) for a in cfg.network.announce_addrs] or None
     host = new_host(
         key_pair=key_pair,
@@ -91,5 +94,5 @@ def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
         announce_addrs=announce,
         negotiate_timeout=max(1, int(cfg.network.connection_timeout)),
     )
-    metrics.record_libp2p_metrics(host)  # py-libp2p's metric events recorded where they happen, no consumer task
+    record_libp2p_metrics(host)  # py-libp2p's metric events recorded where they happen, no consumer task
     return host

@@ -9,14 +9,15 @@ keeps: reading and forwarding messages, tasks, join and change advertisements, l
 time, 1.0 = one full core: py-libp2p runs on one thread) and the trio scheduling lag (how late a ``trio.sleep``
 wakes up). :class:`Shedder` decides with hysteresis: it starts shedding after ``ENTER_SAMPLES`` samples in a row at
 or over either limit and stops after ``LEAVE_SAMPLES`` in a row under ``RELIEF`` of both, so it does not flap.
+GossipSub's IHAVE gossip asks the shedder through a per-instance patch,
+:func:`p2p_fast.stack.patches.gossip_ihave_shedding.shed_gossip_ihave`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from typing import Any, Callable
+from typing import Callable
 
 import trio
 
@@ -91,16 +92,3 @@ class LoadMonitor:
             metrics.SCHEDULER_LAG.set(self.lag_s)
             metrics.SHEDDING.set(1 if self.shedder.observe(self.cpu_share, self.lag_s) else 0)
             cpu0, t0 = cpu1, t1
-
-
-def shed_gossip_ihave(router: Any, shedder: Shedder) -> None:
-    """GossipSub's heartbeat asks ``gossip_heartbeat`` which peers get IHAVE gossip; under pressure: none (mesh
-    maintenance, fanout and GRAFT/PRUNE go on as before)."""
-    stock = router.gossip_heartbeat
-
-    def gossip_heartbeat() -> Any:
-        if not shedder.allow("gossip-ihave"):
-            return defaultdict(dict)  # the type the heartbeat's _emit_control_msgs expects
-        return stock()
-
-    router.gossip_heartbeat = gossip_heartbeat

@@ -27,6 +27,15 @@ path, where stock py-libp2p 0.8.1 spends most of a gossip message's muxer time (
 Wire behaviour is Yamux as specified (https://github.com/hashicorp/yamux/blob/master/spec.md) and as go-yamux
 speaks it: 256 KiB initial window, SYN/ACK on WINDOW_UPDATE frames, FIN/RST on either frame type, PING echo,
 GO_AWAY. ``tests/interop/test_p2pd_node.py`` runs the node (with this muxer) against go-libp2p.
+
+Why this is not in :mod:`p2p_fast.stack.patches`: it is a subclass handed to py-libp2p through the documented
+``new_host(muxer_opt=...)`` argument, and changes only the connections built with it; stock ``Yamux`` is untouched.
+(That py-libp2p 0.8.1 actually uses a registered class needs one patch,
+:mod:`p2p_fast.stack.patches.muxer_registered_class`.) It overrides private methods of ``Yamux`` 0.8.1
+(``_write_frame``, ``_cleanup_on_error``, ...), which the version guard of :mod:`p2p_fast.stack.patches` covers.
+``_write_frame`` also corrects a py-libp2p hazard for its own connections: ``libp2p/security/noise/io.py`` encrypts
+(using up a nonce) before it awaits the socket, so a write cancelled in between made every later message fail
+authentication at the peer (``InvalidTag``); ours shields the frame write (``tests/node/test_secure_write_cancel.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ py-libp2p's defaults would cap every peer at 10 msg/s per topic (spam protection
 spam protection off (peer scoring and per-peer limits are the place for that), heartbeat at ``gossip
 .heartbeat_interval`` and give the mesh degrees explicitly. ``network.mesh_network: false`` selects FloodSub.
 Every message is signed and strictly verified; a refused one is counted with its reason and charged to the peer
-that forwarded it in GossipSub's peer score (``p2p_fast.stack.pubsub_guard``).
+that forwarded it in GossipSub's peer score (``p2p_fast.stack.pubsub_guard``). The Pubsub's per-instance py-libp2p
+patches (tuning, seqno, push tasks, overflow counting: :mod:`p2p_fast.stack.patches`) are applied here, on the
+instance this class builds; the process-wide ones must be applied already (``build_host`` does).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from libp2p.pubsub.floodsub import FloodSub
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p_fast.stack.patches import libp2p_fixes
 from p2p_fast.core import metrics
 from p2p_fast.core.config import Config
+from p2p_fast.stack import pubsub_guard as gossip_guard
 from p2p_fast.stack.patches.pubsub_overflow import count_overflow
+from p2p_fast.stack.patches.pubsub_seqno import start_seqno_from_nanoseconds
 from p2p_fast.stack.patches.pubsub_tasks import PushSpawningManager, spawn_pushes_in
 from p2p_fast.stack.patches.pubsub_tuning import tune_pubsub
-from p2p_fast.stack import pubsub_guard as gossip_guard
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class Gossip:
             **tune_pubsub.constructor_kwargs(),
         )
         tune_pubsub.after_construct(self.pubsub, g.seen_ttl)
-        libp2p_fixes.start_seqno_from_nanoseconds(self.pubsub)
+        start_seqno_from_nanoseconds(self.pubsub)
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None

@@ -13,6 +13,10 @@ peers behind one address.
 How the forwarder reaches the check: ``Pubsub.push_msg`` runs, without yielding, from its entry to the signature
 check; :meth:`GuardedPubsub.push_msg` records (pubsub, forwarder, message) right before entering it, and the check
 uses that record only for that very message object.
+
+Why this is not in :mod:`p2p_fast.stack.patches`: :class:`GuardedPubsub` is a subclass we construct ourselves
+(``p2p_fast.stack.pubsub``) and only its instances change; py-libp2p's ``Pubsub`` is untouched. Its signature check
+plugs into our own ``pubsub_tuning.VERIFY`` (:func:`install`), not into py-libp2p.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def signature_problem(msg: Any) -> str | None:
         return None
     if not msg.signature:
         return UNSIGNED
-    if pubsub_tuning._signer_key(msg) is None:
+    if pubsub_tuning.signer_key(msg) is None:
         return WRONG_SENDER
     return BAD_SIGNATURE
 

@@ -1,13 +1,15 @@
-"""The py-libp2p 0.8.1 relay/AutoNAT/DCUtR bugs p2p_fast.protocols.nat works around: each test shows the stock behaviour
-first (so it fails, and tells us to drop the work-around, once py-libp2p is fixed), then ours.
+"""The py-libp2p 0.8.1 relay/AutoNAT bugs the subclasses of p2p_fast.protocols.nat correct (CircuitTransport, AutoNAT,
+RelayProtocol): each test shows the stock behaviour first (so it fails, and tells us to drop the work-around, once
+py-libp2p is fixed), then ours. The bugs corrected by patches of py-libp2p itself (circuit dialing, our own peer
+ID, circuit addresses in get_addrs, DCUtR's listen addresses) are shown in tests/stack/patches/.
 
 In-process hosts on 127.0.0.1 (stock ``new_host``: TCP, Noise, Yamux), a relay R and peers A, B.
 """
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
 
 import multiaddr
 import pytest
@@ -16,7 +18,6 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.host.autonat.autonat import AutoNATService
 from libp2p.host.autonat.pb.autonat_pb2 import Message
-from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
@@ -27,80 +28,13 @@ from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p_fast.protocols.nat import dcutr as our_dcutr
 from p2p_fast.protocols.nat.autonat import AutoNAT
-from p2p_fast.protocols.nat.circuit import CircuitTransport, install_circuit_dialing
 from p2p_fast.protocols.nat.relay import RELAY_LIMITS, RelayProtocol
-
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-DEAD = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/1")  # nothing listens on port 1
-
-
-def run(fn: Any) -> Any:
-    return trio.run(fn)
+from p2p_fast.stack.patches.circuit_dialing import install_circuit_dialing
+from relay_hosts import DEAD, b_transport as _b_transport, hosts, relay_setup, run
 
 
-@asynccontextmanager
-async def hosts(n: int, **kw: Any) -> AsyncIterator[list[Any]]:
-    hs = [new_host(key_pair=create_new_key_pair(), **kw) for _ in range(n)]
-    async with AsyncExitStack() as stack:
-        for h in hs:
-            await stack.enter_async_context(h.run(LOOPBACK))
-        try:
-            yield hs
-        finally:
-            # Close connections before the swarms stop: stopping a swarm with live connections can leak sockets.
-            with trio.move_on_after(5):
-                for h in hs:
-                    for pid in list(h.get_connected_peers()):
-                        await h.disconnect(pid)
-
-
-@asynccontextmanager
-async def relay_setup(protocol_cls: type = CircuitV2Protocol) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
-    """R relays; A holds a reservation on R; B is connected to R. Yields (R, A, B, circuit address of A)."""
-    async with hosts(3) as (r, a, b), AsyncExitStack() as stack:
-        protos = [protocol_cls(h, limits=RELAY_LIMITS, allow_hop=(h is r)) for h in (r, a, b)]
-        for p in protos:
-            await stack.enter_async_context(background_trio_service(p))
-        rinfo = PeerInfo(r.get_id(), r.get_addrs())
-        await a.connect(rinfo)
-        await b.connect(rinfo)
-        a_transport = CircuitV2Transport(a, protos[1], RelayConfig(roles=RelayRole.STOP))
-        async with trio.open_nursery() as nursery:
-            stream = await a.new_stream(r.get_id(), [HOP])
-            assert await a_transport.reserve(stream, r.get_id(), nursery)
-            await stream.close()
-            circuit = multiaddr.Multiaddr(f"{r.get_addrs()[0]}/p2p-circuit/p2p/{a.get_id()}")
-            yield r, a, b, circuit
-            nursery.cancel_scope.cancel()
-
-
-def _b_transport(b: Any) -> CircuitTransport:
-    return CircuitTransport(b, CircuitV2Protocol(b), RelayConfig(roles=RelayRole.STOP))
-
-
-# -- 1-4: circuit addresses are not dialable through the swarm -------------------------------------------------------
-
-def test_bug_swarm_drops_circuit_addresses_and_work_around():
-    async def main() -> tuple[str, list[str]]:
-        async with relay_setup() as (r, a, b, circuit):
-            with pytest.raises(SwarmException) as stock:
-                await b.connect(PeerInfo(a.get_id(), [circuit]))
-            undo = install_circuit_dialing(b, _b_transport(b), dial_timeout=10)
-            try:
-                with trio.fail_after(15):
-                    await b.connect(PeerInfo(a.get_id(), [DEAD, circuit]))  # dead direct address first
-                addrs = [str(x) for c in b.get_network().get_connections(a.get_id())
-                         for x in c.get_transport_addresses()]
-            finally:
-                undo()
-            return str(stock.value), addrs
-
-    stock_error, addrs = run(main)
-    assert "relay-only" in stock_error  # bug 1: Swarm.dial_peer never dials /p2p-circuit
-    assert any("/p2p-circuit/p2p/" in x for x in addrs), addrs  # ours: connected through the relay
-
+# -- 2-3: the circuit transport (bugs 1 and 4: tests/stack/patches/test_circuit_dialing.py) -------------------------
 
 def test_bug_tcp_claims_circuit_addresses_and_work_around():
     async def main() -> tuple[str, str]:
@@ -143,38 +77,6 @@ def test_bug_circuit_transport_dial_returns_upgraded_conn_and_work_around():
     stock, ours_is_raw = run(main)
     assert "IRawConnection" in stock, stock  # bug 3: dial() returns a SwarmConn, the swarm wants a raw conn
     assert ours_is_raw
-
-
-def test_bug_host_connects_to_itself_and_work_around():
-    async def main() -> tuple[int, str]:
-        async with hosts(1) as (h,):
-            with trio.fail_after(5):
-                await h.connect(PeerInfo(h.get_id(), h.get_addrs()))
-            stock = len(h.get_network().get_connections(h.get_id()))
-            for c in list(h.get_network().get_connections(h.get_id())):
-                await c.close()
-            undo = install_circuit_dialing(h, _b_transport(h), dial_timeout=5)
-            try:
-                with pytest.raises(SwarmException) as ours:
-                    await h.connect(PeerInfo(h.get_id(), h.get_addrs()))
-            finally:
-                undo()
-            return stock, str(ours.value)
-
-    stock, ours = run(main)
-    assert stock == 2  # bug 4: a connection to ourselves, filed (both ends) under our own peer ID
-    assert "own peer ID" in ours
-
-
-# -- 5: get_addrs() mangles circuit addresses -------------------------------------------------------------------------
-
-def test_bug_get_addrs_mangles_circuit_addresses():
-    relay = ID.from_base58("12D3KooWSmtCSLNpYxWwqyc8uGMw1sgwnEAFxz89Q8kN2W3kDAoy")
-    circuit = multiaddr.Multiaddr(f"/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit")
-    host = new_host(key_pair=create_new_key_pair(), addrs_factory=lambda addrs: [circuit])
-    got = [str(a) for a in host.get_addrs()]
-    # The relay's own address, under our peer ID: a circuit address cannot be advertised through addrs_factory.
-    assert got == [f"/ip4/10.0.0.1/tcp/4001/p2p/{host.get_id()}"], got  # bug 5
 
 
 # -- 6: AutoNAT dial-back reuses the requester's connection -----------------------------------------------------------
@@ -260,26 +162,6 @@ def test_bug_relay_reserves_for_the_peer_named_in_the_message_and_work_around():
     (stock, _x, y), (ours, x2, _y) = run(main)
     assert stock == {y}  # bug 8: anyone can reserve (and use up) slots in another peer's name
     assert ours == {x2}
-
-
-# -- 9: DCUtR binds hole-punch dials to announced addresses ------------------------------------------------------------
-
-def test_bug_dcutr_uses_announced_addresses_as_listen_addresses_and_work_around():
-    async def main() -> tuple[list, list, int]:
-        announced = multiaddr.Multiaddr("/ip4/198.51.100.7/tcp/4999")
-        async with hosts(1, announce_addrs=[announced]) as (h,):
-            real_port = int(h.get_transport_addrs()[0].value_for_protocol("tcp"))
-            our_dcutr.undo_listen_addr_fix()
-            try:
-                stock = our_dcutr._dcutr._local_tcp_listen_addrs(h)
-            finally:
-                our_dcutr.apply_listen_addr_fix()
-            ours = our_dcutr._dcutr._local_tcp_listen_addrs(h)
-            return stock, ours, real_port
-
-    stock, ours, port = run(main)
-    assert stock == [(4, "198.51.100.7", 4999)]  # bug 9: would bind hole-punch dials to an address not ours
-    assert ours == [(4, "127.0.0.1", port)]
 
 
 # -- 10: a stale (valid) signed record makes Pubsub drop the whole RPC -----------------------------------------------

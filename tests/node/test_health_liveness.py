@@ -8,7 +8,6 @@ from __future__ import annotations
 import trio
 from libp2p.host.ping import ID as PING_PROTOCOL
 
-import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast.core import metrics
 from p2p_fast.protocols.health import MISSES_BEFORE_CLOSE, HealthMonitor, frames_received
 from host_pair import two_hosts

@@ -17,7 +17,6 @@ import random
 import trio
 from libp2p.network.stream.exceptions import StreamEOF
 
-import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast.stack.muxer import FastYamux
 from host_pair import two_hosts
 

@@ -19,9 +19,11 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import TYPE_WINDOW_UPDATE, Yamux
 
-import p2p_fast.stack.patches.libp2p_fixes  # noqa: F401  (the registered muxer class is used only with this fix)
 from p2p_fast._ext import unpack_yamux_header
 from p2p_fast.stack.muxer import FastYamux, muxer_options
+
+# the registered muxer class is used only with the muxer_registered_class patch (build_host applies it)
+pytestmark = pytest.mark.usefixtures("libp2p_patched")
 
 ECHO = "/p2p-fast/test/echo/1.0.0"
 SINK = "/p2p-fast/test/sink/1.0.0"

@@ -1,4 +1,5 @@
-"""Load shedding: the hysteresis of the decision, real CPU/lag measurement, and the GossipSub IHAVE hook."""
+"""Load shedding: the hysteresis of the decision and real CPU/lag measurement (the GossipSub IHAVE hook is a patch:
+tests/stack/patches/test_gossip_ihave_shedding.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import time
 
 import pytest
 import trio
-from libp2p.pubsub.gossipsub import GossipSub
 
-from p2p_fast.stack.load_shed import ENTER_SAMPLES, LEAVE_SAMPLES, LoadMonitor, Shedder, shed_gossip_ihave
+from p2p_fast.stack.load_shed import ENTER_SAMPLES, LEAVE_SAMPLES, LoadMonitor, Shedder
 
 
 def test_sheds_after_consecutive_pressure_and_resumes_only_after_sustained_relief():
@@ -64,14 +64,3 @@ async def _busy_then_idle() -> None:
                 await trio.sleep(0.1)
         assert monitor.cpu_share < 0.5
         nursery.cancel_scope.cancel()
-
-
-def test_ihave_gossip_is_skipped_only_while_shedding():
-    router = GossipSub(protocols=["/meshsub/1.1.0"], degree=6, degree_low=4, degree_high=12)
-    shedder = Shedder()
-    shed_gossip_ihave(router, shedder)
-    assert router.gossip_heartbeat() == {}
-    assert shedder.skipped["gossip-ihave"] == 0
-    shedder.shedding = True
-    assert router.gossip_heartbeat() == {}
-    assert shedder.skipped["gossip-ihave"] == 1

@@ -15,6 +15,10 @@ The client side (:meth:`AutoNAT.candidate_addrs`) advertises, besides our listen
 address: the external IP peers observe us at (Identify) with our listen port, the same prediction DCUtR uses. Without
 it a NATed node advertises only its private address, which no server may dial (it does not match the IP the server
 sees), and the verdict would rest on a refusal instead of a real dial.
+
+Why this is not in :mod:`p2p_fast.stack.patches`: :class:`AutoNAT` is a subclass we construct and run ourselves;
+overriding ``_try_dial`` (private in py-libp2p 0.8.1, covered by the patches' version guard) changes only this
+instance.
 """
 
 from __future__ import annotations

@@ -5,12 +5,13 @@ py-libp2p drives the upgrade itself: every 2 s it looks for peers we reach only 
 simultaneous TCP dials from our listen port to the peer's NAT-predicted address). The peer that receives SYNC dials
 too (``_handle_dcutr_stream``). After a verified direct connection it closes the relayed one after a grace period.
 
-One correction (test in ``tests/nat/test_libp2p_relay_bugs.py``): py-libp2p takes "our TCP listen addresses" --
-the source address hole-punch dials bind to, and the port of our NAT-predicted address -- from ``host.get_addrs()``,
-which returns the *announced* addresses when ``announce_addrs`` is set. A node announcing, say, a port-forwarded
-address then binds its dials to an address it does not own (EADDRNOTAVAIL) and predicts the wrong port. We point
-``libp2p.relay.circuit_v2.dcutr._local_tcp_listen_addrs`` at the transport's real listen addresses
-(``host.get_transport_addrs()``); everything else in DCUtR is unchanged.
+py-libp2p binds hole-punch dials to the *announced* addresses; the correction is a process-wide patch,
+:mod:`p2p_fast.stack.patches.dcutr_listen_addrs` (applied with the others when the host is built).
+
+Why a subclass here is not a patch: :class:`HolePuncher` is an instance we construct and run ourselves (py-libp2p
+has no factory for it); its overrides, private methods of ``DCUtRProtocol`` included, change only this instance.
+They depend on py-libp2p 0.8.1's method names, which the version guard of :mod:`p2p_fast.stack.patches` checks
+before any host is built.
 
 py-libp2p's loop drives hole punches from *both* ends of a relayed connection at once. Two simultaneous sessions
 make each side dial twice from the same listen port (the second socket cannot bind the same 4-tuple) and can merge
@@ -52,36 +53,6 @@ RELAY_CLOSE_GRACE = 5.0
 HOLE_PUNCH_DIAL_TIMEOUT = 5
 DEFER_LIMIT = 20.0
 AUTO_DRIVE_EVERY = 2.0  # as py-libp2p's loop
-
-STOCK_LOCAL_TCP_LISTEN_ADDRS = _dcutr._local_tcp_listen_addrs
-
-
-def _local_tcp_listen_addrs(host: Any) -> list[tuple[int, str, int]]:
-    """Our TCP listen addresses as (family, ip, port), from the transport's listeners (not the announced list)."""
-    out: list[tuple[int, str, int]] = []
-    try:
-        addrs = host.get_transport_addrs()
-    except Exception:
-        return STOCK_LOCAL_TCP_LISTEN_ADDRS(host)
-    for addr in addrs:
-        if is_relayed(addr):
-            continue
-        parsed = _dcutr._tcp_ip_port(addr)
-        if parsed is not None:
-            out.append(parsed)
-    return out
-
-
-def apply_listen_addr_fix() -> None:
-    _dcutr._local_tcp_listen_addrs = _local_tcp_listen_addrs
-
-
-def undo_listen_addr_fix() -> None:
-    """For the test that demonstrates the bug."""
-    _dcutr._local_tcp_listen_addrs = STOCK_LOCAL_TCP_LISTEN_ADDRS
-
-
-apply_listen_addr_fix()
 
 
 class HolePuncher(DCUtRProtocol):

@@ -9,6 +9,10 @@ test in ``tests/nat/test_libp2p_relay_bugs.py``):
 - **Reservations for somebody else.** ``_handle_reserve`` reserves a slot for the peer ID in the RESERVE message's
   optional ``peer`` field when present, so any peer can take (and use up) reservations in another peer's name. The
   spec reserves for the connection's remote peer; we drop the field before py-libp2p reads it.
+
+Why this is not in :mod:`p2p_fast.stack.patches`: :class:`RelayProtocol` is a subclass we construct and run
+ourselves; its overrides (``_handle_reserve`` is private in py-libp2p 0.8.1, covered by the patches' version guard)
+change only this instance.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ What runs where (``network.enable_relay: true``; with ``false`` none of this run
 - any node found private with ``network.dht_mode: auto`` switches its DHT to client mode (others cannot dial it to
   ask it things), and back to server mode when found public.
 
-py-libp2p's ``BasicHost.get_addrs()`` cannot carry circuit addresses: it strips ``/p2p/<id>`` from every address
-before appending ours, and for ``.../p2p/RELAY/p2p-circuit`` that cuts at the relay ID, leaving the relay's own
-address under our peer ID (test in ``tests/nat/test_libp2p_relay_bugs.py``). So instead of an ``addrs_factory`` we
-wrap ``get_addrs`` on this host and append complete circuit addresses after py-libp2p's list.
+py-libp2p's ``BasicHost.get_addrs()`` cannot carry circuit addresses (it cuts them at the relay ID, also from an
+``addrs_factory``), so our relayed addresses are appended by a per-instance patch,
+:func:`p2p_fast.stack.patches.host_circuit_addrs.append_addrs`; dialing circuit addresses is another,
+:func:`p2p_fast.stack.patches.circuit_dialing.install_circuit_dialing`. Both are undone when the service stops.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p_fast.core.multiaddrs import direct_transport_addr, is_relayed, parse_peer_multiaddr
 from p2p_fast.core.netif import ipv4_addresses
 from p2p_fast.protocols.nat.autonat import AUTONAT_PROTOCOL_ID, AutoNAT
-from p2p_fast.protocols.nat.circuit import CircuitTransport, install_circuit_dialing
+from p2p_fast.protocols.nat.circuit import CircuitTransport
 from p2p_fast.protocols.nat.dcutr import HolePuncher
 from p2p_fast.protocols.nat.relay import RELAY_LIMITS, RelayProtocol
+from p2p_fast.stack.patches.circuit_dialing import install_circuit_dialing
+from p2p_fast.stack.patches.host_circuit_addrs import append_addrs
 
 log = logging.getLogger(__name__)
 
@@ -91,26 +93,11 @@ class NatService:
         await stack.enter_async_context(background_trio_service(self.protocol))
         await stack.enter_async_context(background_trio_service(self.dcutr))
         stack.callback(install_circuit_dialing(self.host, self.transport, self.cfg.network.connection_timeout))
-        stack.callback(self._wrap_get_addrs())
+        stack.callback(append_addrs(self.host, self.relayed_addrs))
         nursery.start_soon(self._autonat_loop)
         if self.node.role == "worker":
             nursery.start_soon(self._relay_loop)
         log.info("NAT traversal on: relay hop=%s, AutoNAT, DCUtR, circuit dialing", self.hop_enabled)
-
-    def _wrap_get_addrs(self) -> Any:
-        host = self.host
-        stock = host.get_addrs
-
-        def get_addrs() -> list[multiaddr.Multiaddr]:
-            return [*stock(), *self.relayed_addrs()]
-
-        host.get_addrs = get_addrs
-
-        def undo() -> None:
-            if host.__dict__.get("get_addrs") is get_addrs:
-                del host.get_addrs
-
-        return undo
 
     # -- addresses ------------------------------------------------------------------------------------------------
     def relayed_addrs(self) -> list[multiaddr.Multiaddr]:
@@ -140,9 +127,7 @@ class NatService:
 
         try:
             env_to_send_in_RPC(self.host)  # the stock function: issues and caches the new record
-            state = getattr(pubsub_tuning, "_LOCAL_RECORDS", {}).get(self.host)
-            if state is not None:
-                state.checked_at = float("-inf")
+            pubsub_tuning.recheck_local_record(self.host)
         except Exception as exc:
             log.debug("could not refresh our signed record: %s", exc)
 
@@ -262,7 +247,7 @@ class NatService:
         changed = False
         now = time.time()
         for rid in list(self.reservations):
-            expires = self.transport._reservations.get(rid, 0)
+            expires = self.transport.reservation_expiry(rid)
             if self._relay_connected(rid) is None or expires <= now:
                 log.info("lost reservation on relay %s (connection gone or expired)", rid)
                 del self.reservations[rid]
@@ -285,8 +270,7 @@ class NatService:
             elif self.reachability == "public" and self.reservations:
                 log.info("reachable directly: giving up %d relay reservation(s)", len(self.reservations))
                 for rid in self.reservations:  # and stop py-libp2p's refresher from renewing them
-                    self.transport._reservations.pop(rid, None)
-                    self.transport._reservation_proofs.pop(rid, None)
+                    self.transport.forget_reservation(rid)
                 self.reservations.clear()
                 changed = True
             if changed:

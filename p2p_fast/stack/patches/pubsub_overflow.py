@@ -9,6 +9,10 @@ most every ``WARN_EVERY_S`` seconds says how many went since the last.
 
 The hook is the send side of the topic's channel, which ``Pubsub`` keeps in ``subscribed_topics_send`` and only
 ever calls ``send_nowait`` and ``aclose`` on.
+
+Upstream: ``libp2p/pubsub/pubsub.py``, ``Pubsub.notify_subscriptions`` (py-libp2p 0.8.1) -- a limit (a log line per
+dropped message, no counter); no upstream issue was found. A per-instance patch: :func:`count_overflow` takes the
+Pubsub and a topic. Shown by ``tests/stack/patches/test_pubsub_overflow.py``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ one message.
 
 Every other ``run_task`` call of the Pubsub goes to its real manager. More than ``MAX_IN_FLIGHT`` messages still
 being handled at once (validators stuck) also go to the stock path, which applies py-libp2p's own limits.
+
+Upstream: ``libp2p/pubsub/pubsub.py``, ``Pubsub.continuously_read_stream`` (py-libp2p 0.8.1) -- a limit, not a bug;
+no upstream issue was found. A per-instance patch: :func:`spawn_pushes_in` takes the Pubsub (and our nursery) and
+replaces its ``_manager`` by a proxy; :func:`stop_spawning_pushes` puts the real manager back.
+Shown by ``tests/stack/patches/test_pubsub_tasks.py``.
 """
 
 from __future__ import annotations
@@ -75,3 +80,10 @@ def spawn_pushes_in(pubsub: Any, nursery: trio.Nursery) -> PushSpawningManager:
     proxy = PushSpawningManager(current, pubsub, nursery)
     pubsub._manager = proxy
     return proxy
+
+
+def stop_spawning_pushes(pubsub: Any) -> None:
+    """Undo :func:`spawn_pushes_in`: ``pubsub``'s messages are service tasks again (idempotent)."""
+    current = pubsub._manager
+    if isinstance(current, PushSpawningManager):
+        pubsub._manager = current._manager

@@ -1,10 +1,17 @@
 """Hooks that put our hot paths into py-libp2p's Pubsub, and take per-message work off it that a profile showed.
 
-Every hook applies to the Pubsub instances we tune (``tune_pubsub.after_construct``): the module-level functions we
-replace in ``libp2p.pubsub`` look the host or sender up in a registry of tuned pubsubs and call the stock function
-for everybody else. The one exception is signature checking (5), which cannot tell who asks: once a pubsub is
-tuned, every Pubsub in the process verifies with ``verify_signature`` — the same rules, except that a malformed
-``msg.key`` rejects the message where stock raises out of ``push_msg``.
+Two parts. The process-wide one, :func:`apply` / :func:`revert` (registered in :mod:`p2p_fast.stack.patches`,
+applied when the host is built): the module-level functions of ``libp2p/pubsub/pubsub.py``, ``gossipsub.py`` and
+``floodsub.py`` named below are replaced by versions that look the host or sender up in a registry of tuned pubsubs
+and call the stock function for everybody else. The exceptions are signature checking (5), which cannot tell who
+asks: every Pubsub in the process verifies with ``verify_signature`` (the same rules, except that a malformed
+``msg.key`` rejects the message where stock raises out of ``push_msg``), and the subscription buffer size (7).
+The per-instance one, ``tune_pubsub`` (``constructor_kwargs`` and ``after_construct``), fills that registry for
+the Pubsub we build (``p2p_fast.stack.pubsub``); it refuses to run before :func:`apply`.
+
+Upstream: these are limits of py-libp2p 0.8.1 (per-message work measured in bench/RESULTS.md), not bugs; no
+upstream issue was found for any of them. Shown by ``tests/stack/patches/test_pubsub_tuning.py`` (each hook's work
+and answers against stock, and the subscription buffer with the patch reverted).
 
 1. **Message id and caches**: the message-id function is a constructor argument (XXH64, compiled); the seen cache
    has no hook, so we replace ``pubsub.seen_messages`` (and its O(n) ``validation_cache``) right after
@@ -70,6 +77,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from p2p_fast._ext import SeenCache, ValidationCache, message_id
+from p2p_fast.stack.patches._attrs import AttributePatch, Replacement
 from p2p_fast.stack.patches.pubsub_tasks import MAX_IN_FLIGHT
 
 ADDRS_RECHECK_S = 1.0
@@ -209,7 +217,7 @@ def skip_own_signature_validator(msg: Any) -> bool:
 _SIGNER_KEYS: "OrderedDict[Any, Any]" = OrderedDict()
 
 
-def _signer_key(msg: Any) -> Any:
+def signer_key(msg: Any) -> Any:
     """The public key that must have signed ``msg``, or None if the message cannot name a valid one."""
     from_id = msg.from_id
     key = _SIGNER_KEYS.get(from_id)
@@ -241,7 +249,7 @@ def verify_signature(msg: Any) -> bool:
     """``signature_validator``'s rules with the signer's key decoded once per sender (module doc, 5)."""
     if not msg.signature:
         return False
-    key = _signer_key(msg)
+    key = signer_key(msg)
     if key is None:
         return False
     unsigned = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
@@ -299,15 +307,30 @@ async def batched_sending(pubsub: Any, peer_id: Any, stream: Any, queue: Any) ->
         pubsub._handle_dead_peer(peer_id)
 
 
-def _install_module_hooks() -> None:
-    """Point the pubsub modules' imported names at our registry-gated versions (idempotent)."""
+def _module_hooks() -> list[Replacement]:
+    out = []
     for mod in (_pubsub_mod, _gossipsub_mod, _floodsub_mod):
-        if hasattr(mod, "env_to_send_in_RPC"):
-            mod.env_to_send_in_RPC = cached_env_to_send_in_RPC
-        if hasattr(mod, "maybe_consume_signed_record"):
-            mod.maybe_consume_signed_record = cached_maybe_consume_signed_record
-    _pubsub_mod.signature_validator = skip_own_signature_validator
-    _pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE = max(_pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE, SUBSCRIPTION_BUFFER)
+        if "env_to_send_in_RPC" in vars(mod):
+            out.append(Replacement(mod, "env_to_send_in_RPC", cached_env_to_send_in_RPC))
+        if "maybe_consume_signed_record" in vars(mod):
+            out.append(Replacement(mod, "maybe_consume_signed_record", cached_maybe_consume_signed_record))
+    out.append(Replacement(_pubsub_mod, "signature_validator", skip_own_signature_validator))
+    out.append(Replacement(_pubsub_mod, "SUBSCRIPTION_CHANNEL_SIZE",
+                           max(_pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE, SUBSCRIPTION_BUFFER)))
+    return out
+
+
+PATCH = AttributePatch(*_module_hooks())
+
+apply = PATCH.apply
+revert = PATCH.revert
+
+
+def recheck_local_record(host: Any) -> None:
+    """Make the tuned pubsub of ``host`` look at its addresses again on its next RPC (after they changed)."""
+    state = _LOCAL_RECORDS.get(host)
+    if state is not None:
+        state.checked_at = float("-inf")
 
 
 class _Tuning:
@@ -328,10 +351,12 @@ class _Tuning:
         self.tune_records(pubsub)
 
     def tune_records(self, pubsub: Any) -> None:
-        """Hooks 2-7 of the module doc for this pubsub and its host."""
+        """Hooks 2-7 of the module doc for this pubsub and its host (the module-level part must be applied)."""
+        if not PATCH.is_applied():
+            raise RuntimeError("pubsub tuning needs py-libp2p's pubsub module hooks: call "
+                               "p2p_fast.stack.patches.apply_all() first (p2p_fast.stack.host.build_host does)")
         pubsub.handle_sending_messages = lambda peer_id, stream, queue: batched_sending(pubsub, peer_id, stream,
                                                                                        queue)
-        _install_module_hooks()
         host = pubsub.host
         _LOCAL_RECORDS.setdefault(host, _LocalRecord())
         _PEER_RECORDS.setdefault(host, OrderedDict())

@@ -7,8 +7,13 @@ of messages already in the kernel buffer is fetched a few bytes at a time. :clas
 to ``RECV_SIZE`` bytes at once and answers the following reads from that buffer without the lock or a syscall.
 
 Bytes come out exactly as stock's would (in order, never more than ``n`` per read, ``b""`` at EOF after the
-buffer is drained, the same errors). :func:`install` points py-libp2p's TCP transport (and the shared-port listener) at the
-class; the host factory installs it, so every TCP connection of the process uses it.
+buffer is drained, the same errors). :func:`apply` points py-libp2p's TCP transport (and the shared-port listener) at the
+class, so every TCP connection of the process uses it.
+
+Upstream: ``libp2p/io/trio.py``, ``TrioTCPStream.read`` (py-libp2p 0.8.1) -- a limit, not a bug: one
+``receive_some(n)`` per read. The class has no constructor hook (``libp2p/transport/tcp/tcp.py`` names it
+directly), hence the module attributes. No upstream issue was found. Shown by
+``tests/stack/patches/test_tcp_buffering.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import libp2p.io.trio as _io_trio_mod
 import libp2p.transport.tcp.tcp as _tcp_mod
 import trio
 from libp2p.io.exceptions import ConnectionClosedError
+
+from p2p_fast.stack.patches._attrs import AttributePatch, Replacement
 
 RECV_SIZE = 65536
 STOCK_TCP_STREAM = _io_trio_mod.TrioTCPStream
@@ -65,13 +72,10 @@ class BufferedTCPStream(STOCK_TCP_STREAM):  # type: ignore[valid-type,misc]
             return self._take(n)
 
 
-def install() -> None:
-    """Every TCP connection py-libp2p opens or accepts from now on is a :class:`BufferedTCPStream` (idempotent)."""
-    _tcp_mod.TrioTCPStream = BufferedTCPStream  # type: ignore[misc]
-    _io_trio_mod.TrioTCPStream = BufferedTCPStream  # type: ignore[misc]  (the shared-port listener imports it late)
+PATCH = AttributePatch(
+    Replacement(_tcp_mod, "TrioTCPStream", BufferedTCPStream),
+    Replacement(_io_trio_mod, "TrioTCPStream", BufferedTCPStream),  # the shared-port listener imports it late
+)
 
-
-def uninstall() -> None:
-    """Back to stock (for tests that compare)."""
-    _tcp_mod.TrioTCPStream = STOCK_TCP_STREAM  # type: ignore[misc]
-    _io_trio_mod.TrioTCPStream = STOCK_TCP_STREAM  # type: ignore[misc]
+apply = PATCH.apply
+revert = PATCH.revert

@@ -9,9 +9,10 @@ noise announced a long message). On a node that has a PSK both are what a key mi
 times out, not the whole dial), each with a warning naming the peer and the fix (once a minute per peer). A public
 node's negotiation failures are counted as ``negotiation``.
 
-Two dial paths lead here: the swarm's (``host.connect``: :func:`watch_outbound_handshakes` wraps
-``upgrade_outbound_raw_conn`` of our host's network) and the bootstrap's probe of an address without a peer ID
-(:func:`note_probe_failure`).
+Two dial paths lead here: the swarm's (``host.connect``: the per-instance patch
+:func:`p2p_fast.stack.patches.outbound_handshake_watch.watch_outbound_handshakes` wraps ``upgrade_outbound_raw_conn``
+of our host's network and calls :func:`classify` and :func:`report`) and the bootstrap's probe of an address
+without a peer ID (:func:`note_probe_failure`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-
-import trio
 
 from p2p_fast.stack.security import metrics
 
@@ -49,7 +48,7 @@ def classify(exc: BaseException, private: bool) -> str | None:
     return None
 
 
-def _report(reason: str, who: str, exc: BaseException) -> None:
+def report(reason: str, who: str, exc: BaseException) -> None:
     metrics.HANDSHAKE_FAILURES.labels(reason).inc()
     now = time.monotonic()
     if now - _last_warned.get(who, -WARN_EVERY_S) < WARN_EVERY_S:
@@ -65,38 +64,10 @@ def _report(reason: str, who: str, exc: BaseException) -> None:
         log.info("cannot connect to %s: the security handshake failed (%s)", who, exc)
 
 
-def watch_outbound_handshakes(host: Any, private: bool, connection_timeout: float = 30.0) -> None:
-    """Classify and report failed security upgrades of the swarm's outbound connections (see the module doc)."""
-    network = host.get_network()
-    inner = network.upgrade_outbound_raw_conn
-    budget = max(1.0, HANDSHAKE_SHARE * connection_timeout)
-
-    async def upgrade_outbound_raw_conn(raw_conn: Any, peer_id: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            if not private:
-                return await inner(raw_conn, peer_id, *args, **kwargs)
-            try:
-                with trio.fail_after(budget):
-                    return await inner(raw_conn, peer_id, *args, **kwargs)
-            except trio.TooSlowError:
-                exc = TimeoutError(f"the connection was accepted but its upgrade did not complete in {budget:g} s")
-                _report(HANDSHAKE_TIMEOUT, str(peer_id), exc)
-                from libp2p.network.exceptions import SwarmException
-
-                raise SwarmException(f"upgrade of the connection to {peer_id} timed out") from None
-        except Exception as exc:
-            reason = classify(exc, private)
-            if reason is not None:
-                _report(reason, str(peer_id), exc)
-            raise
-
-    network.upgrade_outbound_raw_conn = upgrade_outbound_raw_conn
-
-
 def note_dial_timeout(host: Any, addr: Any, seconds: float) -> None:
     """A bootstrap dial of ``addr`` timed out: in a private network, say what that may mean."""
     if getattr(host.get_network(), "psk", None) is not None:
-        _report(HANDSHAKE_TIMEOUT, str(addr), TimeoutError(f"no connection within {seconds:g} s"))
+        report(HANDSHAKE_TIMEOUT, str(addr), TimeoutError(f"no connection within {seconds:g} s"))
 
 
 def note_probe_failure(host: Any, addr: Any, exc: BaseException) -> None:
@@ -104,4 +75,4 @@ def note_probe_failure(host: Any, addr: Any, exc: BaseException) -> None:
     private = getattr(host.get_network(), "psk", None) is not None
     reason = classify(exc, private)
     if reason is not None:
-        _report(reason, str(addr), exc)
+        report(reason, str(addr), exc)

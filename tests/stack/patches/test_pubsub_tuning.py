@@ -1,4 +1,4 @@
-"""The pubsub work-arounds of p2p_fast/stack/patches/pubsub_tuning.py: each does less work than stock py-libp2p and gives the same
+"""The pubsub patches of p2p_fast/stack/patches/pubsub_tuning.py: each does less work than stock py-libp2p and gives the same
 answers, and none of them touches a Pubsub we did not tune."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from p2p_fast.stack.patches.pubsub_tuning import _LOCAL_RECORDS, _MemoMessageId,
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 TOPIC = "p2p-fast/tuning-test"
+pytestmark = pytest.mark.usefixtures("libp2p_patched")  # the hooks a built host would have
 
 
 def make_pubsub(host, tuned: bool) -> Pubsub:
@@ -314,20 +315,41 @@ def test_queued_publishes_leave_in_one_rpc_in_order():
 
 
 def test_a_burst_of_messages_fits_the_subscription_buffer():
-    """py-libp2p hands a whole RPC's messages to the subscription before the reader runs: 100 at once fit."""
+    """py-libp2p hands a whole RPC's messages to the subscription before the reader runs. Stock: a buffer of 32,
+    the rest of a burst of 100 is dropped; patched: all 100 fit."""
     from p2p_fast.stack.patches.pubsub_tuning import SUBSCRIPTION_BUFFER
 
-    async def main():
+    async def delivered(tuned: bool) -> list[bytes]:
         host = new_host(key_pair=create_new_key_pair())
-        pubsub = make_pubsub(host, tuned=True)
+        pubsub = make_pubsub(host, tuned=tuned)
         async with host.run(LISTEN), background_trio_service(pubsub), background_trio_service(pubsub.router):
             await pubsub.wait_until_ready()
             sub = await pubsub.subscribe(TOPIC)
             burst = [rpc_pb2.Message(data=b"%d" % i, topicIDs=[TOPIC]) for i in range(100)]
             for msg in burst:  # no await in between: the reader cannot run
                 pubsub.notify_subscriptions(msg)
-            got = [(await sub.get()).data for _ in burst]
-            assert got == [m.data for m in burst]
+            got = []
+            while True:
+                try:
+                    got.append(sub.receive_channel.receive_nowait().data)
+                except trio.WouldBlock:
+                    return got
 
+    pubsub_tuning.revert()
+    try:
+        stock = trio.run(delivered, False)
+    finally:
+        pubsub_tuning.apply()
+    assert stock == [b"%d" % i for i in range(32)]  # the limit: SUBSCRIPTION_CHANNEL_SIZE, the rest dropped
     assert SUBSCRIPTION_BUFFER >= 100
-    trio.run(main)
+    assert trio.run(delivered, True) == [b"%d" % i for i in range(100)]
+
+
+def test_tuning_a_pubsub_needs_the_process_wide_hooks():
+    host = new_host(key_pair=create_new_key_pair())
+    pubsub_tuning.revert()
+    try:
+        with pytest.raises(RuntimeError, match="apply_all"):
+            make_pubsub(host, tuned=True)
+    finally:
+        pubsub_tuning.apply()

@@ -1,0 +1,108 @@
+"""``p2p_fast.stack.patches.lean_imports``: prepared by the entry point, a node's imports leave out QUIC, WebSocket and
+AutoTLS, and using any of them still gets the real py-libp2p modules; stock (switched off, or just imported without
+the entry point's call) imports them all. Each case runs in a fresh interpreter (the stand-ins act at first
+import)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HEAVY = ("aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsproto")
+
+PROBE = """
+import json, sys
+from p2p_fast.stack.patches import prepare_imports
+prepare_imports()  # what p2p_fast.app.cli.main does first
+import p2p_fast.app.node, p2p_fast.app.cli
+heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
+from libp2p.transport.quic.utils import is_quic_multiaddr
+from libp2p.transport.quic.transport import QUICTransport
+import multiaddr
+quic = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/udp/4001/quic-v1"))
+tcp = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001"))
+from libp2p.crypto.ed25519 import create_new_key_pair
+t = QUICTransport(create_new_key_pair().private_key)
+from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in
+print(json.dumps({"heavy": heavy, "quic": quic, "tcp": tcp, "type": type(t).__module__ + "." + type(t).__name__,
+                  "stand_ins_left": [m for m in STAND_INS if is_stand_in(sys.modules.get(m))]}))
+""" % (HEAVY,)
+
+
+def _probe(lean: str) -> dict:
+    env = {**os.environ, "P2P_FAST_LEAN_IMPORTS": lean}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_node_imports_none_of_the_unused_transports_and_they_still_work_when_used():
+    doc = _probe("1")
+    assert doc["heavy"] == []
+    # First use: the real modules, stock behaviour.
+    assert doc["quic"] is True and doc["tcp"] is False
+    assert doc["type"] == "libp2p.transport.quic.transport.QUICTransport"
+    assert doc["stand_ins_left"] == []
+
+
+def test_switched_off_everything_is_imported_as_stock():
+    doc = _probe("0")
+    assert "aioquic" in doc["heavy"] and "requests" in doc["heavy"]
+    assert doc["quic"] is True and doc["type"] == "libp2p.transport.quic.transport.QUICTransport"
+
+
+def test_another_py_libp2p_version_gets_no_stand_ins():
+    code = ("import importlib.metadata as md, sys, json\n"
+            "stock = md.version\nmd.version = lambda name: '9.9.9' if name == 'libp2p' else stock(name)\n"
+            "from p2p_fast.stack.patches import prepare_imports\n"
+            "assert prepare_imports() is False\n"
+            "import p2p_fast.app.node\n"
+            "from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in\n"
+            "print(json.dumps([m for m in STAND_INS if is_stand_in(sys.modules.get(m))]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _run(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_package_applies_nothing():
+    doc = _run("import json, sys\n"
+               "import p2p_fast, p2p_fast.app.node, p2p_fast.app.cli\n"
+               "from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in\n"
+               "print(json.dumps({'stand_ins': [m for m in STAND_INS if is_stand_in(sys.modules.get(m))], "
+               "'aioquic': 'aioquic' in sys.modules}))\n")
+    assert doc == {"stand_ins": [], "aioquic": True}  # stock imports: nothing changed by importing p2p_fast
+
+
+def test_the_p2p_node_entry_point_prepares_lean_imports():
+    doc = _run("import json, sys\n"
+               "from p2p_fast.app import cli\n"
+               "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+               "from p2p_fast.stack.patches import lean_imports\n"
+               "print(json.dumps({'applied': lean_imports.is_applied()}))\n")
+    assert doc == {"applied": True}
+
+
+def test_revert_gives_every_name_its_real_object_back():
+    doc = _run("import json, sys\n"
+               "from p2p_fast.stack.patches import lean_imports, prepare_imports\n"
+               "prepare_imports()\n"
+               "import libp2p\n"
+               "forwarder_before = '__p2p_fast_forwards__' in vars(libp2p.QUICTransport)\n"
+               "lean_imports.revert()\n"
+               "from libp2p.transport.quic.transport import QUICTransport\n"
+               "from libp2p.transport.quic.utils import is_quic_multiaddr\n"
+               "print(json.dumps({'stand_ins_left': lean_imports.is_applied(),\n"
+               "                  'same_class': libp2p.QUICTransport is QUICTransport,\n"
+               "                  'same_function': libp2p.is_quic_multiaddr is is_quic_multiaddr,\n"
+               "                  'forwarder_before': forwarder_before}))\n")
+    assert doc["forwarder_before"] is True  # applied: libp2p/__init__ took the stand-in's forwarder
+    assert doc["stand_ins_left"] is False
+    assert doc["same_class"] is True and doc["same_function"] is True
