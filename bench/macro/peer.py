@@ -279,7 +279,7 @@ def run_python(stack: str, data_dir: Path) -> None:
 
 
 def run_go() -> None:
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # here, not at the top: the ``stock`` process must not import from the checkout
     from testing.interop import P2PDaemon
 
     received = Received()

@@ -141,7 +141,7 @@ async def run_node(cfg: Any, console_mode: str) -> int:
 
 def find_running_node(cfg: Any) -> str | None:
     """The HTTP URL of a node already running on this config's data dir (its lock is held), else None."""
-    from p2p_fast.app.node import DataDirLock, NodeStartError
+    from p2p_fast.app.startup import DataDirLock, NodeStartError
     from p2p_fast.app.remote import running_node_url
 
     lock = DataDirLock(cfg.data_path)
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(cfg.logging.level, cfg.logging.format)
     from p2p_fast.app.api.server import HttpListenError
     from p2p_fast.stack.identity import IdentityError
-    from p2p_fast.app.node import NodeStartError
+    from p2p_fast.app.startup import NodeStartError
     from p2p_fast.app.remote import RemoteError
 
     console_mode = _console_mode(args.console)

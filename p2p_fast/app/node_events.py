@@ -68,7 +68,7 @@ def stats(node: Any) -> dict[str, Any]:
         "event_subscribers": len(node.events.subscribers),
         "event_overflows": node.events.overflows,
     }
-    slots, free, queued, load = node._load()
+    slots, free, queued, load = node.load()
     doc["worker"] = {"slots": slots, "free": free, "queued": queued, "load": round(load, 3)}
     if node.tasks is not None:
         doc["tasks"] = node.tasks.counts()

@@ -78,7 +78,7 @@ def signature_problem(msg: Any) -> str | None:
         return None
     if not msg.signature:
         return UNSIGNED
-    if pubsub_tuning._signer_key(msg) is None:
+    if pubsub_tuning.signer_key(msg) is None:
         return WRONG_SENDER
     return BAD_SIGNATURE
 

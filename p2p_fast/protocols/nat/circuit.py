@@ -70,6 +70,17 @@ class CircuitTransport(CircuitV2Transport):
         except ConnectionError as exc:
             raise OpenConnectionError(f"relay {relay_id} could not connect us to {dest}: {exc}") from exc
 
+    # py-libp2p keeps reservations in private dicts of the base class; these two are the only readers and writers
+    # outside it, so the rest of the package never touches them.
+    def reservation_expires_at(self, relay_id: ID) -> float:
+        """When our reservation on ``relay_id`` expires (wall-clock seconds); 0 when we hold none."""
+        return float(self._reservations.get(relay_id, 0))
+
+    def forget_reservation(self, relay_id: ID) -> None:
+        """Drop our reservation on ``relay_id``, so py-libp2p's refresher stops renewing it."""
+        self._reservations.pop(relay_id, None)
+        self._reservation_proofs.pop(relay_id, None)
+
 
 def circuit_addrs_of(host: IHost, peer_id: ID) -> list[multiaddr.Multiaddr]:
     """The peer's known circuit addresses, those through relays we are connected to first."""

@@ -166,6 +166,14 @@ def cached_env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:
     return envelope, created
 
 
+def expire_local_record(host: Any) -> None:
+    """Make a tuned host's next RPC re-check our addresses (and so carry a new signed record at once when they
+    changed) instead of reusing the cached envelope for up to ``ADDRS_RECHECK_S``."""
+    state = _LOCAL_RECORDS.get(host)
+    if state is not None:
+        state.checked_at = float("-inf")
+
+
 def cached_maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any = None) -> bool:
     """``maybe_consume_signed_record`` for tuned hosts: a peer's record bytes are verified once (see module doc)."""
     records = _PEER_RECORDS.get(host)
@@ -209,7 +217,7 @@ def skip_own_signature_validator(msg: Any) -> bool:
 _SIGNER_KEYS: "OrderedDict[Any, Any]" = OrderedDict()
 
 
-def _signer_key(msg: Any) -> Any:
+def signer_key(msg: Any) -> Any:
     """The public key that must have signed ``msg``, or None if the message cannot name a valid one."""
     from_id = msg.from_id
     key = _SIGNER_KEYS.get(from_id)
@@ -241,7 +249,7 @@ def verify_signature(msg: Any) -> bool:
     """``signature_validator``'s rules with the signer's key decoded once per sender (module doc, 5)."""
     if not msg.signature:
         return False
-    key = _signer_key(msg)
+    key = signer_key(msg)
     if key is None:
         return False
     unsigned = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
