@@ -5,8 +5,9 @@
 
 Stacks:
 
-- ``ours``: the node's stack exactly as ``p2p_fast.app.node`` builds it: ``host_factory.build_host`` (TCP, Noise, our
-  Yamux, the py-libp2p work-arounds), ``gossip.Gossip`` (GossipSub with our pubsub tuning) and our KadDHT.
+- ``ours``: the node's stack exactly as ``p2p_fast.app.node`` builds it: ``p2p_fast.stack.host.build_host`` (TCP,
+  Noise, our Yamux, the py-libp2p work-arounds), ``p2p_fast.stack.pubsub.Gossip`` (GossipSub with our pubsub tuning)
+  and our KadDHT.
 - ``stock``: py-libp2p 0.8.1 as a new user configures it: ``new_host()`` defaults, GossipSub D=6/5/12, heartbeat
   1 s, spam protection off, signing on (``Pubsub`` defaults), a stock ``KadDHT``. This process never imports
   ``p2p_fast`` (importing it applies our work-arounds).

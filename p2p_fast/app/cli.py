@@ -14,11 +14,14 @@ import os
 import signal
 import stat
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import trio
 
 from p2p_fast.core.config import ConfigError, apply_overrides, load_config
+
+if TYPE_CHECKING:
+    from p2p_fast.app.node import Node
 
 log = logging.getLogger("p2p_fast.app.cli")
 STOP_GRACE_S = 4.0
@@ -72,7 +75,7 @@ def build_config(args: argparse.Namespace) -> Any:
     return apply_overrides(cfg, **overrides)
 
 
-def write_runtime_file(node: Any, http_url: str) -> str:
+def write_runtime_file(node: Node, http_url: str) -> str:
     """``<data_dir>/node.json``: where a running node listens, for p2p-ctl, scripts and tests."""
     path = os.path.join(node.data_dir, "node.json")
     doc = {"pid": os.getpid(), "peer_id": str(node.peer_id), "role": node.role,
