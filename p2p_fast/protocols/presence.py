@@ -31,8 +31,9 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import trio
 from libp2p.abc import IHost
