@@ -42,7 +42,7 @@ RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt; \
     /opt/venv/bin/pip wheel --wheel-dir /wheels -r /tmp/requirements.txt
-COPY setup.py README.md ./
+COPY setup.py README.md LICENSE ./
 COPY p2p_fast ./p2p_fast
 # P2P_FAST_REQUIRE_EXTENSIONS: a failed Cython compile fails the build instead of shipping the pure-Python twins.
 RUN set -eux; \

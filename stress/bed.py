@@ -22,7 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # run as `python stress/bed.py`: testing/ is the checkout's, never installed
+    sys.path.insert(0, str(REPO))
 
 from podcluster import PodCluster, remove_containers  # noqa: E402
 

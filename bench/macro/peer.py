@@ -5,8 +5,9 @@
 
 Stacks:
 
-- ``ours``: the node's stack exactly as ``p2p_fast.app.node`` builds it: ``host_factory.build_host`` (TCP, Noise, our
-  Yamux, the py-libp2p work-arounds), ``gossip.Gossip`` (GossipSub with our pubsub tuning) and our KadDHT.
+- ``ours``: the node's stack exactly as ``p2p_fast.app.node`` builds it: ``p2p_fast.stack.host.build_host`` (TCP,
+  Noise, our Yamux, the py-libp2p work-arounds), ``p2p_fast.stack.pubsub.Gossip`` (GossipSub with our pubsub tuning)
+  and our KadDHT.
 - ``stock``: py-libp2p 0.8.1 as a new user configures it: ``new_host()`` defaults, GossipSub D=6/5/12, heartbeat
   1 s, spam protection off, signing on (``Pubsub`` defaults), a stock ``KadDHT``. This process never imports
   ``p2p_fast`` (nothing of it changes py-libp2p on import, and never importing it keeps that obvious).
@@ -279,7 +280,7 @@ def run_python(stack: str, data_dir: Path) -> None:
 
 
 def run_go() -> None:
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # here, not at the top: the ``stock`` process must not import from the checkout
     from testing.interop import P2PDaemon
 
     received = Received()

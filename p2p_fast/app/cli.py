@@ -14,11 +14,14 @@ import os
 import signal
 import stat
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import trio
 
 from p2p_fast.core.config import ConfigError, apply_overrides, load_config
+
+if TYPE_CHECKING:
+    from p2p_fast.app.node import Node
 
 log = logging.getLogger("p2p_fast.app.cli")
 STOP_GRACE_S = 4.0
@@ -72,7 +75,7 @@ def build_config(args: argparse.Namespace) -> Any:
     return apply_overrides(cfg, **overrides)
 
 
-def write_runtime_file(node: Any, http_url: str) -> str:
+def write_runtime_file(node: Node, http_url: str) -> str:
     """``<data_dir>/node.json``: where a running node listens, for p2p-ctl, scripts and tests."""
     path = os.path.join(node.data_dir, "node.json")
     doc = {"pid": os.getpid(), "peer_id": str(node.peer_id), "role": node.role,
@@ -141,7 +144,7 @@ async def run_node(cfg: Any, console_mode: str) -> int:
 
 def find_running_node(cfg: Any) -> str | None:
     """The HTTP URL of a node already running on this config's data dir (its lock is held), else None."""
-    from p2p_fast.app.node import DataDirLock, NodeStartError
+    from p2p_fast.app.startup import DataDirLock, NodeStartError
     from p2p_fast.app.remote import running_node_url
 
     lock = DataDirLock(cfg.data_path)
@@ -191,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(cfg.logging.level, cfg.logging.format)
     from p2p_fast.app.api.server import HttpListenError
     from p2p_fast.stack.identity import IdentityError
-    from p2p_fast.app.node import NodeStartError
+    from p2p_fast.app.startup import NodeStartError
     from p2p_fast.app.remote import RemoteError
 
     console_mode = _console_mode(args.console)

@@ -11,7 +11,7 @@ import inspect
 import json
 import shlex
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import trio
 
@@ -60,8 +60,28 @@ def _fmt_status(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class ConsoleNode(Protocol):
+    """What the console uses: the in-process :class:`~p2p_fast.app.node.Node`, or a
+    :class:`~p2p_fast.app.remote.RemoteNode` talking to a running one over HTTP (whose views are coroutines: the
+    console awaits a view's value when it is awaitable)."""
+
+    role: str
+    gossip_listeners: list[Callable[[str, str, float], None]]
+    tasks: Any  # submit(type, payload[, redundancy]) -> id and wait(id) -> record; None when the role runs none
+
+    def ready(self) -> Any: ...
+
+    def peers(self) -> Any: ...
+
+    def status(self) -> Any: ...
+
+    def capability_view(self) -> Any: ...
+
+    async def publish_text(self, text: str) -> None: ...
+
+
 class Console:
-    def __init__(self, node: Any, out: Callable[[str], None] | None = None) -> None:
+    def __init__(self, node: ConsoleNode, out: Callable[[str], None] | None = None) -> None:
         self.node = node
         self.out = out or (lambda text: print(text, flush=True))
         self.failures = 0

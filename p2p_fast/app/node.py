@@ -1,111 +1,62 @@
 """The node: one py-libp2p host and the behaviours every role runs on it.
 
-Layering (one way): ``host_factory`` (transport, security, muxer) -> py-libp2p services (Pubsub/GossipSub, Kademlia,
-Identify, Ping, mDNS, relay) -> our behaviours (presence, health, discovery, tasks) -> the application (console,
-HTTP API) which only talks to :class:`Node`'s public methods.
+Layering (one way): ``p2p_fast.stack`` (host, transport, security, muxer, pubsub, DHT, and the py-libp2p patches)
+-> ``p2p_fast.protocols`` (presence, health, discovery, nat, tasks) -> the application (this module, the console,
+the HTTP API), which only talks to :class:`Node`'s public methods. Start-up checks are in ``app.startup``, the peer
+watcher in ``app.peer_watch``, the read-only views in ``app.node_views``.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
-import random
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-import multiaddr
 import trio
 from libp2p.abc import IHost
-from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p_fast import __version__
+from p2p_fast.app.node_views import NodeViews
+from p2p_fast.app.peer_watch import start_mdns_bridge, watch_peers
+from p2p_fast.app.startup import DataDirLock, NodeFailed, NodeStartError, check_port_free
 from p2p_fast.core import metrics
 from p2p_fast.core.config import Config
-from p2p_fast.stack.connmgr import ConnManager, Limits, mesh_value, peers_of
-from p2p_fast.stack.dht import build_dht
 from p2p_fast.core.events import EventBus
+from p2p_fast.core.netif import ipv4_addresses
+from p2p_fast.protocols.codec import DecodeError, decode, encode
 from p2p_fast.protocols.discovery.bootstrap import Bootstrapper
 from p2p_fast.protocols.discovery.connector import Connector
-from p2p_fast.stack.pubsub import Gossip
 from p2p_fast.protocols.health import HealthMonitor
+from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText
+from p2p_fast.protocols.presence import PeerBook, PeerRecord, Presence
+from p2p_fast.stack.connmgr import ConnManager, Limits, mesh_value, peers_of
+from p2p_fast.stack.dht import build_dht
 from p2p_fast.stack.host import build_host
 from p2p_fast.stack.identity import load_or_create_identity
 from p2p_fast.stack.load_shed import LoadMonitor, Shedder
 from p2p_fast.stack.patches.auto_connector_off import disable_auto_dials
 from p2p_fast.stack.patches.gossip_ihave_shedding import shed_gossip_ihave
-from p2p_fast.core.multiaddrs import is_relayed
-from p2p_fast.core.netif import bind_error, ipv4_addresses
-from p2p_fast.protocols.codec import DecodeError, decode, encode
-from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText
-from p2p_fast.protocols.presence import PeerBook, Presence
+from p2p_fast.stack.pubsub import Gossip
+
+if TYPE_CHECKING:
+    from p2p_fast.protocols.nat import NatService
+
+__all__ = ["DataDirLock", "Node", "NodeFailed", "NodeStartError"]
 
 log = logging.getLogger(__name__)
-KAD_PROTOCOL = "/ipfs/kad/1.0.0"
-OFFERS_PER_ROUND = 16  # live peers offered to the connector each second
-FULL_CHECK_EVERY = 30  # rounds (seconds) between looks at every peer's protocols for the DHT routing table
 
 
-class NodeStartError(RuntimeError):
-    """The node cannot start for a reason the user can fix (port in use, data dir locked, ...)."""
+class Node(NodeViews):
+    """A running p2p-fast node. Use ``async with node.running(): ...``.
 
-
-class NodeFailed(NodeStartError):
-    """The node stopped because it could not go on safely (its journal cannot be written); says why."""
-
-
-class DataDirLock:
-    """An exclusive lock on the data dir: two nodes sharing one identity would confuse everybody."""
-
-    def __init__(self, data_dir: os.PathLike[str] | str) -> None:
-        self.path = os.path.join(data_dir, "node.lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise NodeStartError(f"data dir {os.path.dirname(self.path)} is not usable: {exc.strerror}; "
-                                 "give the node a writable --data-dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise NodeStartError(
-                f"data dir {os.path.dirname(self.path)} is in use by another p2p-node (pid {other}); "
-                "give this one its own --data-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _check_port_free(host: str, port: int) -> None:
-    if port == 0:
-        return
-    exc = bind_error(host, port)
-    if exc is None:
-        return
-    if exc.errno == errno.EADDRINUSE:
-        raise NodeStartError(f"listen port {port} on {host} is already in use; stop the other process or use "
-                             "--listen-port 0 to pick a free port")
-    raise NodeStartError(f"cannot listen on {host}:{port}: {exc.strerror}")
-
-
-class Node:
-    """A running p2p-fast node. Use ``async with node.running(): ...``."""
+    It owns the host and every behaviour on it and wires them together: each protocol gets the parts it uses
+    (host, gossip, peer book, its config values), never the node. Its read-only views (status, peers, readiness)
+    are in :class:`~p2p_fast.app.node_views.NodeViews`."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -122,7 +73,7 @@ class Node:
         self.book = PeerBook(cfg.node.heartbeat_interval)
         self.presence: Presence | None = None
         self.shedder = Shedder()
-        self.nat: Any = None
+        self.nat: NatService | None = None
         self.tasks: Any = None  # the task service, when the role runs one
         self.gossip_log: list[dict[str, Any]] = []  # recent broadcast texts, newest last
         self.gossip_listeners: list[Any] = []
@@ -135,16 +86,7 @@ class Node:
         self.events = EventBus()  # what GET /v1/events streams; a new stream id per process
         self.book.on_identified = self._on_identified
 
-    # -- identity and addresses ---------------------------------------------------------------------------------
-    @property
-    def peer_id(self) -> ID:
-        assert self.host is not None
-        return self.host.get_id()
-
-    def listen_addrs(self) -> list[multiaddr.Multiaddr]:
-        assert self.host is not None
-        return list(self.host.get_addrs())
-
+    # -- addresses ---------------------------------------------------------------------------------------------------
     def advertised_addrs(self) -> list[str]:
         """Concrete addresses others can dial: a 0.0.0.0 listener stands for every local IPv4 address."""
         out: list[str] = []
@@ -156,20 +98,13 @@ class Node:
                 out.append(text)
         return out
 
-    @property
-    def capabilities(self) -> list[str]:
-        caps = list(self.cfg.node.capabilities)
-        if self.cfg.tasks.accept_functions and self.cfg.tasks.slots > 0 and "functions" not in caps:
-            caps.append("functions")  # what the dispatchers route function tasks by (tasks.functions)
-        return caps
-
     # -- lifecycle ------------------------------------------------------------------------------------------------
     @asynccontextmanager
     async def running(self) -> AsyncIterator["Node"]:
         cfg = self.cfg
         self._lock.acquire()
         try:
-            _check_port_free(cfg.node.listen_host, cfg.node.listen_port)
+            check_port_free(cfg.node.listen_host, cfg.node.listen_port)
             key_pair = load_or_create_identity(self.data_dir)
             from p2p_fast.stack.host import listen_addrs
             from p2p_fast.stack.pnet import load_psk
@@ -205,12 +140,16 @@ class Node:
                                            dial_timeout=cfg.network.connection_timeout, room=connmgr.wants_more)
                 self.bootstrapper = Bootstrapper(host, cfg.network.bootstrap_peers, cfg.network.rebootstrap_interval,
                                                  cfg.network.connection_timeout, room=connmgr.wants_more)
-                self.presence = Presence(self, self.book)
-                await self.presence.start()
+                self.presence = presence = Presence(
+                    host, self.gossip, self.book, self, ads_topic=cfg.topic("capabilities"),
+                    sync_protocol=cfg.protocol_id("presence-sync"), heartbeat_interval=cfg.node.heartbeat_interval,
+                    sync_timeout=cfg.network.connection_timeout, shedder=self.shedder)
+                await presence.start()
                 await self.gossip.subscribe(cfg.topic("gossip"), self._on_gossip_text)
                 from p2p_fast.protocols.nat import start_nat_services
 
-                self.nat = await start_nat_services(self, stack, nursery)
+                self.nat = await start_nat_services(host, cfg.network, self.role, self.book, self.dht, stack, nursery,
+                                                    on_addrs_changed=presence.poke)
                 from p2p_fast.protocols.tasks import start_task_service
                 from p2p_fast.protocols.tasks.journal import StorageError
 
@@ -226,12 +165,12 @@ class Node:
                 nursery.start_soon(self.bootstrapper.run)
                 nursery.start_soon(self.connector.run)
                 nursery.start_soon(self.presence.run)
-                nursery.start_soon(self._watch_peers)
+                nursery.start_soon(watch_peers, self)
                 from p2p_fast.app.node_events import stats_loop
 
                 nursery.start_soon(stats_loop, self)
                 if cfg.network.enable_mdns:
-                    self._start_mdns_bridge(stack)
+                    start_mdns_bridge(self.connector, stack)
                 metrics.NODE_INFO.labels(str(host.get_id()), self.role, __version__).set(1)
                 log.info("node up: role=%s id=%s addrs=%s", self.role, host.get_id(),
                          " ".join(map(str, host.get_addrs())))
@@ -282,98 +221,21 @@ class Node:
             return DHTMode.CLIENT
         return DHTMode.SERVER
 
-    def _start_mdns_bridge(self, stack: AsyncExitStack) -> None:
-        """py-libp2p's mDNS only fills the peerstore and emits an event; we dial what it finds."""
-        assert self.connector is not None
-        connector = self.connector
-        token = trio.lowlevel.current_trio_token()
-
-        def on_found(info: PeerInfo) -> None:
-            # Called on zeroconf's browser thread, not in trio: hop into the trio loop to queue the dial.
-            addrs = [a for a in info.addrs if "/ip4/0.0.0.0/" not in str(a) and "/ip6/::/" not in str(a)]
-            log.info("mDNS found %s at %s", info.peer_id, " ".join(map(str, addrs)) or "(no dialable address)")
-            if not addrs:
-                return
-            try:
-                trio.from_thread.run_sync(connector.offer_now, PeerInfo(info.peer_id, addrs), trio_token=token)
-            except trio.RunFinishedError:
-                pass
-
-        peerDiscovery.register_peer_discovered_handler(on_found)
-        stack.callback(peerDiscovery.unregister_peer_discovered_handler, on_found)
-
-    async def _watch_peers(self) -> None:
-        """Keep gauges, the DHT routing table and the connector in step with who we are connected to."""
-        assert self.host is not None and self.dht is not None and self.connector is not None
-        host, dht = self.host, self.dht
-        known: set[ID] = set()
-        pending_kad: set[ID] = set()
-        rounds = 0
-        while True:
-            peers = set(host.get_connected_peers())
-            metrics.PEERS.set(len(peers))
-            metrics.CONNECTIONS.set(sum(len(c) for c in host.get_network().get_connections_map().values()))
-            metrics.UPTIME.set(time.monotonic() - self.started_at)
-            metrics.DHT_PEERS.set(dht.get_routing_table_size())
-            self.update_health_gauges()
-            if peers != known:
-                from p2p_fast.app.node_events import emit_peer_changes
-
-                emit_peer_changes(self, peers - known, known - peers)
-            fresh = peers - known
-            if fresh and self.presence is not None:
-                self.presence.poke()
-            rounds += 1
-            # New peers at once, everyone again every FULL_CHECK_EVERY rounds (a peer's protocols arrive with
-            # Identify, after the connection): per-peer work every second was an idle cost that grew with peers.
-            look_at = peers if rounds % FULL_CHECK_EVERY == 0 else fresh | (pending_kad & peers)
-            pending_kad.clear()
-            for pid in look_at:
-                if dht.routing_table.peer_in_table(pid):
-                    continue
-                try:
-                    protocols = host.get_peerstore().get_protocols(pid)
-                except Exception:
-                    continue
-                if not protocols:
-                    pending_kad.add(pid)  # Identify not done yet: look again next round
-                if KAD_PROTOCOL in protocols:
-                    try:
-                        await dht.add_peer(pid)
-                    except Exception as exc:
-                        log.debug("routing table refused %s: %s", pid, exc)
-            # Candidates for the connector only while it is short of peers, and a bounded sample: parsing every
-            # address of the view each second was a cost that grew with the network.
-            live = self.book.live() if len(peers) < self.connector.target_peers else []
-            for rec in random.sample(live, min(len(live), OFFERS_PER_ROUND)):
-                try:
-                    pid = ID.from_base58(rec.peer_id)
-                except Exception:
-                    continue
-                addrs = []
-                for a in rec.addrs:
-                    try:
-                        addrs.append(multiaddr.Multiaddr(a))
-                    except Exception:
-                        continue
-                self.connector.offer(pid, addrs)
-            known = peers
-            await trio.sleep(1.0)
-
     # -- messages -------------------------------------------------------------------------------------------------
     def advertisement(self) -> CapabilityAdvertisement:
         self._seq += 1
-        slots, free, queued, load = self._load()
+        slots, free, queued, load = self.load()
         return CapabilityAdvertisement(
             peer_id=str(self.peer_id), role=self.role, capabilities=self.capabilities, slots=slots,
             free_slots=free, queue_depth=queued, load=load, addrs=self.advertised_addrs(), seq=self._seq)
 
     def presence_signature(self) -> tuple[Any, ...]:
         """What, when it changes, is worth an advertisement before the next refresh (load alone is not)."""
-        slots, free, _queued, _load = self._load()
+        slots, free, _queued, _load = self.load()
         return (self.role, tuple(self.capabilities), tuple(self.advertised_addrs()), slots, free > 0)
 
-    def _load(self) -> tuple[int, int, int, float]:
+    def load(self) -> tuple[int, int, int, float]:
+        """(task slots, free slots, queued tasks, load average): what our advertisement and ``stats`` report."""
         if self.tasks is not None:
             return self.tasks.load()
         return 0, 0, 0, os.getloadavg()[0]
@@ -400,106 +262,7 @@ class Node:
         for listener in list(self.gossip_listeners):
             listener(str(sender), msg.text, msg.sent_at)
 
-    def _on_identified(self, rec: Any) -> None:
+    def _on_identified(self, rec: PeerRecord) -> None:
         from p2p_fast.app.node_events import emit_identified
 
         emit_identified(self, rec)
-
-    # -- views for the console and the API ------------------------------------------------------------------------
-    def peers(self) -> list[dict[str, Any]]:
-        assert self.host is not None
-        out = [self.peer_doc(pid) for pid in self.host.get_connected_peers()]
-        out.sort(key=lambda p: p["peer_id"])
-        return out
-
-    def peer_doc(self, pid: ID) -> dict[str, Any]:
-        """One connected peer as ``/v1/peers`` and ``peer`` events show it."""
-        assert self.host is not None and self.health is not None
-        addr = ""
-        relayed = False
-        for conn in self.host.get_network().get_connections(pid):
-            addrs = conn.get_transport_addresses() if hasattr(conn, "get_transport_addresses") else []
-            if addrs:
-                addr = str(addrs[0])
-                relayed = relayed or is_relayed(addrs[0])
-        rec = self.book.get(str(pid))
-        rtt = self.health.rtt.get(pid)
-        return {
-            "peer_id": str(pid),
-            "addr": addr,
-            "relayed": relayed,
-            "role": rec.role if rec else "?",
-            "capabilities": rec.capabilities if rec else [],
-            "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
-            "live": bool(rec and self.book.is_live(rec)),
-            "clock_offset_s": round(rec.clock_offset, 3) if rec and rec.clock_offset is not None else None,
-        }
-
-    def status(self) -> dict[str, Any]:
-        assert self.host is not None and self.gossip is not None and self.dht is not None
-        conns = self.host.get_network().get_connections_map()
-        doc: dict[str, Any] = {
-            "role": self.role,
-            "peer_id": str(self.peer_id),
-            "version": __version__,
-            "listen_addrs": [str(a) for a in self.listen_addrs()],
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "peers": len(conns),
-            "connections": sum(len(c) for c in conns.values()),
-            "topics": self.gossip.mesh_sizes(),
-            "dht": {"mode": self.dht.mode.name.lower() if hasattr(self.dht.mode, "name") else str(self.dht.mode),
-                    "routing_table": self.dht.get_routing_table_size()},
-            "live_peers": len(self.book.live()),
-            "capabilities": self.capabilities,
-            "ready": self.ready(),
-        }
-        if self.nat is not None:
-            doc["nat"] = self.nat.status()
-        if self.tasks is not None:
-            doc["tasks"] = self.tasks.counts()
-            if hasattr(self.tasks, "ledger_status"):
-                doc["ledger"] = self.tasks.ledger_status()
-        return doc
-
-    def capability_view(self) -> dict[str, Any]:
-        """This node's capabilities, and which live peers offer each capability."""
-        network: dict[str, list[str]] = {}
-        for rec in self.book.live():
-            for cap in rec.capabilities:
-                network.setdefault(cap, []).append(rec.peer_id)
-        return {"node": self.capabilities, "network": network}
-
-    def health_checks(self) -> dict[str, bool]:
-        """The checks behind ``p2p_node_health{check}``: ``listening`` (the host has addresses), ``bootstrapped``
-        (first bootstrap round done, or no bootstrap addresses to dial), ``peers`` (connected to one, or a lone
-        entry point), ``storage`` (the task journal is writable: the node has not failed)."""
-        host, boot = self.host, self.bootstrapper
-        lone = not self.cfg.network.bootstrap_peers
-        return {
-            "listening": host is not None and bool(host.get_addrs()),
-            "bootstrapped": boot is not None and (lone or boot.done_first_round.is_set()),
-            "peers": host is not None and (lone or bool(host.get_connected_peers())),
-            "storage": self.failure is None,
-        }
-
-    def update_health_gauges(self) -> None:
-        for check, ok in self.health_checks().items():
-            metrics.NODE_HEALTH.labels(check).set(1 if ok else 0)
-        metrics.NODE_READY.set(1 if self.ready() else 0)
-
-    def ready(self) -> bool:
-        """Ready = bootstrapped (first round done) and connected to at least one peer (a lone bootstrap with no
-        bootstrap addresses of its own is ready as soon as it listens: it *is* the entry point)."""
-        return self.readiness()[0]
-
-    def readiness(self) -> tuple[bool, str]:
-        """:meth:`ready` and, when not ready, why (for /readyz): the bootstrap addresses tried and what each did."""
-        if self.host is None or self.bootstrapper is None:
-            return False, "starting"
-        if not self.cfg.network.bootstrap_peers:
-            return True, "no bootstrap addresses: an entry point"
-        if not self.bootstrapper.done_first_round.is_set():
-            return False, self.bootstrapper.not_ready_reason()
-        if not self.host.get_connected_peers():
-            return False, self.bootstrapper.not_ready_reason()
-        return True, "connected"

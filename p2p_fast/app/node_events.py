@@ -8,17 +8,23 @@ while somebody subscribes to ``stats``.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import trio
 
 from p2p_fast.core import metrics
 
+if TYPE_CHECKING:
+    from libp2p.peer.id import ID
+
+    from p2p_fast.app.node import Node
+    from p2p_fast.protocols.presence import PeerRecord
+
 STATS_EVERY = 2.0
 MAX_WORKERS_IN_STATS = 200
 
 
-def emit_peer_changes(node: Any, came: Iterable[Any], went: Iterable[Any]) -> None:
+def emit_peer_changes(node: Node, came: Iterable[ID], went: Iterable[ID]) -> None:
     bus = node.events
     now = time.time()
     for pid in came:
@@ -33,7 +39,7 @@ def emit_peer_changes(node: Any, came: Iterable[Any], went: Iterable[Any]) -> No
                           "capabilities": rec.capabilities if rec else [], "ts": now})
 
 
-def emit_identified(node: Any, rec: Any) -> None:
+def emit_identified(node: Node, rec: PeerRecord) -> None:
     node.events.emit("peer", {"peer_id": rec.peer_id, "event": "identified", "role": rec.role,
                               "capabilities": list(rec.capabilities), "slots": rec.slots, "addrs": list(rec.addrs),
                               "ts": time.time()})
@@ -49,7 +55,7 @@ def _samples(counter: Any, *labels: str) -> list[dict[str, Any]]:
     return out
 
 
-def stats(node: Any) -> dict[str, Any]:
+def stats(node: Node) -> dict[str, Any]:
     """Cumulative counters and current gauges; the dashboard plots differences between two of these."""
     host = node.host
     conns = host.get_network().get_connections_map()
@@ -68,7 +74,7 @@ def stats(node: Any) -> dict[str, Any]:
         "event_subscribers": len(node.events.subscribers),
         "event_overflows": node.events.overflows,
     }
-    slots, free, queued, load = node._load()
+    slots, free, queued, load = node.load()
     doc["worker"] = {"slots": slots, "free": free, "queued": queued, "load": round(load, 3)}
     if node.tasks is not None:
         doc["tasks"] = node.tasks.counts()
@@ -78,7 +84,7 @@ def stats(node: Any) -> dict[str, Any]:
     return doc
 
 
-async def stats_loop(node: Any) -> None:
+async def stats_loop(node: Node) -> None:
     bus = node.events
     while True:
         await trio.sleep(STATS_EVERY)

@@ -31,10 +31,12 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
 from p2p_fast.core import metrics
@@ -42,6 +44,10 @@ from p2p_fast._ext import FrameDecoder, encode_uvarint
 from p2p_fast._ext import FrameError as ExtFrameError
 from p2p_fast.protocols.codec import DecodeError, decode, encode
 from p2p_fast.protocols.messages import CapabilityAdvertisement
+
+if TYPE_CHECKING:
+    from p2p_fast.stack.load_shed import Shedder
+    from p2p_fast.stack.pubsub import Gossip
 
 log = logging.getLogger(__name__)
 MISSED_HEARTBEATS_BEFORE_DEAD = 3  # advertisements without a TTL (older nodes): 3 x the receiver's heartbeat interval
@@ -214,15 +220,35 @@ def refresh_interval(heartbeat_interval: float, network_size: int) -> float:
     return max(MISSED_HEARTBEATS_BEFORE_DEAD * heartbeat_interval, network_size / TARGET_RECEIVE_RATE)
 
 
-class Presence:
-    """Publishes our advertisements, serves and pulls the live view, and feeds what it hears into the book."""
+class AdvertisementSource(Protocol):
+    """What presence needs from the node it speaks for (the application implements it)."""
 
-    def __init__(self, node: Any, book: PeerBook) -> None:
-        self.node = node  # needs gossip, host, cfg, peer_id, advertisement(), presence_signature()
+    def advertisement(self) -> CapabilityAdvertisement:
+        """Our advertisement as of now (a new ``seq`` each call)."""
+
+    def presence_signature(self) -> Hashable:
+        """What, when it changes, makes an advertisement due before the next refresh (load alone does not)."""
+
+
+class Presence:
+    """Publishes our advertisements, serves and pulls the live view, and feeds what it hears into the book.
+
+    It gets what it uses: the host (sync streams, connected peers), the gossip layer (the advertisement topic),
+    the book it fills, the source of our own advertisement, the topic and protocol names of this network, and the
+    load shedder that may skip a refresh."""
+
+    def __init__(self, host: IHost, gossip: Gossip, book: PeerBook, source: AdvertisementSource, *, ads_topic: str,
+                 sync_protocol: str, heartbeat_interval: float, sync_timeout: float,
+                 shedder: Shedder | None = None) -> None:
+        self.host = host
+        self.gossip = gossip
         self.book = book
-        self.ads_topic = node.cfg.topic("capabilities")
-        self.sync_protocol = node.cfg.protocol_id("presence-sync")
-        self.heartbeat_interval = node.cfg.node.heartbeat_interval
+        self.source = source
+        self.shedder = shedder
+        self.ads_topic = ads_topic
+        self.sync_protocol = sync_protocol
+        self.heartbeat_interval = heartbeat_interval
+        self.sync_timeout = sync_timeout
         self._wake = trio.Event()
         self._last_signature: Any = None
         self._last_publish = -math.inf
@@ -232,8 +258,8 @@ class Presence:
         self.synced = 0
 
     async def start(self) -> None:
-        await self.node.gossip.subscribe(self.ads_topic, self._on_ad)
-        self.node.host.set_stream_handler(self.sync_protocol, self._serve_sync)
+        await self.gossip.subscribe(self.ads_topic, self._on_ad)
+        self.host.set_stream_handler(self.sync_protocol, self._serve_sync)
 
     def poke(self) -> None:
         """New direct peers: look at once whether to pull the live view from one of them."""
@@ -257,7 +283,7 @@ class Presence:
         if not isinstance(msg, kind) or str(sender) != msg.peer_id:  # type: ignore[attr-defined]
             metrics.MESSAGES_REJECTED.labels(topic, "wrong-sender-or-type").inc()
             return None
-        if sender == self.node.peer_id:
+        if sender == self.host.get_id():
             return None
         return msg
 
@@ -268,11 +294,11 @@ class Presence:
 
     # -- publishing -------------------------------------------------------------------------------------------------
     async def _publish(self, ttl_s: float) -> None:
-        ad = self.node.advertisement()
+        ad = self.source.advertisement()
         ad.ttl_s = ttl_s
         ad.sent_at = time.time()
         try:
-            await self.node.gossip.publish(self.ads_topic, encode(ad))
+            await self.gossip.publish(self.ads_topic, encode(ad))
             self.published += 1
         except Exception as exc:  # no peers yet, or shutting down: the next due advertisement tries again
             log.debug("presence publish failed: %s", exc)
@@ -292,19 +318,18 @@ class Presence:
             now = trio.current_time()
             due = False
             if joined_at is None:
-                if self.node.gossip.topic_peers(self.ads_topic) > 0:
+                if self.gossip.topic_peers(self.ads_topic) > 0:
                     joined_at = now
                     due = True
             elif repeats and now >= joined_at + repeats[0]:
                 repeats.pop(0)
                 due = True
             if now >= next_refresh:
-                shedder = getattr(self.node, "shedder", None)
-                if shedder is None or shedder.allow("advert-refresh"):
+                if self.shedder is None or self.shedder.allow("advert-refresh"):
                     due = True
                 else:  # the TTL covers three refreshes: one skipped costs nothing
                     next_refresh = now + self.refresh_interval() / 4
-            signature = self.node.presence_signature()
+            signature = self.source.presence_signature()
             if joined_at is not None and signature != self._last_signature \
                     and now - self._last_publish >= self.heartbeat_interval:
                 due = True
@@ -323,13 +348,13 @@ class Presence:
     async def _maybe_sync(self, now: float) -> None:
         if now - self._last_sync < self.refresh_interval():
             return
-        peers = [p for p in self.node.host.get_connected_peers() if p not in self._asked]
+        peers = [p for p in self.host.get_connected_peers() if p not in self._asked]
         if not peers:
             return
         peer = random.choice(peers)
         self._asked.add(peer)
         self._last_sync = now
-        with trio.move_on_after(min(10.0, self.node.cfg.network.connection_timeout)):
+        with trio.move_on_after(min(10.0, self.sync_timeout)):
             try:
                 self.synced += await self.pull(peer)
             except Exception as exc:  # a peer without the protocol, or gone: ask another one next time
@@ -338,10 +363,10 @@ class Presence:
 
     async def pull(self, peer: ID) -> int:
         """Ask ``peer`` for its live view; returns how many records it added to ours."""
-        stream = await self.node.host.new_stream(peer, [self.sync_protocol])
+        stream = await self.host.new_stream(peer, [self.sync_protocol])
         decoder = FrameDecoder(64 * 1024)
         added = total = 0
-        own = str(self.node.peer_id)
+        own = str(self.host.get_id())
         try:
             while total < MAX_SYNC_BYTES:
                 chunk = await stream.read(64 * 1024)
@@ -367,7 +392,7 @@ class Presence:
 
     async def _serve_sync(self, stream: Any) -> None:
         try:
-            ads = [self.node.advertisement()]
+            ads = [self.source.advertisement()]
             ads[0].ttl_s = MISSED_REFRESHES_BEFORE_DEAD * self.refresh_interval()
             ads += self.book.snapshot()
             out = bytearray()

@@ -48,6 +48,7 @@ from typing import Any
 import base58
 import multiaddr
 
+from p2p_fast._ext.framing import MAX_UVARINT_LEN, FrameError, decode_uvarint, encode_frame
 from testing.interop import _pb
 
 __all__ = [
@@ -153,31 +154,22 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _read_varint(sock: socket.socket) -> int:
-    result = 0
-    for shift in range(0, 64, 7):
-        b = _recv_exactly(sock, 1)[0]
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result
+    """The length prefix of the next control message, read a byte at a time (the socket is shared with what
+    follows it, so no read-ahead), checked by the project's own varint decoder."""
+    prefix = bytearray()
+    while len(prefix) < MAX_UVARINT_LEN:
+        prefix += _recv_exactly(sock, 1)
+        if not prefix[-1] & 0x80:
+            try:
+                return decode_uvarint(prefix)[0]
+            except FrameError as exc:
+                raise P2PDaemonError(f"bad length prefix on the control connection: {exc}") from None
     raise P2PDaemonError("varint too long on the control connection")
 
 
 def _write_msg(sock: socket.socket, msg: Any) -> None:
-    data = msg.SerializeToString()
-    sock.sendall(_encode_varint(len(data)) + data)
+    sock.sendall(encode_frame(msg.SerializeToString(), _MAX_MSG))
 
 
 def _read_msg(sock: socket.socket, cls: Any) -> Any:

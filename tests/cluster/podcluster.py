@@ -34,8 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import httpx
 
-from testing.testbed import Host, NatRouter, Testbed, wait_until
-from testing.testbed._system import call_in_netns
+from testing.testbed import Host, NatRouter, Testbed, call_in_netns, wait_until
 from testing.testbed.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]

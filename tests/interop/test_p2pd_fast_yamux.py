@@ -1,6 +1,7 @@
-"""Interop of our transport stack with go-libp2p (p2pd): the node's host (``host_factory.build_host``: our Yamux,
-``p2p_fast.stack.muxer.FastYamux``) and the node's gossip (``gossip.Gossip``: our pubsub tuning, merged RPCs) against
-go-yamux and go-libp2p-pubsub, both directions, with enough bytes to need many window updates each way.
+"""Interop of our transport stack with go-libp2p (p2pd): the node's host (``p2p_fast.stack.host.build_host``: our
+Yamux, ``p2p_fast.stack.muxer.FastYamux``) and the node's gossip (``p2p_fast.stack.pubsub.Gossip``: our pubsub tuning,
+merged RPCs) against go-yamux and go-libp2p-pubsub, both directions, with enough bytes to need many window updates
+each way.
 
 Checks, per security protocol and dial direction: the connection runs our muxer; gossip of 250 messages of 4 KiB
 (~1 MiB, four receive windows) arrives complete and exact both ways, so both sides' batched window updates and

@@ -9,7 +9,7 @@ service; ``GET /v1/events`` is ``api.events``, ``/ui`` and ``/docs`` are ``api.s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,7 +76,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def create_app(node: Any) -> Any:
+if TYPE_CHECKING:
+    from p2p_fast.app.node import Node
+
+
+def create_app(node: Node) -> Any:
     # /docs from local files (api.static), no ReDoc: FastAPI's own pages load their assets from a CDN.
     app = FastAPI(title="p2p-fast node API", version=__version__, docs_url=None, redoc_url=None,
                   description="Health, metrics and the task API of one p2p-fast node. Dashboard: /ui.")
@@ -103,7 +107,7 @@ def create_app(node: Any) -> Any:
     from p2p_fast.app.api.events import install_event_routes
     from p2p_fast.app.api.static import install_docs, install_ui
 
-    install_event_routes(app, node)
+    install_event_routes(app, node.events, lambda: str(node.peer_id))
     install_ui(app)
     install_docs(app)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import trio
 from fastapi import Request
@@ -142,7 +142,9 @@ class EventStream(Response):
                         "body": f"event: overflow\ndata: {json.dumps(note)}\n\n".encode()})
 
 
-def install_event_routes(app: Any, node: Any) -> None:
+def install_event_routes(app: Any, bus: EventBus | None, own_id: Callable[[], str]) -> None:
+    """``GET /v1/events`` streaming ``bus`` (503 without one); ``own_id`` names the node in the stream id."""
+
     @app.get("/v1/events", summary="Server-Sent Events: task transitions, peers, gossip, stats (see docs/events.md)",
              response_class=JSONResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"},
@@ -157,7 +159,6 @@ def install_event_routes(app: Any, node: Any) -> None:
             return _error(400, "bad since", start)
         if results not in (0, 1):
             return _error(400, "bad results", "results must be 0 or 1")
-        bus = getattr(node, "events", None)
         if bus is None:
             return _error(503, "no event bus", "this node has no event bus")
-        return EventStream(bus, str(node.peer_id), parsed, start, bool(results))
+        return EventStream(bus, own_id(), parsed, start, bool(results))

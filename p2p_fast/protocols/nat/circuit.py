@@ -56,12 +56,13 @@ class CircuitTransport(CircuitV2Transport):
         except ConnectionError as exc:
             raise OpenConnectionError(f"relay {relay_id} could not connect us to {dest}: {exc}") from exc
 
-    # -- reservations (py-libp2p keeps them in private dicts of this transport; only this subclass touches them) --
-    def reservation_expiry(self, relay_id: ID) -> float:
-        """When our reservation on ``relay_id`` expires (unix time), 0 if we hold none."""
-        return self._reservations.get(relay_id, 0)
+    # py-libp2p keeps reservations in private dicts of the base class; these two are the only readers and writers
+    # outside it, so the rest of the package never touches them.
+    def reservation_expires_at(self, relay_id: ID) -> float:
+        """When our reservation on ``relay_id`` expires (wall-clock seconds); 0 when we hold none."""
+        return float(self._reservations.get(relay_id, 0))
 
     def forget_reservation(self, relay_id: ID) -> None:
-        """Give up our reservation on ``relay_id``: py-libp2p's refresher renews only what it finds here."""
+        """Drop our reservation on ``relay_id``, so py-libp2p's refresher stops renewing it."""
         self._reservations.pop(relay_id, None)
         self._reservation_proofs.pop(relay_id, None)

@@ -26,25 +26,29 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import multiaddr
 import trio
-from libp2p.kad_dht.kad_dht import DHTMode
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2p_fast.core.config import NetworkSection
 from p2p_fast.core.multiaddrs import direct_transport_addr, is_relayed, parse_peer_multiaddr
 from p2p_fast.core.netif import ipv4_addresses
 from p2p_fast.protocols.nat.autonat import AUTONAT_PROTOCOL_ID, AutoNAT
 from p2p_fast.protocols.nat.circuit import CircuitTransport
 from p2p_fast.protocols.nat.dcutr import HolePuncher
 from p2p_fast.protocols.nat.relay import RELAY_LIMITS, RelayProtocol
+from p2p_fast.protocols.presence import PeerBook
 from p2p_fast.stack.patches.circuit_dialing import install_circuit_dialing
 from p2p_fast.stack.patches.host_circuit_addrs import append_addrs
+from p2p_fast.stack.pubsub import refresh_signed_record
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +73,21 @@ class RelayReservation:
 
 class NatService:
     """One per node; see the module doc. Public surface: :meth:`status`, :meth:`relayed_addrs`,
-    :attr:`reachability`."""
+    :attr:`reachability`.
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.host = node.host
-        self.cfg = node.cfg
-        self.hop_enabled = node.role == "relay"
+    It gets what it uses: the host, the ``network`` config section, the node's role, the peer book (relays that
+    advertise themselves), the DHT (switched to client mode while we are private) and ``on_addrs_changed``, called
+    when our relayed addresses change (the node re-advertises)."""
+
+    def __init__(self, host: IHost, network: NetworkSection, role: str, book: PeerBook, dht: KadDHT | None,
+                 on_addrs_changed: Callable[[], None] = lambda: None) -> None:
+        self.host = host
+        self.network = network
+        self.role = role
+        self.book = book
+        self.dht = dht
+        self.on_addrs_changed = on_addrs_changed
+        self.hop_enabled = role == "relay"
         self.protocol = RelayProtocol(self.host, limits=RELAY_LIMITS, allow_hop=self.hop_enabled)
         # No CLIENT role: py-libp2p's transport would then take a reservation on every relay it dials *through*.
         roles = RelayRole.STOP | RelayRole.HOP if self.hop_enabled else RelayRole.STOP
@@ -92,10 +104,10 @@ class NatService:
         self._nursery = nursery
         await stack.enter_async_context(background_trio_service(self.protocol))
         await stack.enter_async_context(background_trio_service(self.dcutr))
-        stack.callback(install_circuit_dialing(self.host, self.transport, self.cfg.network.connection_timeout))
+        stack.callback(install_circuit_dialing(self.host, self.transport, self.network.connection_timeout))
         stack.callback(append_addrs(self.host, self.relayed_addrs))
         nursery.start_soon(self._autonat_loop)
-        if self.node.role == "worker":
+        if self.role == "worker":
             nursery.start_soon(self._relay_loop)
         log.info("NAT traversal on: relay hop=%s, AutoNAT, DCUtR, circuit dialing", self.hop_enabled)
 
@@ -107,8 +119,7 @@ class NatService:
     async def _addrs_changed(self) -> None:
         log.info("advertised relayed addresses: %s", " ".join(map(str, self.relayed_addrs())) or "none")
         self._refresh_signed_record()
-        if self.node.presence is not None:
-            self.node.presence.poke()
+        self.on_addrs_changed()
         await self._push_identify()
 
     def _refresh_signed_record(self) -> None:
@@ -121,13 +132,8 @@ class NatService:
         ``p2p_fast.stack.patches.pubsub_tuning`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``: peers then dropped
         our gossip for about a second after every reservation change (tests/nat/test_relay_loopback.py lost
         messages that way). We make the tuned pubsub re-check its addresses on its next RPC."""
-        from libp2p.peer.peerstore import env_to_send_in_RPC
-
-        from p2p_fast.stack.patches import pubsub_tuning
-
         try:
-            env_to_send_in_RPC(self.host)  # the stock function: issues and caches the new record
-            pubsub_tuning.recheck_local_record(self.host)
+            refresh_signed_record(self.host)
         except Exception as exc:
             log.debug("could not refresh our signed record: %s", exc)
 
@@ -156,7 +162,7 @@ class NatService:
 
     def _autonat_candidates(self) -> list[multiaddr.Multiaddr]:
         advertised = list(self.host.get_transport_addrs())
-        announce = [multiaddr.Multiaddr(a) for a in self.cfg.network.announce_addrs]
+        announce = [multiaddr.Multiaddr(a) for a in self.network.announce_addrs]
         return self.autonat.candidate_addrs(advertised=announce or advertised, predict=not announce,
                                             local_ips=set(ipv4_addresses()) | {"127.0.0.1"})
 
@@ -182,8 +188,8 @@ class NatService:
             return
         log.info("reachability: %s -> %s", self.reachability, value)
         self.reachability = value
-        dht = self.node.dht
-        if dht is None or self.cfg.network.dht_mode != "auto" or value == "unknown":
+        dht = self.dht
+        if dht is None or self.network.dht_mode != "auto" or value == "unknown":
             return
         wanted = DHTMode.CLIENT if value == "private" else DHTMode.SERVER
         if dht.mode != wanted:
@@ -201,11 +207,11 @@ class NatService:
                 seen.add(pid)
                 out.append((pid, addrs))
 
-        for text in self.cfg.network.relay_addrs:
+        for text in self.network.relay_addrs:
             pa = parse_peer_multiaddr(text, require_peer_id=True)
             assert pa.peer_id is not None
             add(pa.peer_id, [pa.addr])
-        for rec in self.node.book.live():
+        for rec in self.book.live():
             if rec.role != "relay" and "relay" not in rec.capabilities:
                 continue
             try:
@@ -224,7 +230,7 @@ class NatService:
     async def _reserve(self, relay_id: ID, addrs: list[multiaddr.Multiaddr]) -> bool:
         assert self._nursery is not None
         ok = False
-        with trio.move_on_after(self.cfg.network.connection_timeout):
+        with trio.move_on_after(self.network.connection_timeout):
             try:
                 if addrs or not self.host.get_network().get_connections(relay_id):
                     await self.host.connect(PeerInfo(relay_id, addrs))
@@ -247,7 +253,7 @@ class NatService:
         changed = False
         now = time.time()
         for rid in list(self.reservations):
-            expires = self.transport.reservation_expiry(rid)
+            expires = self.transport.reservation_expires_at(rid)
             if self._relay_connected(rid) is None or expires <= now:
                 log.info("lost reservation on relay %s (connection gone or expired)", rid)
                 del self.reservations[rid]
@@ -292,12 +298,14 @@ class NatService:
         return doc
 
 
-async def start_nat_services(node: Any, stack: AsyncExitStack, nursery: trio.Nursery) -> NatService | None:
-    """Start NAT traversal for ``node`` when ``network.enable_relay`` is on; None otherwise."""
-    if not node.cfg.network.enable_relay:
-        if node.role == "relay":
+async def start_nat_services(host: IHost, network: NetworkSection, role: str, book: PeerBook, dht: KadDHT | None,
+                             stack: AsyncExitStack, nursery: trio.Nursery,
+                             on_addrs_changed: Callable[[], None] = lambda: None) -> NatService | None:
+    """Start NAT traversal (a :class:`NatService`) when ``network.enable_relay`` is on; None otherwise."""
+    if not network.enable_relay:
+        if role == "relay":
             log.warning("role relay with network.enable_relay: false -- this node relays nothing")
         return None
-    service = NatService(node)
+    service = NatService(host, network, role, book, dht, on_addrs_changed)
     await service.start(stack, nursery)
     return service

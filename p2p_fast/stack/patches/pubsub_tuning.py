@@ -174,6 +174,14 @@ def cached_env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:
     return envelope, created
 
 
+def expire_local_record(host: Any) -> None:
+    """Make a tuned host's next RPC re-check our addresses (and so carry a new signed record at once when they
+    changed) instead of reusing the cached envelope for up to ``ADDRS_RECHECK_S``."""
+    state = _LOCAL_RECORDS.get(host)
+    if state is not None:
+        state.checked_at = float("-inf")
+
+
 def cached_maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any = None) -> bool:
     """``maybe_consume_signed_record`` for tuned hosts: a peer's record bytes are verified once (see module doc)."""
     records = _PEER_RECORDS.get(host)
@@ -324,13 +332,6 @@ PATCH = AttributePatch(*_module_hooks())
 
 apply = PATCH.apply
 revert = PATCH.revert
-
-
-def recheck_local_record(host: Any) -> None:
-    """Make the tuned pubsub of ``host`` look at its addresses again on its next RPC (after they changed)."""
-    state = _LOCAL_RECORDS.get(host)
-    if state is not None:
-        state.checked_at = float("-inf")
 
 
 class _Tuning:
