@@ -159,7 +159,7 @@ def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, 
 
     from p2p_fast.core.config import load_config_text
     from p2p_fast.app.node import Node
-    from p2p_fast.protocols.tasks.dispatcher import TaskSpec
+    from p2p_fast.protocols.tasks.spec import TaskSpec
     from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
 
     cfg = load_config_text(yaml.safe_dump(node_cfg("worker", [], boot_addr)), "bench")

@@ -64,8 +64,7 @@ class TaskService:
         pid = str(peer)
         if self.worker.submitters.get(pid):
             return True
-        link = self.dispatcher.links.get(pid)
-        return link is not None and not link.local and (bool(link.inflight) or link.state != "closed")
+        return self.dispatcher.link_pool.in_use(pid)
 
     async def _close(self) -> None:
         for proto in (self.task_protocol, self.blob_protocol):
