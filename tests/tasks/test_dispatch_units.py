@@ -160,3 +160,21 @@ def test_the_assign_loop_wakes_when_a_task_is_queued() -> None:
         assert not q.wakeup.is_set()  # a fresh event for the next round
 
     trio.run(main)
+
+
+# -- layering -------------------------------------------------------------------------------------------------------
+def test_the_task_package_knows_nothing_of_the_application() -> None:
+    """The HTTP routes and the node depend on the task service, never the other way round (``ports.TaskEnv``)."""
+    import ast
+    from pathlib import Path
+
+    import p2p_fast.protocols.tasks as pkg
+
+    offenders = []
+    for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text())):
+            names = [n.module or ""] if isinstance(n, ast.ImportFrom) else [a.name for a in n.names] \
+                if isinstance(n, ast.Import) else []
+            offenders += [f"{path.name}: {m}" for m in names if m.startswith("p2p_fast.app")]
+        assert "node: Any" not in path.read_text(), path.name
+    assert offenders == []

@@ -27,32 +27,33 @@ import random
 import secrets
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from p2p_fast.protocols.messages import TaskResponse
 from p2p_fast.protocols.tasks import metrics, scheduler
 from p2p_fast.protocols.tasks.attempts import AttemptRunner
-from p2p_fast.protocols.tasks.finder import WorkerFinder, provider_key
+from p2p_fast.protocols.tasks.finder import WorkerFinder
 from p2p_fast.protocols.tasks.journal import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, Database, StorageError,
                                               TaskJournal, TaskRecord)
 from p2p_fast.protocols.tasks.ledger import Ledger
 from p2p_fast.protocols.tasks.links import Link, LinkPool
 from p2p_fast.protocols.tasks.outcomes import Action, Outcome
+from p2p_fast.protocols.tasks.ports import TaskEnv
 from p2p_fast.protocols.tasks.queues import TaskQueues
 from p2p_fast.protocols.tasks.receipts import Receipts
 from p2p_fast.protocols.tasks.redundancy import Redundancy
 from p2p_fast.protocols.tasks.retries import attempt_summary, end_attempt, excluded_workers, retry_delay
 from p2p_fast.protocols.tasks.scheduler import Candidate, LocalOffer, Verdict
-from p2p_fast.protocols.tasks.spec import (PayloadTooLarge, StorageUnavailable, TaskSpec, TaskSpecError,
-                                           UnknownTaskType, check_spec)
+from p2p_fast.protocols.tasks.spec import StorageUnavailable, TaskSpec, check_spec
 from p2p_fast.protocols.tasks.table import TaskTable
 from p2p_fast.protocols.tasks.types import TaskTypes
 from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameWriter
 
-__all__ = ["Dispatcher", "PayloadTooLarge", "StorageUnavailable", "TaskSpec", "TaskSpecError", "UnknownTaskType",
-           "provider_key"]
+if TYPE_CHECKING:
+    from p2p_fast.protocols.tasks.worker import Worker
+
 log = logging.getLogger(__name__)
 TICK = 0.25
 BUSY_PENALTY = 0.25
@@ -62,38 +63,40 @@ MAX_SKIPPED = 1000  # tasks set aside in one round (they fit nowhere now) before
 
 
 class Dispatcher:
-    def __init__(self, node: Any, types: TaskTypes, db: Database, journal: TaskJournal, ledger: Ledger,
-                 worker: Any) -> None:
-        self.node = node
-        self.cfg = node.cfg.tasks
+    def __init__(self, env: TaskEnv, types: TaskTypes, db: Database, journal: TaskJournal, ledger: Ledger,
+                 worker: Worker) -> None:
+        host = env.host
+        self.cfg = env.tasks
         self.types = types
         self.db = db
         self.journal = journal
         self.ledger = ledger
         self.worker = worker
-        self.own_id = str(node.peer_id)
-        self.grace = max(5.0, node.cfg.network.connection_timeout)
-        self.connection_timeout = node.cfg.network.connection_timeout
-        self.table = TaskTable(journal, db, getattr(node, "events", None))
+        self.own_id = str(host.get_id())
+        self.capabilities = env.capabilities
+        self.book = env.book
+        self.rtt = env.rtt
+        self.grace = max(5.0, env.connection_timeout)
+        self.connection_timeout = env.connection_timeout
+        self.table = TaskTable(journal, db, env.events)
         self.active = self.table.active
         self.queues = TaskQueues()
         self.local = Link(self.own_id, local=True)
-        self.finder = WorkerFinder(self.own_id, lambda: node.capabilities, node.book, getattr(node, "dht", None),
-                                   node.host.get_peerstore(), node.cfg.network.protocol_version, types, self.wake)
-        self.link_pool = LinkPool(node.host, node.cfg.protocol_id("task"), self.cfg.max_payload_bytes + FRAME_OVERHEAD,
+        self.finder = WorkerFinder(self.own_id, env.capabilities, env.book, env.dht, host.get_peerstore(),
+                                   env.protocol_version, types, self.wake)
+        self.link_pool = LinkPool(host, env.task_protocol, self.cfg.max_payload_bytes + FRAME_OVERHEAD,
                                   self.connection_timeout, self.finder.addrs_of, self)
         self.links = self.link_pool.links
         self.attempts = AttemptRunner(self.own_id, types, self.active, worker, self.local, self.link_pool, self.grace,
                                       self.cfg.max_payload_bytes, self.table.emit, self)
-        self.receipts = Receipts(self.own_id, node.host.get_private_key(), node.host.get_public_key().serialize(),
-                                 ledger, db, self.link_pool, self.local, lambda r: worker.on_receipt(r, None),
-                                 self._is_live)
+        self.receipts = Receipts(self.own_id, host.get_private_key(), host.get_public_key().serialize(), ledger, db,
+                                 self.link_pool, self.local, lambda r: worker.on_receipt(r, None), self._is_live)
         self._nursery: trio.Nursery | None = None
-        self.redundancy = Redundancy(self)
+        self.redundancy = Redundancy(self, self.cfg)
 
     def _is_live(self, peer_id: str) -> bool:
-        rec = self.node.book.get(peer_id)
-        return rec is not None and self.node.book.is_live(rec)
+        rec = self.book.get(peer_id)
+        return rec is not None and self.book.is_live(rec)
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
@@ -117,7 +120,7 @@ class Dispatcher:
             rec.state = PENDING
             self.journal.save_attempts(rec)
             self.active[rec.id] = rec
-            self._enqueue(rec)
+            self.enqueue(rec)
             resumed += 1
         if resumed:
             log.info("resumed %d unfinished task(s) from the journal", resumed)
@@ -148,7 +151,7 @@ class Dispatcher:
             raise StorageUnavailable(f"tasks not accepted: {exc}") from None
         for rec in records:
             self.active[rec.id] = rec
-            self._enqueue(rec)
+            self.enqueue(rec)
             metrics.SUBMITTED.labels(rec.type).inc()
             self.table.emit(rec, "submitted")
         for cap in {r.capability for r in records}:  # assign right away: saves a scheduler round per task
@@ -158,7 +161,7 @@ class Dispatcher:
         return [r.id for r in records]
 
     # -- queues -----------------------------------------------------------------------------------------------------
-    def _enqueue(self, rec: TaskRecord, front: bool = False) -> None:
+    def enqueue(self, rec: TaskRecord, front: bool = False) -> None:
         if rec.redundancy > 1 and rec.group is None:
             self.redundancy.start(rec)  # runs as replicas, each enqueued on its own
             return
@@ -172,7 +175,7 @@ class Dispatcher:
             await self.queues.wait(TICK)
             for rec in self.queues.due(time.monotonic()):
                 if rec.state == PENDING and rec.id in self.active:
-                    self._enqueue(rec)
+                    self.enqueue(rec)
             for cap, q in self.queues.queues.items():
                 if q:
                     self._assign(cap, q)
@@ -182,18 +185,17 @@ class Dispatcher:
             await trio.lowlevel.checkpoint()
 
     def _candidates(self, cap: str) -> list[Candidate]:
-        health = getattr(self.node, "health", None)
-        rtts: dict[Any, float] = health.rtt if health is not None else {}
+        rtts = self.rtt.rtt if self.rtt is not None else {}
         local_offer = None
-        if cap in self.node.capabilities:
+        if cap in self.capabilities():
             local_offer = LocalOffer(self.cfg.slots, self.worker.running, self.worker.load()[3])
         return scheduler.gather(
             local=self.local, local_offer=local_offer,
-            peers=self.node.book.with_capability(cap, limit=MAX_CANDIDATES), providers=self.finder.providers(cap),
+            peers=self.book.with_capability(cap, limit=MAX_CANDIDATES), providers=self.finder.providers(cap),
             rtt={str(k): v for k, v in rtts.items()} if rtts else {}, score=self.ledger.score,
             banned=self.ledger.banned, link_for=self.link_pool.link_for, now=time.monotonic())
 
-    def _capable_peers(self, cap: str) -> set[str]:
+    def capable_peers(self, cap: str) -> set[str]:
         """Every peer that could run ``cap`` now (cooling down or not), without those excluded for wrong results."""
         return self.finder.capable_peers(cap, self.ledger.banned)
 
@@ -219,7 +221,7 @@ class Dispatcher:
             if choice.verdict is Verdict.NO_USABLE:
                 q.popleft()  # no worker it may use: wait for one (a bounded time), let the others go ahead
                 if time.monotonic() - rec.waiting_since > self.cfg.assign_timeout:
-                    self._fail(rec, f"no live worker with capability {cap!r} that this task may use within "
+                    self.fail(rec, f"no live worker with capability {cap!r} that this task may use within "
                                     f"{self.cfg.assign_timeout:g} s" + attempt_summary(rec, prefix="; "))
                 else:
                     skipped.append(rec)
@@ -247,7 +249,7 @@ class Dispatcher:
             rec = q.popleft()
             if rec.state != PENDING or rec.id not in self.active:
                 continue
-            self._fail(rec, f"no live worker with capability {cap!r} within {limit:g} s"
+            self.fail(rec, f"no live worker with capability {cap!r} within {limit:g} s"
                        + attempt_summary(rec, prefix="; "))
 
     # -- what the links report (links.LinkEvents) --------------------------------------------------------------------
@@ -280,10 +282,10 @@ class Dispatcher:
         elif o.action is Action.REQUEUE:
             rec.attempts.pop()  # not an attempt: the worker never started it
             link.cool_down(time.monotonic() + BUSY_PENALTY)
-            self._enqueue(rec, front=True)
+            self.enqueue(rec, front=True)
         elif o.action is Action.FAIL:
             self._end_attempt(rec, o.outcome, o.reason)
-            self._fail(rec, o.error)
+            self.fail(rec, o.error)
         else:
             self._attempt_failed(rec, o.outcome, o.reason, counted=o.counted, backoff=o.backoff)
 
@@ -295,10 +297,10 @@ class Dispatcher:
         rec.error = None
         rec.finished = time.time()
         if rec.group is None:  # a replica is paid only if the majority agrees with it (redundancy.py)
-            self._pay(rec, worker, attempt, digest)
-        self._finalize(rec)
+            self.pay(rec, worker, attempt, digest)
+        self.finalize(rec)
 
-    def _pay(self, rec: TaskRecord, worker: str, attempt: int, digest: str) -> None:
+    def pay(self, rec: TaskRecord, worker: str, attempt: int, digest: str) -> None:
         self.receipts.pay(rec, worker, attempt, digest)
 
     def _refused_for_credit(self, rec: TaskRecord, link: Link, error: str) -> None:
@@ -307,11 +309,11 @@ class Dispatcher:
         if rec.avoid is None:
             rec.avoid = set()
         rec.avoid.add(link.peer_id)
-        if not self._capable_peers(rec.capability) - rec.avoid:
-            self._fail(rec, f"every capable worker refused it: {error}")
+        if not self.capable_peers(rec.capability) - rec.avoid:
+            self.fail(rec, f"every capable worker refused it: {error}")
             return
         self.journal.save_attempts(rec)
-        self._enqueue(rec, front=True)
+        self.enqueue(rec, front=True)
 
     def _end_attempt(self, rec: TaskRecord, outcome: str, reason: str, counted: bool = True) -> None:
         end_attempt(rec, time.time(), outcome, reason, counted)
@@ -320,7 +322,7 @@ class Dispatcher:
                         backoff: bool = True) -> None:
         self._end_attempt(rec, outcome, reason, counted)
         if counted and rec.counted_attempts > rec.max_retries:
-            self._fail(rec, f"failed after {rec.counted_attempts} attempt(s)" + attempt_summary(rec, ": "))
+            self.fail(rec, f"failed after {rec.counted_attempts} attempt(s)" + attempt_summary(rec, ": "))
             return
         if counted:
             self.table.retried += 1
@@ -335,17 +337,17 @@ class Dispatcher:
         if delay > 0:
             self.queues.delay(rec, delay)
         else:
-            self._enqueue(rec, front=True)
+            self.enqueue(rec, front=True)
 
-    def _fail(self, rec: TaskRecord, error: str) -> None:
+    def fail(self, rec: TaskRecord, error: str) -> None:
         rec.state = FAILED
         rec.error = error
         rec.result = None
         rec.finished = time.time()
         log.warning("task %s (%s) failed: %s", rec.id, rec.type, error)
-        self._finalize(rec)
+        self.finalize(rec)
 
-    def _finalize(self, rec: TaskRecord) -> None:
+    def finalize(self, rec: TaskRecord) -> None:
         if rec.group is not None:  # a replica: its redundant task decides (redundancy.py)
             self.active.pop(rec.id, None)
             self.redundancy.replica_final(rec)
@@ -364,7 +366,7 @@ class Dispatcher:
         rec.state = CANCELLED
         rec.error = "cancelled by the user"
         rec.finished = time.time()
-        self._finalize(rec)
+        self.finalize(rec)
         return rec
 
     # -- views ------------------------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import multiaddr
 import trio
+from libp2p.abc import IPeerStore
 from libp2p.peer.peerinfo import PeerInfo
 
 from p2p_fast.protocols.tasks.ports import PeerDirectory, ProviderRecords
@@ -34,7 +35,7 @@ def provider_key(protocol_version: str, capability: str) -> str:
 
 class WorkerFinder:
     def __init__(self, own_id: str, capabilities: Callable[[], Sequence[str]], book: PeerDirectory,
-                 dht: ProviderRecords | None, peerstore: Any, protocol_version: str, types: TaskTypes,
+                 dht: ProviderRecords | None, peerstore: IPeerStore, protocol_version: str, types: TaskTypes,
                  on_found: Callable[[], None]) -> None:
         self.own_id = own_id
         self.capabilities = capabilities

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import multiaddr
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -122,7 +123,7 @@ class LinkEvents(Protocol):
 class LinkPool:
     """The links to remote workers and the streams under them."""
 
-    def __init__(self, host: Any, protocol: str, max_frame: int, connection_timeout: float,
+    def __init__(self, host: IHost, protocol: str, max_frame: int, connection_timeout: float,
                  addrs_of: Callable[[str], list[multiaddr.Multiaddr]], events: LinkEvents) -> None:
         self.host = host
         self.protocol = protocol

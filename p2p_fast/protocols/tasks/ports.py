@@ -1,14 +1,20 @@
 """What the task package needs from the rest of the node, each as a small interface.
 
-The task code never sees the ``Node``: the application hands it these (``TaskEnv`` in ``service.py`` bundles them).
-Each Protocol lists only the members the task code calls, so a test or another application can supply its own.
+The task code never sees the ``Node``: the application builds a ``TaskEnv`` (``p2p_fast.app.task_env``) and the
+service hands each part only the fields it uses. Each Protocol lists only the members the task code calls, so a
+test or another application can supply its own.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
+
+from p2p_fast.core.config import TasksSection
 
 
 class PeerAd(Protocol):
@@ -68,3 +74,28 @@ class LoadGate(Protocol):
 
     def allow(self, kind: str) -> bool:
         """True when work of ``kind`` may run now."""
+
+
+@dataclass
+class TaskEnv:
+    """Everything the task service takes from its node."""
+
+    host: IHost  # streams, dials, the peerstore, our keys
+    tasks: TasksSection  # the ``tasks:`` config section
+    protocol_version: str  # network.protocol_version: names the DHT keys of worker capabilities
+    connection_timeout: float  # network.connection_timeout: dials, stream opens, DHT queries
+    task_protocol: str  # the stream protocol ids
+    blob_protocol: str
+    data_dir: Path  # the journal, blobs and installed packages live here
+    capabilities: Callable[[], Sequence[str]]  # this node's capabilities now (the worker runs what they cover)
+    book: PeerDirectory
+    dht: ProviderRecords | None = None
+    rtt: RttTable | None = None
+    events: EventSink | None = None
+    shedder: LoadGate | None = None
+    private_network: bool = False  # a PSK network: its members may send Python functions (tasks.accept_functions)
+    on_storage_failure: Callable[[str], None] | None = None  # the journal cannot be written: the node stops
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()

@@ -11,9 +11,10 @@ that worker opens; a live worker owed receipts but given no new task gets a stre
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import trio
+from libp2p.crypto.keys import PrivateKey
 
 from p2p_fast.protocols.messages import TaskReceipt
 from p2p_fast.protocols.tasks.journal import Database, TaskRecord
@@ -29,7 +30,7 @@ REDELIVER_EVERY = 5.0  # how often receipts still owed to live workers get a str
 class Receipts:
     """Receipts this node issues as a submitter, from signing to delivery."""
 
-    def __init__(self, own_id: str, key: Any, own_key_bytes: bytes, ledger: Ledger, db: Database, links: LinkPool,
+    def __init__(self, own_id: str, key: PrivateKey, own_key_bytes: bytes, ledger: Ledger, db: Database, links: LinkPool,
                  local: Link, deliver_local: Callable[[TaskReceipt], None], is_live: Callable[[str], bool]) -> None:
         self.own_id = own_id
         self.key = key
