@@ -32,9 +32,10 @@ class _Links:
         return self.links.setdefault(pid, Link(pid))
 
 
-def _gather(peers: list[PeerRecord], links: _Links, *, providers: tuple[str, ...] = (), rtt: dict[str, float] | None = None,
-            scores: dict[str, float] | None = None, banned: tuple[str, ...] = (), local: Link | None = None,
-            offer: LocalOffer | None = None, now: float = 100.0, w: Weights = WEIGHTS) -> list[Candidate]:
+def _gather(peers: list[PeerRecord], links: _Links, *, providers: tuple[str, ...] = (),
+            rtt: dict[str, float] | None = None, scores: dict[str, float] | None = None, banned: tuple[str, ...] = (),
+            local: Link | None = None, offer: LocalOffer | None = None, now: float = 100.0,
+            w: Weights = WEIGHTS) -> list[Candidate]:
     return gather(local=local, local_offer=offer, peers=peers, providers=providers, rtt=rtt or {},
                   score=lambda p: (scores or {}).get(p, 1.0), banned=lambda p: p in banned, link_for=links,
                   now=now, w=w)

@@ -142,9 +142,8 @@ class AttemptRunner:
                     if rec.state != RUNNING:
                         continue
                     self._cancel_remote(link, rec, rec.attempts[-1].n, "no answer in time")
-                    self.owner.attempt_ended(rec, link, Outcome(
-                        Action.RETRY, "timeout", f"no answer from the worker within {2 * rec.timeout_s + self.grace:g} s",
-                        note="timeout"), None)
+                    why = f"no answer from the worker within {2 * rec.timeout_s + self.grace:g} s"
+                    self.owner.attempt_ended(rec, link, Outcome(Action.RETRY, "timeout", why, note="timeout"), None)
             metrics.RUNNING.set(inflight)
 
     def withdraw(self, rec: TaskRecord, reason: str) -> None:

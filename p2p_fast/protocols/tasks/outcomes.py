@@ -17,6 +17,10 @@ rejected           RETRY       rejected (at once, no backoff)              -
 failed, cancelled  RETRY       failed, cancelled                           failure
 anything else      RETRY       failed                                      failure
 =================  ==========  ==========================================  ===========================
+
+An attempt can also end without an answer (``attempts.py``): the stream broke after the request went out (RETRY,
+``disconnected``), no stream could be opened (RETRY, ``unreachable``, not counted), or the watchdog gave up (RETRY,
+``timeout``, the worker noted ``timeout``).
 """
 
 from __future__ import annotations

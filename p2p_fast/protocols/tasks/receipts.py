@@ -30,8 +30,9 @@ REDELIVER_EVERY = 5.0  # how often receipts still owed to live workers get a str
 class Receipts:
     """Receipts this node issues as a submitter, from signing to delivery."""
 
-    def __init__(self, own_id: str, key: PrivateKey, own_key_bytes: bytes, ledger: Ledger, db: Database, links: LinkPool,
-                 local: Link, deliver_local: Callable[[TaskReceipt], None], is_live: Callable[[str], bool]) -> None:
+    def __init__(self, own_id: str, key: PrivateKey, own_key_bytes: bytes, ledger: Ledger, db: Database,
+                 links: LinkPool, local: Link, deliver_local: Callable[[TaskReceipt], None],
+                 is_live: Callable[[str], bool]) -> None:
         self.own_id = own_id
         self.key = key
         self.own_key_bytes = own_key_bytes

@@ -13,8 +13,8 @@ from collections import OrderedDict
 import trio
 
 from p2p_fast.protocols.tasks import metrics
-from p2p_fast.protocols.tasks.journal import CANCELLED, COMPLETED, FAILED, FINAL_STATES, RUNNING, Database, TaskJournal, \
-    TaskRecord
+from p2p_fast.protocols.tasks.journal import (CANCELLED, COMPLETED, FAILED, FINAL_STATES, RUNNING, Database,
+                                              TaskJournal, TaskRecord)
 from p2p_fast.protocols.tasks.ports import EventSink
 
 RECENT_KEEP = 20000
