@@ -129,7 +129,7 @@ def bench_embedded(net: Network, root: Path, n: int, n_rt: int, n_cpu: int, roun
 def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, rounds: int) -> None:
     import trio
 
-    from p2p_fast.protocols.tasks.dispatcher import TaskSpec
+    from p2p_fast.protocols.tasks.spec import TaskSpec
     from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
 
     async def measure(node: Any) -> dict[str, Any]:

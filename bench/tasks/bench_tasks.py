@@ -56,7 +56,7 @@ def bench_p2p_inprocess(net: Network, root: Path, n_tasks: int, n_rt: int) -> tu
 
 
 def client_main(boot_addr: str, data_dir: str, n_tasks: int, n_rt: int) -> None:
-    from p2p_fast.protocols.tasks.dispatcher import TaskSpec
+    from p2p_fast.protocols.tasks.spec import TaskSpec
 
     async def measure(node: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -102,9 +102,7 @@ async def run_node(cfg: Any, console_mode: str) -> int:
     async def serve(stop_scope: trio.CancelScope) -> None:
         nonlocal exit_code
         async with node.running(), trio.open_nursery() as nursery:
-            app = create_app(node)
-            if node.tasks is not None and hasattr(node.tasks, "install_routes"):
-                node.tasks.install_routes(app)
+            app = create_app(node)  # with the task routes when the node runs the task service
             await nursery.start(serve_http, wrap(app, cfg.http.max_body_bytes), http_sock)
             write_runtime_file(node, http_url)
             log.info("http listener on %s (healthz, readyz, metrics, /v1; dashboard: %s/ui)", http_url, http_url)

@@ -150,11 +150,12 @@ class Node(NodeViews):
 
                 self.nat = await start_nat_services(host, cfg.network, self.role, self.book, self.dht, stack, nursery,
                                                     on_addrs_changed=presence.poke)
+                from p2p_fast.app.task_env import task_env
                 from p2p_fast.protocols.tasks import start_task_service
                 from p2p_fast.protocols.tasks.journal import StorageError
 
                 try:
-                    self.tasks = await start_task_service(self, stack, nursery)
+                    self.tasks = await start_task_service(task_env(self), stack)
                 except StorageError as exc:
                     self.fail(str(exc))
                     raise

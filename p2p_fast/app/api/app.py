@@ -3,7 +3,7 @@
 Every error is JSON (``{"error": ..., "detail": ...}``) with a 4xx/5xx code; request bodies are size-limited before
 they are parsed. With an API token configured every route but ``/healthz``, ``/readyz``, the dashboard's static
 files under ``/ui`` (and ``/metrics`` unless ``http.metrics_public`` is false) needs ``Authorization: Bearer
-<token>`` (``p2p_fast.app.api.token``). Task routes are added by ``p2p_fast.app.api.tasks`` when the node runs the task
+<token>`` (``p2p_fast.app.api.token``). Task routes (``p2p_fast.app.api.tasks``) are added when the node runs the task
 service; ``GET /v1/events`` is ``api.events``, ``/ui`` and ``/docs`` are ``api.static``.
 """
 
@@ -154,6 +154,11 @@ def create_app(node: Node) -> Any:
     async def capabilities() -> dict[str, Any]:
         return node.capability_view()
 
+    tasks = getattr(node, "tasks", None)
+    if tasks is not None:  # built from the task service here: the service knows nothing of HTTP
+        from p2p_fast.app.api.tasks import install_routes as install_task_routes
+
+        install_task_routes(app, tasks, max_body_bytes=node.cfg.http.max_body_bytes, api_token=token)
     return app
 
 

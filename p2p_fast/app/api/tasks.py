@@ -1,4 +1,6 @@
-"""HTTP routes of the task service (added to the node's FastAPI app by ``node.tasks.install_routes``).
+"""HTTP routes of the task service, added to the node's FastAPI app by ``create_app`` when the node runs one.
+
+The routes depend on the service (``p2p_fast.protocols.tasks.service.TaskService``), never the other way round.
 
 Bodies are strict: unknown fields, wrong JSON types and out-of-range values are 422 with a JSON error naming the
 field; an unknown task type is 400, a payload over ``tasks.max_payload_bytes`` 413, a malformed task id 400 and an
@@ -10,17 +12,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from p2p_fast.protocols.tasks.dispatcher import TaskSpec, TaskSpecError
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
-from p2p_fast.protocols.tasks.packages import NAME_RE as PACKAGE_NAME_RE
 from p2p_fast.protocols.tasks.journal import FINAL_STATES, STATES
+from p2p_fast.protocols.tasks.packages import NAME_RE as PACKAGE_NAME_RE
 from p2p_fast.protocols.tasks.redundancy import MAX_REDUNDANCY
+from p2p_fast.protocols.tasks.spec import TaskSpec, TaskSpecError
+
+if TYPE_CHECKING:
+    from p2p_fast.protocols.tasks.service import TaskService
 
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_BATCH = 10000
@@ -81,15 +86,17 @@ def _brief(rec: Any) -> dict[str, Any]:
             "attempts": len(rec.attempts), "error": rec.error}
 
 
-def _code_refused(service: Any, types: Any) -> JSONResponse | None:
+def _code_refused(api_token: str | None, types: set[str]) -> JSONResponse | None:
     """Functions and packages are code: through the API a node sends them in its own name, so only with a token."""
-    if FUNCTION_TYPE in types and getattr(service.node, "api_token", None) is None:
+    if FUNCTION_TYPE in types and api_token is None:
         return _error(403, "this node accepts Python functions and packages over HTTP only when its API token is set "
                            "(http.token_file or P2P_API_TOKEN): it submits them to workers in its own name")
     return None
 
 
-def install_routes(app: Any, service: Any) -> None:
+def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_token: str | None) -> None:
+    """Add the task routes for ``service`` to ``app``. ``max_body_bytes`` (http.max_body_bytes) is what
+    ``/v1/tasks/limits`` reports; ``api_token``: the node's API token, without which no code is accepted."""
     def bad_id(task_id: str) -> JSONResponse | None:
         if not TASK_ID_RE.match(task_id):
             return _error(400, "malformed task id", "a task id is 32 lowercase hex digits")
@@ -101,10 +108,10 @@ def install_routes(app: Any, service: Any) -> None:
     async def submit(body: TaskSubmit, wait: float = Query(
             default=0.0, ge=0, le=MAX_WAIT_S,
             description="wait up to this long and answer 200 with the finished task (one round trip)")) -> Any:
-        if (resp := _code_refused(service, {body.type})) is not None:
+        if (resp := _code_refused(api_token, {body.type})) is not None:
             return resp
         try:
-            (task_id,) = await service.dispatcher.submit_many([body.spec()])
+            (task_id,) = await service.submit_many([body.spec()])
         except TaskSpecError as exc:
             return _error(exc.status, str(exc))
         if wait > 0:
@@ -115,33 +122,31 @@ def install_routes(app: Any, service: Any) -> None:
 
     @app.post("/v1/tasks/batch", status_code=202, summary="Submit many tasks at once (all or none)")
     async def submit_batch(body: TaskBatch) -> Any:
-        if (resp := _code_refused(service, {t.type for t in body.tasks})) is not None:
+        if (resp := _code_refused(api_token, {t.type for t in body.tasks})) is not None:
             return resp
         try:
-            ids = await service.dispatcher.submit_many([t.spec() for t in body.tasks])
+            ids = await service.submit_many([t.spec() for t in body.tasks])
         except TaskSpecError as exc:
             return _error(exc.status, str(exc))
         return {"ids": ids}
 
     @app.get("/v1/tasks/limits", summary="What one request may carry: body, payload and batch sizes")
     async def limits() -> Any:
-        cfg = service.node.cfg
-        return {"max_body_bytes": cfg.http.max_body_bytes, "max_payload_bytes": cfg.tasks.max_payload_bytes,
-                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S,
-                "code_over_http": getattr(service.node, "api_token", None) is not None}
+        return {"max_body_bytes": max_body_bytes, "max_payload_bytes": service.cfg.max_payload_bytes,
+                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S, "code_over_http": api_token is not None}
 
     @app.post("/v1/blobs", status_code=201, summary="Store a package file (a .py module or a wheel) for function tasks")
     async def put_blob(request: Request, name: str = Query(min_length=1, max_length=204,
                                                            description="file name: module.py or a .whl")) -> Any:
-        if (resp := _code_refused(service, {FUNCTION_TYPE})) is not None:
+        if (resp := _code_refused(api_token, {FUNCTION_TYPE})) is not None:
             return resp
         if not PACKAGE_NAME_RE.match(name):
             return _error(422, f"package name {name!r} must be a file name ending in .py or .whl")
         data = await request.body()
-        limit = service.node.cfg.tasks.max_payload_bytes
+        limit = service.cfg.max_payload_bytes
         if len(data) > limit:
             return _error(413, f"package of {len(data)} bytes is over tasks.max_payload_bytes ({limit})")
-        key = service.storage.store.put(data)
+        key = service.put_blob(data)
         return {"sha256": key, "name": name, "size": len(data)}
 
     @app.post("/v1/tasks/lookup", summary="Several tasks at once, optionally waiting until all are final")

@@ -20,11 +20,14 @@ import re
 import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from p2p_fast.protocols.tasks.builtins import InvalidPayload
+
+if TYPE_CHECKING:  # storage needs libp2p; the HTTP routes and unit tests that use check_ref/NAME_RE do not
+    from p2p_fast.protocols.tasks.storage import Storage
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}\.(py|whl)$")
@@ -71,10 +74,9 @@ def unpack(data: bytes, name: str, dest: Path) -> None:
 class Packages:
     """This worker's installed packages, and fetching the missing ones."""
 
-    def __init__(self, node: Any, storage: Any) -> None:
-        self.node = node
+    def __init__(self, data_dir: Path, storage: Storage) -> None:
         self.storage = storage
-        self.root = Path(node.data_dir) / "packages"
+        self.root = Path(data_dir) / "packages"
         self._locks: dict[str, trio.Lock] = {}
         self.installed = 0
 
@@ -101,7 +103,7 @@ class Packages:
             if data is None:
                 data = await self.storage.fetch_from([submitter], key)
             if data is None:
-                data = await self.storage.fetch_from(self.storage._peers(), key)
+                data = await self.storage.fetch_from(self.storage.peers(), key)
             if data is None or hashlib.sha256(data).hexdigest() != key:
                 raise PackageError(f"package {name} ({key[:12]}…) is on neither the submitter nor a storage worker")
             tmp = self.root / f".tmp-{key}-{os.getpid()}"

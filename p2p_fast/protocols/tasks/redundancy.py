@@ -25,11 +25,12 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
+from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.journal import COMPLETED, FINAL_STATES, RUNNING, Attempt, TaskRecord
-from p2p_fast.protocols.tasks.ledger import result_digest
+from p2p_fast.protocols.tasks.ledger import Ledger, result_digest
 
 log = logging.getLogger(__name__)
 MAX_REDUNDANCY = 16
@@ -46,10 +47,35 @@ class Group:
     done: bool = False
 
 
+class ReplicaHost(Protocol):
+    """What redundancy needs of the dispatcher that runs the replicas."""
+
+    active: dict[str, TaskRecord]
+    ledger: Ledger
+
+    def enqueue(self, rec: TaskRecord, front: bool = False) -> None:
+        """Queue ``rec`` for a worker."""
+
+    def cancel(self, task_id: str) -> TaskRecord | None:
+        """Cancel a live task."""
+
+    def capable_peers(self, capability: str) -> set[str]:
+        """Every worker that could run ``capability`` now."""
+
+    def pay(self, rec: TaskRecord, worker: str, attempt: int, digest: str) -> None:
+        """Sign and record the receipt for ``rec``'s result."""
+
+    def finalize(self, rec: TaskRecord) -> None:
+        """``rec`` reached its final state."""
+
+    def fail(self, rec: TaskRecord, error: str) -> None:
+        """``rec`` fails for good with ``error``."""
+
+
 class Redundancy:
-    def __init__(self, dispatcher: Any) -> None:
-        self.d = dispatcher
-        self.cfg = dispatcher.cfg
+    def __init__(self, host: ReplicaHost, cfg: TasksSection) -> None:
+        self.d = host
+        self.cfg = cfg
         self.groups: dict[str, Group] = {}
 
     @staticmethod
@@ -94,7 +120,7 @@ class Redundancy:
             r.group = g
             g.replicas.append(r)
             self.d.active[r.id] = r
-            self.d._enqueue(r)
+            self.d.enqueue(r)
 
     def cancel(self, parent_id: str) -> None:
         g = self.groups.pop(parent_id, None)
@@ -126,7 +152,7 @@ class Redundancy:
         if top >= quorum and (len(ranked) == 1 or len(ranked[1]) < top):
             self._accept(g, ranked[0], [r for grp in ranked[1:] for r in grp])
             return
-        fresh = self.d._capable_peers(p.capability) - g.used
+        fresh = self.d.capable_peers(p.capability) - g.used
         room = g.bound - len(g.replicas)
         if room > 0 and fresh:
             more = min(room, len(fresh), max(1, quorum - top))
@@ -142,7 +168,7 @@ class Redundancy:
         g.done = True
         self.groups.pop(p.id, None)
         for r in agree:
-            self.d._pay(r, r.worker, r.attempts[-1].n, result_digest(r.result or b""))
+            self.d.pay(r, r.worker, r.attempts[-1].n, result_digest(r.result or b""))
         for r in disagree:
             self.d.ledger.note(r.worker or "", "wrong")
             metrics.WRONG.labels("redundancy").inc()
@@ -155,7 +181,7 @@ class Redundancy:
         p.worker = agree[0].worker
         p.error = None
         p.finished = time.time()
-        self.d._finalize(p)
+        self.d.finalize(p)
 
     def _fail(self, g: Group, reason: str) -> None:
         p = g.parent
@@ -170,7 +196,7 @@ class Redundancy:
             else:
                 parts.append(f"{r.worker or '-'}: no result ({r.error})")
         p.attempts = self._merged(g, set())
-        self.d._fail(p, f"{reason}; results: " + "; ".join(parts))
+        self.d.fail(p, f"{reason}; results: " + "; ".join(parts))
 
     @staticmethod
     def _merged(g: Group, outvoted: set[str]) -> list[Attempt]:

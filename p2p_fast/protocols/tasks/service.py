@@ -1,8 +1,9 @@
 """The task service of one node: worker and submitter together, with their journal, ledger and process pool.
 
-This is what ``node.tasks`` is. The console, the HTTP API and ``node.status()`` use only its public methods:
-``submit``/``submit_many``, ``wait``, ``get``, ``list_tasks``, ``cancel``, ``counts``, ``load``, ``ledger_status``
-and ``install_routes``.
+This is what ``node.tasks`` is. The console, the HTTP routes (``p2p_fast.app.api.tasks``, built by the application
+from this service) and ``node.status()`` use only its public methods: ``submit``/``submit_many``, ``wait``,
+``wait_record``, ``get``, ``list_tasks``, ``cancel``, ``counts``, ``load``, ``ledger_status``, ``put_blob``,
+``busy_with``, and its ``cfg`` and ``ledger``. It takes from the node only what ``ports.TaskEnv`` lists.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from typing import Any
 
 import trio
 
-from p2p_fast.protocols.tasks.dispatcher import Dispatcher, TaskSpec, provider_key
+from p2p_fast.protocols.tasks.dispatcher import Dispatcher
+from p2p_fast.protocols.tasks.finder import provider_key
 from p2p_fast.protocols.tasks.journal import FINAL_STATES, PENDING, RUNNING, Database, StorageError, TaskJournal, TaskRecord
 from p2p_fast.protocols.tasks.ledger import Ledger
+from p2p_fast.protocols.tasks.packages import Packages
 from p2p_fast.protocols.tasks.pool import ProcessPool
+from p2p_fast.protocols.tasks.ports import TaskEnv
+from p2p_fast.protocols.tasks.spec import TaskSpec
 from p2p_fast.protocols.tasks.storage import Storage
 from p2p_fast.protocols.tasks.types import TaskTypes
 from p2p_fast.protocols.tasks.worker import Worker
@@ -29,23 +34,26 @@ PROVIDE_EVERY = 600.0
 
 
 class TaskService:
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.cfg = node.cfg.tasks
+    def __init__(self, env: TaskEnv) -> None:
+        self.env = env
+        self.cfg = env.tasks
+        self.host = env.host
         self.types = TaskTypes()
-        self.db = Database(Path(node.data_dir) / DB_FILE)
-        self.db.on_failure = getattr(node, "fail", None)  # the journal cannot be written: the node stops, says why
+        self.db = Database(Path(env.data_dir) / DB_FILE)
+        self.db.on_failure = env.on_storage_failure  # the journal cannot be written: the node stops, says why
         self.journal = TaskJournal(self.db)
-        self.ledger = Ledger(self.db, str(node.peer_id), self.cfg)
+        self.ledger = Ledger(self.db, str(env.peer_id), self.cfg)
         self.pool = ProcessPool(self.cfg.slots)
-        self.storage = Storage(node)
-        self.worker = Worker(node, self.types, self.pool, self.ledger, self.storage)
-        self.dispatcher = Dispatcher(node, self.types, self.db, self.journal, self.ledger, self.worker)
-        self.task_protocol = node.cfg.protocol_id("task")
-        self.blob_protocol = node.cfg.protocol_id("blob")
+        self.storage = Storage(env.host, env.data_dir, env.blob_protocol, self.cfg.storage_replicas,
+                               self.cfg.max_payload_bytes, env.connection_timeout, env.capabilities, env.book)
+        self.worker = Worker(env.host, self.cfg, env.task_protocol, env.capabilities, env.private_network, self.types,
+                             self.pool, self.ledger, self.storage, Packages(env.data_dir, self.storage))
+        self.dispatcher = Dispatcher(env, self.types, self.db, self.journal, self.ledger, self.worker)
+        self.task_protocol = env.task_protocol
+        self.blob_protocol = env.blob_protocol
 
     async def start(self, stack: AsyncExitStack) -> None:
-        host = self.node.host
+        host = self.host
         stack.push_async_callback(self._close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)  # runs first on the way out: stop our tasks, then close
@@ -55,7 +63,7 @@ class TaskService:
         host.set_stream_handler(self.blob_protocol, self.storage.handle_stream)
         nursery.start_soon(self._provide_loop)
         log.info("task service up: slots=%d capabilities=%s runnable types=%s", self.cfg.slots,
-                 ",".join(self.node.capabilities) or "-", ",".join(self.types.runnable(self.node.capabilities))
+                 ",".join(self.env.capabilities()) or "-", ",".join(self.types.runnable(self.env.capabilities()))
                  or "-")
 
     def busy_with(self, peer: Any) -> bool:
@@ -64,13 +72,12 @@ class TaskService:
         pid = str(peer)
         if self.worker.submitters.get(pid):
             return True
-        link = self.dispatcher.links.get(pid)
-        return link is not None and not link.local and (bool(link.inflight) or link.state != "closed")
+        return self.dispatcher.link_pool.in_use(pid)
 
     async def _close(self) -> None:
         for proto in (self.task_protocol, self.blob_protocol):
             try:
-                self.node.host.remove_stream_handler(proto)
+                self.host.remove_stream_handler(proto)
             except Exception:
                 pass
         await self.pool.aclose()
@@ -82,21 +89,22 @@ class TaskService:
 
     async def _provide_loop(self) -> None:
         """Announce our task capabilities as DHT provider records, so nodes outside our mesh find us."""
-        caps = sorted({t.capability for t in self.types.types.values()} & set(self.node.capabilities))
-        if not caps or self.node.dht is None:
+        env = self.env
+        dht = env.dht
+        caps = sorted({t.capability for t in self.types.types.values()} & set(env.capabilities()))
+        if not caps or dht is None:
             return
         delays = iter(PROVIDE_SCHEDULE)
         while True:
             await trio.sleep(next(delays, PROVIDE_EVERY))
-            if not self.node.host.get_connected_peers():
+            if not self.host.get_connected_peers():
                 continue
-            shedder = getattr(self.node, "shedder", None)
-            if shedder is not None and not shedder.allow("dht-refresh"):
+            if env.shedder is not None and not env.shedder.allow("dht-refresh"):
                 continue
             for cap in caps:
-                with trio.move_on_after(self.node.cfg.network.connection_timeout):
+                with trio.move_on_after(env.connection_timeout):
                     try:
-                        await self.node.dht.provide(provider_key(self.node.cfg, cap))
+                        await dht.provide(provider_key(env.protocol_version, cap))
                     except Exception as exc:
                         log.debug("DHT provide %s failed: %s", cap, exc)
 
@@ -150,7 +158,6 @@ class TaskService:
     def ledger_status(self) -> dict[str, Any]:
         return self.ledger.status()
 
-    def install_routes(self, app: Any) -> None:
-        from p2p_fast.app.api.tasks import install_routes
-
-        install_routes(app, self)
+    def put_blob(self, data: bytes) -> str:
+        """Keep ``data`` in this node's blob store (a package for function tasks); its key (sha256) is returned."""
+        return self.storage.store.put(data)

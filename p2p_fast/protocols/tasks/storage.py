@@ -14,14 +14,16 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
 from p2p_fast.core import metrics as node_metrics
 from p2p_fast.protocols.messages import BlobGet, BlobPut, BlobReply
 from p2p_fast.protocols.tasks.builtins import InvalidPayload
+from p2p_fast.protocols.tasks.ports import PeerDirectory
 from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameReader, frame
 
 log = logging.getLogger(__name__)
@@ -70,21 +72,26 @@ class BlobStore:
 
 
 class Storage:
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.store = BlobStore(Path(node.data_dir) / "blobs")
-        self.protocol = node.cfg.protocol_id("blob")
-        self.replicas = node.cfg.tasks.storage_replicas
-        self.max_frame = node.cfg.tasks.max_payload_bytes + FRAME_OVERHEAD
-        self.timeout = node.cfg.network.connection_timeout
+    def __init__(self, host: IHost, data_dir: Path, protocol: str, replicas: int, max_payload_bytes: int,
+                 timeout: float, capabilities: Callable[[], Sequence[str]], book: PeerDirectory) -> None:
+        self.host = host
+        self.own_id = str(host.get_id())
+        self.store = BlobStore(Path(data_dir) / "blobs")
+        self.protocol = protocol
+        self.replicas = replicas
+        self.max_frame = max_payload_bytes + FRAME_OVERHEAD
+        self.timeout = timeout
+        self.capabilities = capabilities
+        self.book = book
 
     @property
     def enabled(self) -> bool:
-        return STORAGE in self.node.capabilities
+        return STORAGE in self.capabilities()
 
-    def _peers(self) -> list[str]:
-        own = str(self.node.peer_id)
-        peers = [r.peer_id for r in self.node.book.with_capability(STORAGE) if r.peer_id != own]
+    def peers(self) -> list[str]:
+        """The other live storage workers, in random order (spreads replicas and fetches)."""
+        own = self.own_id
+        peers = [r.peer_id for r in self.book.with_capability(STORAGE) if r.peer_id != own]
         random.shuffle(peers)
         return peers
 
@@ -110,7 +117,7 @@ class Storage:
 
     async def _replicate(self, key: str, data: bytes, wanted: int) -> int:
         done = 0
-        for peer in self._peers():
+        for peer in self.peers():
             if done >= wanted:
                 break
             reply = await self._request(peer, BlobPut(key, data))
@@ -119,12 +126,12 @@ class Storage:
         return done
 
     async def _fetch(self, key: str) -> bytes | None:
-        return await self.fetch_from(self._peers(), key)
+        return await self.fetch_from(self.peers(), key)
 
     async def fetch_from(self, peers: list[str], key: str) -> bytes | None:
         """The blob ``key`` from the first of ``peers`` that has it (checked against its sha256, then kept)."""
         for peer in peers:
-            if peer == str(self.node.peer_id):
+            if peer == self.own_id:
                 continue
             reply = await self._request(peer, BlobGet(key))
             if reply is not None and reply.status == 0 and hashlib.sha256(reply.data).hexdigest() == key:
@@ -133,7 +140,7 @@ class Storage:
         return None
 
     async def _request(self, peer: str, msg: Any) -> BlobReply | None:
-        host = self.node.host
+        host = self.host
         with trio.move_on_after(self.timeout):
             try:
                 stream = await host.new_stream(ID.from_base58(peer), [self.protocol])

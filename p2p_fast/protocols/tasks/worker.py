@@ -15,10 +15,13 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
+
+from p2p_fast.core.config import TasksSection
 
 from p2p_fast.core import metrics as node_metrics
 from p2p_fast.protocols.messages import (TASK_BUSY, TASK_CANCELLED, TASK_FAILED, TASK_INVALID, TASK_OK, TASK_REJECTED,
@@ -31,6 +34,7 @@ from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE, split
 from p2p_fast.protocols.tasks.ledger import Ledger, result_digest
 from p2p_fast.protocols.tasks.packages import PackageError, Packages
 from p2p_fast.protocols.tasks.pool import PoolClosed, ProcessPool, TaskFailed
+from p2p_fast.protocols.tasks.storage import Storage
 from p2p_fast.protocols.tasks.types import TaskType, TaskTypes
 from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
 
@@ -44,15 +48,20 @@ MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
 class Worker:
     """Runs tasks for submitters (remote ones over streams, and the local node directly)."""
 
-    def __init__(self, node: Any, types: TaskTypes, pool: ProcessPool, ledger: Ledger, storage: Any) -> None:
-        self.node = node
-        self.cfg = node.cfg.tasks
+    def __init__(self, host: IHost, cfg: TasksSection, protocol: str, capabilities: Callable[[], Sequence[str]],
+                 private_network: bool, types: TaskTypes, pool: ProcessPool, ledger: Ledger, storage: Storage,
+                 packages: Packages) -> None:
+        self.host = host
+        self.cfg = cfg
+        self.capabilities = capabilities
+        self.private_network = private_network  # a PSK network: its members may send functions
         self.types = types
         self.pool = pool
         self.ledger = ledger
         self.storage = storage
-        self.own_id = str(node.peer_id)
-        self.protocol = node.cfg.protocol_id("task")
+        self.peer_id = host.get_id()
+        self.own_id = str(self.peer_id)
+        self.protocol = protocol
         self.max_frame = self.cfg.max_payload_bytes + FRAME_OVERHEAD
         self.slots = self.cfg.slots
         self.gate = PriorityGate(max(1, self.slots))
@@ -62,7 +71,7 @@ class Worker:
         self.streams = 0
         self.submitters: dict[str, int] = {}  # peer id -> open task streams from it (the connection manager asks)
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
-        self.packages = Packages(node, storage)
+        self.packages = packages
         self._nursery: trio.Nursery | None = None
 
     # -- views ------------------------------------------------------------------------------------------------------
@@ -77,7 +86,7 @@ class Worker:
         t = self.types.get(type_name)
         if t is None:
             return None, f"unknown task type {type_name!r} on worker {self.own_id}"
-        if t.capability not in self.node.capabilities:
+        if t.capability not in self.capabilities():
             return None, f"worker {self.own_id} lacks capability {t.capability!r} for {type_name!r} tasks"
         if not t.inline and self.slots == 0:
             return None, f"worker {self.own_id} has no task slots"
@@ -235,7 +244,7 @@ class Worker:
             return f"worker {self.own_id} does not run Python functions (tasks.accept_functions is false)"
         if submitter == self.own_id or submitter in self.policy.allowed:
             return ""
-        if not self.policy.allowed and getattr(self.node, "private_network", False):
+        if not self.policy.allowed and self.private_network:
             return ""  # a PSK network: every member is trusted with functions
         return (f"worker {self.own_id} runs Python functions only from tasks.allowed_submitters (or, with none listed, "
                 f"from members of a network with a PSK); {submitter} is not one")
@@ -324,11 +333,11 @@ class Worker:
             log.warning("receipt for %s from %s names submitter %s: refused", receipt.task_id, remote,
                         receipt.submitter)
             return
-        submitter = remote if remote is not None else self.node.peer_id
+        submitter = remote if remote is not None else self.peer_id
         key = submitter.extract_public_key()
         if key is None:
             try:
-                key = self.node.host.get_peerstore().pubkey(submitter)
+                key = self.host.get_peerstore().pubkey(submitter)
             except Exception:
                 key = None
         if key is None:
