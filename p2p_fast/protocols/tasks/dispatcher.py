@@ -42,6 +42,7 @@ from p2p_fast.protocols.tasks.journal import (CANCELLED, COMPLETED, FAILED, FINA
 from p2p_fast.protocols.tasks.ledger import RESEND_WINDOW_S, Ledger, result_digest, sign_receipt
 from p2p_fast.protocols.tasks.redundancy import Redundancy
 from p2p_fast.protocols.tasks.types import TYPE_NAME_RE, TaskTypes
+from p2p_fast.protocols.tasks.window import LinkWindow
 from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Link:
         self.scope: trio.CancelScope | None = None
         self.generation = 0
         self.receipts_sent: deque[tuple[float, str]] = deque()  # (when, task id) on the current stream
+        self.window = LinkWindow()  # how many slot-taking tasks may be in flight there (window.py)
 
 
 @dataclass
@@ -379,7 +381,7 @@ class Dispatcher:
     def _cost(c: Candidate, heavy: bool) -> float | None:
         link = c.link
         if heavy:
-            window = c.heavy_window + 1 if c.heavy_window else 0
+            window = link.window.limit(c.heavy_window)
             if link.heavy >= window:
                 return None
             return link.heavy / window + c.static_cost
@@ -674,7 +676,8 @@ class Dispatcher:
             log.debug("ignored a response for %s attempt %d from %s (not current)", resp.task_id, resp.attempt,
                       link.peer_id)
             return
-        self._release(link, rec)
+        if self._release(link, rec) and self._heavy(rec):
+            link.window.observe(resp.elapsed_s, resp.window, resp.status == TASK_OK)
         self._wake.set()
         status = resp.status
         if status == TASK_OK:
@@ -683,6 +686,7 @@ class Dispatcher:
             self._refused_for_credit(rec, link, resp.error)
         elif status == TASK_BUSY:
             rec.attempts.pop()  # not an attempt: the worker never started it
+            link.window.busy(link.heavy)
             link.cooldown_until = time.monotonic() + BUSY_PENALTY
             self._enqueue(rec, front=True)
         elif status == TASK_INVALID:
