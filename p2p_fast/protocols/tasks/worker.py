@@ -247,6 +247,8 @@ class Worker:
         from p2p_fast.protocols.tasks.functions import pack_header
 
         header, body = split(req.payload)
+        if not header.get("packages"):
+            return req.payload  # nothing to install: the child takes the payload as it came (no paths to add)
         paths = await self.packages.ensure(header.get("packages", []), req.submitter)
         return pack_header({"paths": paths}, body)
 
