@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from libp2p.crypto.keys import PrivateKey, PublicKey
@@ -43,11 +42,15 @@ def result_digest(result: bytes) -> str:
 
 def receipt_bytes(receipt: TaskReceipt) -> bytes:
     """What the submitter signs: a domain tag and the receipt encoded with an empty signature."""
-    return RECEIPT_DOMAIN + encode(replace(receipt, signature=b""))
+    r = receipt  # built directly, not with dataclasses.replace (several times slower; a submitter signs every task)
+    return RECEIPT_DOMAIN + encode(TaskReceipt(r.task_id, r.attempt, r.submitter, r.worker, r.reward, r.result_digest,
+                                               r.issued_at, b""))
 
 
 def sign_receipt(receipt: TaskReceipt, key: PrivateKey) -> TaskReceipt:
-    return replace(receipt, signature=key.sign(receipt_bytes(receipt)))
+    r = receipt
+    return TaskReceipt(r.task_id, r.attempt, r.submitter, r.worker, r.reward, r.result_digest, r.issued_at,
+                       key.sign(receipt_bytes(r)))
 
 
 def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
