@@ -1,6 +1,6 @@
 """How the client learns that tasks finished: pushed by the node's event stream, with lookups as the safety net.
 
-``GET /v1/events?types=task&results=1`` (docs/events.md) pushes every final transition with the result inline (up to
+``GET /v1/events?types=task&results=1&final=1`` (docs/events.md) pushes every final transition with the result inline (up to
 64 KiB). A reader thread resolves the futures from it. It resumes after a broken connection with ``Last-Event-ID``;
 when the node says events were lost (``gap``, a new ``stream`` id after a restart, ``overflow``) the helper thread
 resyncs every unfinished task by ``POST /v1/tasks/lookup``. The helper also fetches what an event does not carry (a
@@ -195,7 +195,7 @@ class Completion:
             self._stream_sock = conn.sock
             if self.stopping:
                 return stream_id, last_seq, True
-            conn.request("GET", h.prefix + "/v1/events?types=task&results=1", headers=headers)
+            conn.request("GET", h.prefix + "/v1/events?types=task&results=1&final=1", headers=headers)
             resp = conn.getresponse()
             if resp.status == 404:
                 return stream_id, last_seq, False

@@ -139,8 +139,9 @@ class TasksSection:
     default_timeout: float = _check(_rng(0.1, 86400), default=30.0)
     max_retries: int = _check(_rng(0, 100), default=3)
     default_reward: int = _check(_rng(0, 10**12), default=1)
-    # Tasks waiting for a free slot on this worker beyond ``slots`` (more are answered "busy").
-    queue_limit: int = _check(_rng(0, 100_000), default=2)
+    # Tasks waiting for a free slot on this worker beyond ``slots`` (more are answered "busy"). Submitters learn it
+    # from the responses and queue short tasks this deep to keep the slots busy (protocols/tasks/window.py).
+    queue_limit: int = _check(_rng(0, 100_000), default=64)
     # Largest task payload (and result) this node sends or accepts, in bytes.
     max_payload_bytes: int = _check(_rng(1024, 64 * 1024 * 1024), default=1024 * 1024)
     # First retry delay in seconds; doubles per attempt (with jitter), capped at 10 s.

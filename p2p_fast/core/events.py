@@ -33,6 +33,7 @@ BUFFER = 2000
 MAX_INLINE_RESULT = 64 * 1024
 OVERFLOW_GRACE = 10.0
 KEEP_AFTER_LAST = 120.0
+FINAL_TASK_EVENTS = frozenset(("completed", "failed", "cancelled"))
 
 
 class Event:
@@ -63,12 +64,21 @@ class Event:
 
 
 class Subscriber:
-    def __init__(self, types: frozenset[str], results: bool) -> None:
+    def __init__(self, types: frozenset[str], results: bool, final_only: bool = False) -> None:
         self.types = types
         self.results = results
+        # Only the last event of each task (completed, failed, cancelled): what a client waiting for results reads;
+        # a third of the task events, so a third of the JSON and socket writes for the node and for the client.
+        self.final_only = final_only
         self.send, self.receive = trio.open_memory_channel[Event](BUFFER)
         self.overflowed = False
         self.dropped = trio.Event()  # set on overflow: the handler gives the client OVERFLOW_GRACE, then hangs up
+
+    def takes(self, ev: "Event") -> bool:
+        """Whether this subscriber receives ``ev``."""
+        if ev.type not in self.types:
+            return False
+        return not (self.final_only and ev.type == "task" and ev.data.get("event") not in FINAL_TASK_EVENTS)
 
 
 class EventBus:
@@ -107,7 +117,7 @@ class EventBus:
         self.history.append(ev)
         if self.subscribers:
             for sub in self.subscribers:
-                if type_ in sub.types:
+                if type_ in sub.types and (not sub.final_only or sub.takes(ev)):
                     try:
                         sub.send.send_nowait(ev)
                     except trio.WouldBlock:
@@ -127,17 +137,18 @@ class EventBus:
         sub.send.close()  # its handler stops at the end of the buffer, says overflow and ends
         sub.dropped.set()
 
-    def subscribe(self, types: Iterable[str], since: int | None, results: bool) -> tuple[Subscriber, list[Event], bool]:
+    def subscribe(self, types: Iterable[str], since: int | None, results: bool,
+                  final_only: bool = False) -> tuple[Subscriber, list[Event], bool]:
         """Register a subscriber; returns it, the history to replay first (events after ``since``) and whether
         events the client asked for are gone (``gap``). Atomic: no event can fall between replay and live."""
-        sub = Subscriber(frozenset(types), results)
+        sub = Subscriber(frozenset(types), results, final_only)
         replay: list[Event] = []
         gap = False
         if since is not None:
             if since > self.seq or since + 1 < self.oldest:
                 gap = True
             if since < self.seq:
-                replay = [e for e in self.history if e.seq > since and e.type in sub.types]
+                replay = [e for e in self.history if e.seq > since and sub.takes(e)]
         self.subscribers.append(sub)
         self.recording = True
         metrics.EVENT_SUBSCRIBERS.set(len(self.subscribers))

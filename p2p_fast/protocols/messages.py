@@ -71,6 +71,9 @@ class TaskResponse(Message):
     result: bytes
     result_digest: str
     elapsed_s: float
+    # How many slot-taking requests this worker holds for one submitter at once (running + queued): the most a
+    # submitter may have in flight there without being answered "busy" (``tasks.window``). None: not said.
+    window: int | None = None
 
 
 @register

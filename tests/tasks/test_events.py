@@ -169,6 +169,24 @@ def test_task_events_in_order_with_results(net: dict[str, Any]) -> None:
         sub.close()
 
 
+def test_final_only_stream_carries_the_last_event_of_each_task(net: dict[str, Any]) -> None:
+    """``final=1`` (what p2p_fast.client asks for): completed/failed/cancelled only, with the result inline."""
+    boot, api = net["boot"], net["api"]
+    sub = Subscription(boot.http + "/v1/events", params={"types": "task", "results": "1", "final": "1"})
+    try:
+        wait_until(lambda: sub.of("hello"), 20, "hello")
+        ids = api.submit_batch([{"type": "echo", "payload": f"final-{i}"} for i in range(20)])
+        wait_until(lambda: _all_final(sub, set(ids)), 60, "every task's final event")
+        evs = _task_events(sub, set(ids))
+        for i, task_id in enumerate(ids):
+            assert [e["event"] for e in evs[task_id]] == ["completed"]
+            assert base64.b64decode(evs[task_id][0]["result"]) == f"final-{i}".encode()
+    finally:
+        sub.close()
+    r = httpx.get(boot.http + "/v1/events", params={"final": "2"}, timeout=10)
+    assert r.status_code == 400 and "final" in r.json()["detail"]
+
+
 def test_resume_with_last_event_id_misses_nothing(net: dict[str, Any]) -> None:
     boot, api = net["boot"], net["api"]
     ref = Subscription(boot.http + "/v1/events", params={"types": "task"})  # stays connected throughout

@@ -173,9 +173,10 @@ def test_scheduler_and_retries_import_nothing_but_the_standard_library_and_recor
     import ast
     import inspect
 
-    from p2p_fast.protocols.tasks import retries
+    from p2p_fast.protocols.tasks import retries, window
 
-    for module, allowed in ((scheduler, set()), (retries, {"p2p_fast.protocols.tasks.journal"})):
+    for module, allowed in ((scheduler, {"p2p_fast.protocols.tasks.window"}), (window, set()),
+                            (retries, {"p2p_fast.protocols.tasks.journal"})):
         tree = ast.parse(inspect.getsource(module))
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

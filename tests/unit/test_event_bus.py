@@ -117,3 +117,26 @@ def test_a_subscriber_that_falls_behind_is_dropped_without_blocking() -> None:
         assert got == BUFFER  # what was buffered, then the end: never more than BUFFER held for it
 
     trio.run(main)
+
+
+def test_final_only_subscriber_gets_only_the_last_event_of_each_task_live_and_replayed() -> None:
+    bus = EventBus()
+    everything, _, _ = bus.subscribe(["task", "peer"], None, False)
+    final, _, _ = bus.subscribe(["task", "peer"], None, True, final_only=True)
+    for what in ("submitted", "assigned", "retry", "completed", "failed", "cancelled"):
+        bus.emit("task", {"id": what, "event": what}, b"r" if what == "completed" else None)
+    bus.emit("peer", {"event": "connected"})  # other types are not filtered by final=1
+
+    def drain(sub: events.Subscriber) -> list[str]:
+        out = []
+        while True:
+            try:
+                ev = sub.receive.receive_nowait()
+            except trio.WouldBlock:
+                return out
+            out.append(ev.data["event"])
+
+    assert drain(everything) == ["submitted", "assigned", "retry", "completed", "failed", "cancelled", "connected"]
+    assert drain(final) == ["completed", "failed", "cancelled", "connected"]
+    _, replay, gap = bus.subscribe(["task"], 0, True, final_only=True)  # resuming from the start
+    assert not gap and [e.data["event"] for e in replay] == ["completed", "failed", "cancelled"]

@@ -59,8 +59,10 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, bus: EventBus, peer_id: str, types: frozenset[str], since: int | None, results: bool) -> None:
+    def __init__(self, bus: EventBus, peer_id: str, types: frozenset[str], since: int | None, results: bool,
+                 final_only: bool = False) -> None:
         super().__init__()
+        self.final_only = final_only
         self.bus = bus
         self.peer_id = peer_id
         self.types = types
@@ -69,7 +71,7 @@ class EventStream(Response):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         bus = self.bus
-        sub, replay, gap = bus.subscribe(self.types, self.since, self.results)
+        sub, replay, gap = bus.subscribe(self.types, self.since, self.results, self.final_only)
         hello = {"stream": bus.stream, "seq": bus.seq, "peer_id": self.peer_id, "oldest": bus.oldest, "gap": gap,
                  "types": sorted(self.types)}
         try:
@@ -150,7 +152,7 @@ def install_event_routes(app: Any, bus: EventBus | None, own_id: Callable[[], st
              responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"},
                         400: {"description": "unknown event type or bad since/Last-Event-ID"}})
     async def events(request: Request, types: str | None = None, since: str | None = None,
-                     results: int = 0) -> Any:
+                     results: int = 0, final: int = 0) -> Any:
         parsed = _parse_types(types)
         if isinstance(parsed, str):
             return _error(400, "bad types", parsed)
@@ -159,6 +161,8 @@ def install_event_routes(app: Any, bus: EventBus | None, own_id: Callable[[], st
             return _error(400, "bad since", start)
         if results not in (0, 1):
             return _error(400, "bad results", "results must be 0 or 1")
+        if final not in (0, 1):
+            return _error(400, "bad final", "final must be 0 or 1")
         if bus is None:
             return _error(503, "no event bus", "this node has no event bus")
-        return EventStream(bus, own_id(), parsed, start, bool(results))
+        return EventStream(bus, own_id(), parsed, start, bool(results), bool(final))

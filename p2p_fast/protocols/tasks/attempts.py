@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
 import trio
 
-from p2p_fast.protocols.messages import TaskCancel, TaskRequest, TaskResponse
+from p2p_fast.protocols.messages import TASK_OK, TaskCancel, TaskRequest, TaskResponse
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.journal import RUNNING, Attempt, TaskRecord
 from p2p_fast.protocols.tasks.links import Link, LinkPool
@@ -111,7 +111,8 @@ class AttemptRunner:
             log.debug("ignored a response for %s attempt %d from %s (not current)", resp.task_id, resp.attempt,
                       link.peer_id)
             return
-        self.release(link, rec)
+        if self.release(link, rec) and self.heavy_type(rec.type):
+            link.window.observe(resp.elapsed_s, resp.window, resp.status == TASK_OK)
         self.owner.wake()
         t = self.types.get(rec.type)
         self.owner.attempt_ended(rec, link, judge(rec, resp, link.peer_id, t.verify if t is not None else None,

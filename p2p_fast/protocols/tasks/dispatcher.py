@@ -281,6 +281,7 @@ class Dispatcher:
             self._refused_for_credit(rec, link, o.reason)
         elif o.action is Action.REQUEUE:
             rec.attempts.pop()  # not an attempt: the worker never started it
+            link.window.busy(link.heavy)
             link.cool_down(time.monotonic() + BUSY_PENALTY)
             self.enqueue(rec, front=True)
         elif o.action is Action.FAIL:

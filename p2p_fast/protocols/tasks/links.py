@@ -30,6 +30,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from p2p_fast.protocols.messages import TaskResponse
 from p2p_fast.protocols.tasks.retries import MAX_BACKOFF
 from p2p_fast.protocols.tasks.wire import FrameError, FrameReader, FrameWriter, StreamClosed
+from p2p_fast.protocols.tasks.window import LinkWindow
 
 if TYPE_CHECKING:
     from p2p_fast.protocols.tasks.journal import TaskRecord
@@ -62,6 +63,7 @@ class Link:
         self.open_failures = 0
         self.cooldown_until = 0.0
         self.receipts_sent: deque[tuple[float, str]] = deque()  # (when, task id) on the current stream
+        self.window = LinkWindow()  # how many slot-taking tasks may be in flight there (window.py)
 
     @property
     def writable(self) -> bool:

@@ -15,6 +15,8 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 
+from p2p_fast.protocols.tasks.window import LinkWindow
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -42,6 +44,7 @@ class SlotLoad(Protocol):
     heavy: int
     light: int
     cooldown_until: float
+    window: LinkWindow
 
 
 class PeerOffer(Protocol):
@@ -121,7 +124,7 @@ def cost(c: Candidate, heavy: bool, w: Weights = WEIGHTS) -> float | None:
     """The cost of one more task on ``c`` now, or None when its window is full."""
     link = c.link
     if heavy:
-        window = c.heavy_window + 1 if c.heavy_window else 0
+        window = link.window.limit(c.heavy_window)  # pipelined per link, learned from the worker (window.py)
         if link.heavy >= window:
             return None
         return link.heavy / window + c.static_cost

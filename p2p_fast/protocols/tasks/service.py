@@ -82,7 +82,7 @@ class TaskService:
                 pass
         await self.pool.aclose()
         try:
-            self.ledger.flush_reputation()
+            self.ledger.flush_reputation(force=True)
         except StorageError:
             pass  # logged when it happened; the journal keeps its last commit
         self.db.close()

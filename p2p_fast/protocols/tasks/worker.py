@@ -65,6 +65,8 @@ class Worker:
         self.max_frame = self.cfg.max_payload_bytes + FRAME_OVERHEAD
         self.slots = self.cfg.slots
         self.gate = PriorityGate(max(1, self.slots))
+        # What one submitter may keep here at once without "busy" (told in every response: window.py).
+        self.window = self.slots + self.cfg.queue_limit if self.slots else None
         self.running = 0
         self.queued = 0
         self.executed: dict[str, int] = {}
@@ -203,7 +205,7 @@ class Worker:
         name = STATUS_NAMES[status]
         self.executed[name] = self.executed.get(name, 0) + 1
         return TaskResponse(req.task_id, req.attempt, self.own_id, status, error, result,
-                            result_digest(result) if status == TASK_OK else "", elapsed)
+                            result_digest(result) if status == TASK_OK else "", elapsed, self.window)
 
     def execute(self, req: TaskRequest, reply: Reply, active: dict[tuple[str, int], trio.CancelScope],
                 nursery: trio.Nursery) -> None:
@@ -254,6 +256,8 @@ class Worker:
         from p2p_fast.protocols.tasks.functions import pack_header
 
         header, body = split(req.payload)
+        if not header.get("packages"):
+            return req.payload  # nothing to install: the child takes the payload as it came (no paths to add)
         paths = await self.packages.ensure(header.get("packages", []), req.submitter)
         return pack_header({"paths": paths}, body)
 
