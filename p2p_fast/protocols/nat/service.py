@@ -31,6 +31,7 @@ from typing import Any, Callable
 import multiaddr
 import trio
 from libp2p.abc import IHost
+from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -138,12 +139,12 @@ class NatService:
             log.debug("could not refresh our signed record: %s", exc)
 
     async def _push_identify(self) -> None:
-        push = getattr(self.host, "_push_identify_to_all_peers", None)
-        if push is not None:
-            try:
-                await push()
-            except Exception as exc:
-                log.debug("identify push failed: %s", exc)
+        """Tell every connected peer our new addresses and protocols (Identify push; what py-libp2p's own host does
+        when it starts listening on a new address)."""
+        try:
+            await push_identify_to_peers(self.host)
+        except Exception as exc:
+            log.debug("identify push failed: %s", exc)
 
     # -- reachability ---------------------------------------------------------------------------------------------
     def _direct_peers_with(self, protocol: str) -> list[ID]:
