@@ -130,9 +130,10 @@ class NatService:
         messages included -- when the record in it is older than one it already holds from that peer
         (``maybe_consume_signed_record`` returns False, ``continuously_read_stream`` skips the RPC). Once our
         addresses change, Identify (push) and the DHT hand out the new record at once, while
-        ``p2p_fast.stack.patches.pubsub_tuning`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``: peers then dropped
-        our gossip for about a second after every reservation change (tests/nat/test_relay_loopback.py lost
-        messages that way). We make the tuned pubsub re-check its addresses on its next RPC."""
+        ``p2p_fast.stack.patches.pubsub_local_record`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``:
+        peers then dropped our gossip for about a second after every reservation change
+        (tests/nat/test_relay_loopback.py lost messages that way). We make the tuned pubsub re-check its addresses
+        on its next RPC."""
         try:
             refresh_signed_record(self.host)
         except Exception as exc:
