@@ -29,6 +29,9 @@ The version guard: :data:`SUPPORTED_VERSIONS` are the py-libp2p versions these w
 other, :func:`apply_all` raises :class:`UnsupportedLibp2pVersion`; setting ``P2P_FAST_ALLOW_LIBP2P_VERSION`` to the
 installed version (or ``any``) applies them anyway, with a warning.
 
+The same :data:`SUPPORTED_VERSIONS` covers ``p2p_fast.stack.libp2p_internals`` (its ``WRITTEN_FOR`` is this tuple),
+where the rest of the package reads py-libp2p state that has no public API.
+
 This package's own import loads nothing of py-libp2p (so :func:`prepare_imports` can run first).
 """
 
