@@ -14,19 +14,20 @@ from libp2p.peer.envelope import consume_envelope
 import libp2p.pubsub.pubsub as pubsub_mod
 from p2p_fast.stack.patches import pubsub_local_record
 from p2p_fast.stack.patches.pubsub_local_record import _LOCAL_RECORDS
+from pubsub_patch_helpers import build_pubsub, count
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 pytestmark = pytest.mark.usefixtures("libp2p_patched")
 
 
-def test_our_record_is_built_once_and_rebuilt_when_addresses_change(make_pubsub, count, monkeypatch):
-    stock_env = count(pubsub_local_record, "STOCK_ENV_TO_SEND")
+def test_our_record_is_built_once_and_rebuilt_when_addresses_change(monkeypatch):
+    stock_env = count(monkeypatch, pubsub_local_record, "STOCK_ENV_TO_SEND")
 
     async def main():
         host, other = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())
         async with host.run(LISTEN), other.run(LISTEN):
-            make_pubsub(host, True)
-            make_pubsub(other, False)
+            build_pubsub(host, True)
+            build_pubsub(other, False)
             stock_bytes, _ = stock_env.fn(host)
             stock_env.calls.clear()
             sent = {pubsub_mod.env_to_send_in_RPC(host)[0] for _ in range(200)}

@@ -14,18 +14,19 @@ from libp2p.pubsub.pb import rpc_pb2
 import libp2p.pubsub.pubsub as pubsub_mod
 import libp2p.pubsub.utils as pubsub_utils
 from p2p_fast.stack.patches import pubsub_local_record, pubsub_peer_records
+from pubsub_patch_helpers import build_pubsub, count
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 pytestmark = pytest.mark.usefixtures("libp2p_patched")
 
 
-def test_a_peer_record_is_verified_once_per_bytes(make_pubsub, count):
-    stock = count(pubsub_peer_records, "STOCK_CONSUME_RECORD")
+def test_a_peer_record_is_verified_once_per_bytes(monkeypatch):
+    stock = count(monkeypatch, pubsub_peer_records, "STOCK_CONSUME_RECORD")
 
     async def main():
         a, b, c = (new_host(key_pair=create_new_key_pair()) for _ in range(3))
         async with a.run(LISTEN), b.run(LISTEN), c.run(LISTEN):
-            make_pubsub(a, True)
+            build_pubsub(a, True)
             consume = pubsub_mod.maybe_consume_signed_record
             rpc = rpc_pb2.RPC(senderRecord=pubsub_local_record.STOCK_ENV_TO_SEND(b)[0])
             assert all(consume(rpc, a, b.get_id()) for _ in range(100))
@@ -51,9 +52,9 @@ def test_a_peer_record_is_verified_once_per_bytes(make_pubsub, count):
     trio.run(main)
 
 
-def test_stock_decodes_the_record_of_every_rpc_and_the_patch_once(count):
+def test_stock_decodes_the_record_of_every_rpc_and_the_patch_once(monkeypatch):
     """The limit: stock ``maybe_consume_signed_record`` decodes (and verifies) the envelope of every RPC."""
-    decoded = count(pubsub_utils, "consume_envelope")
+    decoded = count(monkeypatch, pubsub_utils, "consume_envelope")
 
     async def main():
         a, b = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())

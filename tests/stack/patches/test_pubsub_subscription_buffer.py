@@ -14,19 +14,20 @@ from libp2p.tools.anyio_service import background_trio_service
 import libp2p.pubsub.pubsub as pubsub_mod
 from p2p_fast.stack.patches import pubsub_subscription_buffer
 from p2p_fast.stack.patches.pubsub_subscription_buffer import SUBSCRIPTION_BUFFER
+from pubsub_patch_helpers import build_pubsub
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 TOPIC = "p2p-fast/subscription-buffer-test"
 pytestmark = pytest.mark.usefixtures("libp2p_patched")
 
 
-def test_a_burst_of_messages_fits_the_subscription_buffer(make_pubsub):
+def test_a_burst_of_messages_fits_the_subscription_buffer():
     """py-libp2p hands a whole RPC's messages to the subscription before the reader runs. Stock: a buffer of 32,
     the rest of a burst of 100 is dropped; patched: all 100 fit."""
 
     async def delivered(tuned: bool) -> list[bytes]:
         host = new_host(key_pair=create_new_key_pair())
-        pubsub = make_pubsub(host, tuned)
+        pubsub = build_pubsub(host, tuned)
         async with host.run(LISTEN), background_trio_service(pubsub), background_trio_service(pubsub.router):
             await pubsub.wait_until_ready()
             sub = await pubsub.subscribe(TOPIC)

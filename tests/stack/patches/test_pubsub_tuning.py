@@ -19,15 +19,16 @@ from p2p_fast.stack.patches.pubsub_local_record import _LOCAL_RECORDS
 from p2p_fast.stack.patches.pubsub_message_ids import _MemoMessageId
 from p2p_fast.stack.patches.pubsub_own_signature import _RecordingSigner
 from p2p_fast.stack.patches.pubsub_peer_records import _PEER_RECORDS
+from pubsub_patch_helpers import build_pubsub, count
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 TOPIC = "p2p-fast/tuning-test"
 pytestmark = pytest.mark.usefixtures("libp2p_patched")  # the hooks a built host would have
 
 
-def test_tune_pubsub_applies_all_seven_hooks(make_pubsub):
+def test_tune_pubsub_applies_all_seven_hooks():
     host = new_host(key_pair=create_new_key_pair())
-    pubsub = make_pubsub(host, True)
+    pubsub = build_pubsub(host, True)
     assert isinstance(pubsub._msg_id_constructor, _MemoMessageId) and isinstance(pubsub.seen_messages, SeenCache)
     assert host in _LOCAL_RECORDS and host in _PEER_RECORDS
     assert isinstance(pubsub.sign_key, _RecordingSigner)
@@ -36,14 +37,14 @@ def test_tune_pubsub_applies_all_seven_hooks(make_pubsub):
     assert all(part.__name__.rsplit(".", 1)[1] in patches.PROCESS_WIDE for part in pubsub_tuning.PROCESS_WIDE_PARTS)
 
 
-def test_tuned_pubsubs_exchange_messages_and_verify_each_others(make_pubsub, count):
+def test_tuned_pubsubs_exchange_messages_and_verify_each_others(monkeypatch):
     """End to end: two tuned pubsubs gossip both ways; each message is signature-checked once, by its receiver."""
     n = 20
-    verified = count(pubsub_signer_keys, "VERIFY")
+    verified = count(monkeypatch, pubsub_signer_keys, "VERIFY")
 
     async def main():
         hosts = [new_host(key_pair=create_new_key_pair()) for _ in range(2)]
-        pubsubs = [make_pubsub(h, True) for h in hosts]
+        pubsubs = [build_pubsub(h, True) for h in hosts]
         async with hosts[0].run(LISTEN), hosts[1].run(LISTEN):
             async with background_trio_service(pubsubs[0]), background_trio_service(pubsubs[0].router), \
                     background_trio_service(pubsubs[1]), background_trio_service(pubsubs[1].router):
@@ -77,12 +78,12 @@ def test_tuned_pubsubs_exchange_messages_and_verify_each_others(make_pubsub, cou
 
 
 @pytest.mark.parametrize("part", [p.__name__.rsplit(".", 1)[1] for p in pubsub_tuning.PROCESS_WIDE_PARTS])
-def test_tuning_a_pubsub_needs_the_process_wide_hooks(make_pubsub, part):
+def test_tuning_a_pubsub_needs_the_process_wide_hooks(part):
     host = new_host(key_pair=create_new_key_pair())
     module = patches.patch_module(part)
     module.revert()
     try:
         with pytest.raises(RuntimeError, match="apply_all"):
-            make_pubsub(host, True)
+            build_pubsub(host, True)
     finally:
         module.apply()

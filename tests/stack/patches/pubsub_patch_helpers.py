@@ -1,5 +1,6 @@
-"""Helpers for the pubsub patch tests (``test_pubsub_*.py``): real py-libp2p Pubsubs, stock or tuned as the node
-builds them, and a call counter."""
+"""Helpers for the pubsub patch tests (``test_pubsub_*.py``, which import it by name; not a conftest, whose module
+name ``conftest`` other test folders import from): real py-libp2p Pubsubs, stock or tuned as the node builds them,
+signed messages, and a call counter."""
 
 from __future__ import annotations
 
@@ -48,23 +49,8 @@ def signed_message(pubsub: Pubsub, data: bytes, seqno: int, topic: str = TOPIC) 
     return msg
 
 
-@pytest.fixture
-def make_pubsub() -> Callable[[Any, bool], Pubsub]:
-    return build_pubsub
-
-
-@pytest.fixture
-def sign() -> Callable[..., rpc_pb2.Message]:
-    return signed_message
-
-
-@pytest.fixture
-def count(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str], Counter]:
-    """``count(owner, name)``: replace ``owner.name`` by a :class:`Counter` of it for this test."""
-
-    def install(owner: Any, name: str) -> Counter:
-        counter = Counter(getattr(owner, name))
-        monkeypatch.setattr(owner, name, counter)
-        return counter
-
-    return install
+def count(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Counter:
+    """Replace ``owner.name`` by a :class:`Counter` of it for this test."""
+    counter = Counter(getattr(owner, name))
+    monkeypatch.setattr(owner, name, counter)
+    return counter
