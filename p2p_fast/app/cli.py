@@ -100,7 +100,6 @@ async def run_node(cfg: Any, console_mode: str) -> int:
     exit_code = 0
 
     async def serve(stop_scope: trio.CancelScope) -> None:
-        nonlocal exit_code
         async with node.running(), trio.open_nursery() as nursery:
             app = create_app(node)  # with the task routes when the node runs the task service
             await nursery.start(serve_http, wrap(app, cfg.http.max_body_bytes), http_sock)

@@ -33,6 +33,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 import trio
 
 from p2p_fast.core import metrics
+from p2p_fast.stack.libp2p_internals import connection_opened_at
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=Hashable)
@@ -130,15 +131,14 @@ class ConnManager:
 
     def snapshot(self) -> dict[object, PeerState]:
         """The connected peers as the policy sees them (connection times on the wall clock, as py-libp2p's
-        ``SwarmConn._created_at``)."""
+        swarm records them: :func:`p2p_fast.stack.libp2p_internals.connection_opened_at`)."""
         network = self.host.get_network()  # type: ignore[attr-defined]
         now = time.time()
         out: dict[object, PeerState] = {}
         for peer, conns in network.get_connections_map().items():
             if not conns:
                 continue
-            opened = [getattr(c, "_created_at", None) for c in conns]
-            known = [t for t in opened if isinstance(t, (int, float))]
+            known = [t for t in map(connection_opened_at, conns) if t is not None]
             streams = 0
             for c in conns:
                 try:

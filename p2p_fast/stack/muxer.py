@@ -66,6 +66,7 @@ from libp2p.stream_muxer.yamux.yamux import (
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
 from p2p_fast._ext import YAMUX_HEADER_SIZE, pack_yamux_header, unpack_yamux_header
+from p2p_fast.stack.libp2p_internals import drain_decrypted
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class FastYamux(Yamux):
         conn = self.secured_conn
         buffered = getattr(conn, "high_watermark", 0) - getattr(conn, "low_watermark", 0)
         if buffered >= length:
-            return conn._drain(length)
+            return drain_decrypted(conn, length)
         with trio.fail_after(self.data_read_timeout):
             return await self._read_exactly(length)
 

@@ -139,10 +139,10 @@ class Gossip:
 
 def refresh_signed_record(host: IHost) -> None:
     """Issue our new signed peer record now (after our addresses changed), and make pubsub send it from its next RPC
-    on rather than its cached one (``pubsub_tuning`` re-checks addresses only every ``ADDRS_RECHECK_S``)."""
+    on rather than its cached one (``pubsub_local_record`` re-checks addresses only every ``ADDRS_RECHECK_S``)."""
     from libp2p.peer.peerstore import env_to_send_in_RPC
 
-    from p2p_fast.stack.patches.pubsub_tuning import expire_local_record
+    from p2p_fast.stack.patches.pubsub_local_record import expire_local_record
 
     env_to_send_in_RPC(host)  # the stock function: issues and caches the new record
     expire_local_record(host)

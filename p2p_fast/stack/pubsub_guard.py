@@ -16,7 +16,7 @@ uses that record only for that very message object.
 
 Why this is not in :mod:`p2p_fast.stack.patches`: :class:`GuardedPubsub` is a subclass we construct ourselves
 (``p2p_fast.stack.pubsub``) and only its instances change; py-libp2p's ``Pubsub`` is untouched. Its signature check
-plugs into our own ``pubsub_tuning.VERIFY`` (:func:`install`), not into py-libp2p.
+plugs into our own ``pubsub_signer_keys.VERIFY`` (:func:`install`), not into py-libp2p.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from p2p_fast.core import metrics
-from p2p_fast.stack.patches import pubsub_tuning
+from p2p_fast.stack.patches import pubsub_signer_keys
 
 log = logging.getLogger(__name__)
 UNSIGNED, WRONG_SENDER, BAD_SIGNATURE, LOW_SCORE = "unsigned", "wrong-sender", "bad-signature", "low-score"
@@ -78,17 +78,17 @@ _CURRENT = _Current()
 
 def signature_problem(msg: Any) -> str | None:
     """Why ``msg`` fails the strict-signing rules, or None when it passes them."""
-    if pubsub_tuning.verify_signature(msg):
+    if pubsub_signer_keys.verify_signature(msg):
         return None
     if not msg.signature:
         return UNSIGNED
-    if pubsub_tuning.signer_key(msg) is None:
+    if pubsub_signer_keys.signer_key(msg) is None:
         return WRONG_SENDER
     return BAD_SIGNATURE
 
 
 def checked_verify(msg: Any) -> bool:
-    """The signature check every tuned Pubsub runs (``pubsub_tuning.VERIFY``): counts and charges refusals."""
+    """The signature check every tuned Pubsub runs (``pubsub_signer_keys.VERIFY``): counts and charges refusals."""
     problem = signature_problem(msg)
     if problem is None:
         return True
@@ -134,4 +134,4 @@ class GuardedPubsub(Pubsub):
 
 def install() -> None:
     """Route every tuned Pubsub's signature check through :func:`checked_verify` (idempotent)."""
-    pubsub_tuning.VERIFY = checked_verify
+    pubsub_signer_keys.VERIFY = checked_verify

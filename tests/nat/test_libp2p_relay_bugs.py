@@ -173,20 +173,20 @@ def test_bug_older_signed_record_is_rejected_and_our_address_change_refreshes_pu
     from libp2p.pubsub.pb import rpc_pb2
     from libp2p.pubsub.utils import maybe_consume_signed_record
 
-    from p2p_fast.stack.patches import pubsub_tuning
+    from p2p_fast.stack.patches import pubsub_local_record
     from p2p_fast.protocols.nat.service import NatService
 
     sender, receiver = (new_host(key_pair=create_new_key_pair()) for _ in range(2))
     addrs = [multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/4001")]
     sender.get_addrs = lambda: list(addrs)  # type: ignore[method-assign]
-    pubsub_tuning._LOCAL_RECORDS.setdefault(sender, pubsub_tuning._LocalRecord())  # as for a tuned pubsub
-    old, _ = pubsub_tuning.cached_env_to_send_in_RPC(sender)
+    pubsub_local_record.cache_local_record(sender)  # as for a tuned pubsub
+    old, _ = pubsub_local_record.cached_env_to_send_in_RPC(sender)
 
     addrs.append(multiaddr.Multiaddr(f"/ip4/10.0.0.2/tcp/4001/p2p/{receiver.get_id()}/p2p-circuit"))
     new, created = env_to_send_in_RPC(sender)  # what Identify (push) or the DHT sends after the change
     assert created and new != old
     # The tuned pubsub keeps sending the old record until it re-checks (ADDRS_RECHECK_S)...
-    assert pubsub_tuning.cached_env_to_send_in_RPC(sender)[0] == old
+    assert pubsub_local_record.cached_env_to_send_in_RPC(sender)[0] == old
 
     def consume(record: bytes) -> bool:
         return maybe_consume_signed_record(rpc_pb2.RPC(senderRecord=record), receiver, sender.get_id())
@@ -197,4 +197,4 @@ def test_bug_older_signed_record_is_rejected_and_our_address_change_refreshes_pu
     assert not consume(old)
 
     NatService._refresh_signed_record(SimpleNamespace(host=sender))  # type: ignore[arg-type]
-    assert pubsub_tuning.cached_env_to_send_in_RPC(sender)[0] == new  # ours: pubsub sends the new one at once
+    assert pubsub_local_record.cached_env_to_send_in_RPC(sender)[0] == new  # ours: pubsub sends the new one at once

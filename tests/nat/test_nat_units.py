@@ -6,7 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import multiaddr
+from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.observed_addr_manager import ObservedAddrManager
 from libp2p.peer.id import ID
 
 from p2p_fast.protocols.discovery.connector import Connector
@@ -20,23 +22,18 @@ def _pid() -> ID:
     return ID.from_pubkey(create_new_key_pair().public_key)
 
 
-class _FakeHost:
-    def __init__(self, observed: list[str]) -> None:
-        self._observed_addr_manager = SimpleNamespace(addrs=lambda min_observers=1: [M(a) for a in observed])
-        self._id = _pid()
-
-    def get_peerstore(self):  # AutoNATService reads it in __init__
-        return None
-
-    def set_stream_handler(self, *_a):
-        pass
-
-    def get_id(self) -> ID:
-        return self._id
+def _host_that_observed(observed: list[str]):
+    """A real py-libp2p host whose observed-address manager reports ``observed`` (what Identify would have
+    recorded from peers behind other NATs; py-libp2p ignores loopback observations, so none can be made here)."""
+    host = new_host(key_pair=create_new_key_pair())
+    manager = ObservedAddrManager()
+    manager.addrs = lambda min_observers=1: [M(a) for a in observed]  # type: ignore[method-assign]
+    host._observed_addr_manager = manager
+    return host
 
 
 def test_autonat_candidates_add_the_nat_prediction_but_not_for_our_own_ips():
-    host = _FakeHost(observed=["/ip4/203.0.113.9/tcp/51234", "/ip4/10.0.0.5/tcp/40000"])
+    host = _host_that_observed(["/ip4/203.0.113.9/tcp/51234", "/ip4/10.0.0.5/tcp/40000"])
     autonat = AutoNAT(host, serve=False, dial_timeout=1)
     got = [str(a) for a in autonat.candidate_addrs([M("/ip4/10.0.0.5/tcp/4001")], predict=True,
                                                    local_ips={"10.0.0.5", "127.0.0.1"})]

@@ -36,6 +36,7 @@ from libp2p.security.pnet.protector import new_protected_conn
 
 from p2p_fast.core.multiaddrs import is_relayed, tcp_endpoint
 from p2p_fast.core.netif import ipv4_addresses
+from p2p_fast.stack.libp2p_internals import observed_addr_manager
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class AutoNAT(AutoNATService):
             else:
                 direct.append(ep)
         predicted: list[tuple[str, int]] = []
-        manager = getattr(self.host, "_observed_addr_manager", None)
+        manager = observed_addr_manager(self.host)
         if predict and manager is not None:
             try:
                 observed = [tcp_endpoint(a) for a in manager.addrs(min_observers=1)]

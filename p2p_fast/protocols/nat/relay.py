@@ -27,6 +27,7 @@ from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 
 from p2p_fast.core.multiaddrs import direct_transport_addr
+from p2p_fast.stack.libp2p_internals import relay_reservations
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,5 @@ class RelayProtocol(CircuitV2Protocol):
 
     # -- views ---------------------------------------------------------------------------------------------------
     def hop_counts(self) -> dict[str, int]:
-        rm = self.resource_manager
-        reservations = getattr(rm, "_reservations", {})
-        live = [r for r in reservations.values() if not r.is_expired()]
+        live = [r for r in relay_reservations(self.resource_manager) if not r.is_expired()]
         return {"reservations": len(live), "circuits": sum(r.active_connections for r in live)}

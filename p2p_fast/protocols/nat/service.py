@@ -31,6 +31,7 @@ from typing import Any, Callable
 import multiaddr
 import trio
 from libp2p.abc import IHost
+from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -129,21 +130,22 @@ class NatService:
         messages included -- when the record in it is older than one it already holds from that peer
         (``maybe_consume_signed_record`` returns False, ``continuously_read_stream`` skips the RPC). Once our
         addresses change, Identify (push) and the DHT hand out the new record at once, while
-        ``p2p_fast.stack.patches.pubsub_tuning`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``: peers then dropped
-        our gossip for about a second after every reservation change (tests/nat/test_relay_loopback.py lost
-        messages that way). We make the tuned pubsub re-check its addresses on its next RPC."""
+        ``p2p_fast.stack.patches.pubsub_local_record`` keeps sending its cached one for up to ``ADDRS_RECHECK_S``:
+        peers then dropped our gossip for about a second after every reservation change
+        (tests/nat/test_relay_loopback.py lost messages that way). We make the tuned pubsub re-check its addresses
+        on its next RPC."""
         try:
             refresh_signed_record(self.host)
         except Exception as exc:
             log.debug("could not refresh our signed record: %s", exc)
 
     async def _push_identify(self) -> None:
-        push = getattr(self.host, "_push_identify_to_all_peers", None)
-        if push is not None:
-            try:
-                await push()
-            except Exception as exc:
-                log.debug("identify push failed: %s", exc)
+        """Tell every connected peer our new addresses and protocols (Identify push; what py-libp2p's own host does
+        when it starts listening on a new address)."""
+        try:
+            await push_identify_to_peers(self.host)
+        except Exception as exc:
+            log.debug("identify push failed: %s", exc)
 
     # -- reachability ---------------------------------------------------------------------------------------------
     def _direct_peers_with(self, protocol: str) -> list[ID]:

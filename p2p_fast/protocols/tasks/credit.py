@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import trio
 
+from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.journal import Database
 
@@ -73,7 +74,7 @@ class Account:
 class CreditBook:
     """Per-peer balances of this node, persisted in the task database (see the module docstring)."""
 
-    def __init__(self, db: Database, own_id: str, cfg: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, own_id: str, cfg: TasksSection, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.conn = db.conn
         self.own_id = own_id

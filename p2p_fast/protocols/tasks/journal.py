@@ -118,7 +118,7 @@ class _GuardedConnection(sqlite3.Connection):
         name = getattr(exc, "sqlite_errorname", "") or ""
         if self.db is None or not name.startswith(_STORAGE_ERRORS):
             return exc
-        return self.db._storage_failed(exc)
+        return self.db.storage_failed(exc)
 
 
 class Database:
@@ -171,7 +171,7 @@ class Database:
         self._after.append(callback)
         self._wake.set()
 
-    def _storage_failed(self, exc: Exception) -> StorageError:
+    def storage_failed(self, exc: Exception) -> StorageError:
         """A write failed for lack of space or an I/O error: roll back; unless isolated, refuse all later writes."""
         try:
             sqlite3.Connection.rollback(self.conn)

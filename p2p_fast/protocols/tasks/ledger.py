@@ -21,6 +21,7 @@ from libp2p.crypto.keys import PrivateKey, PublicKey
 from libp2p.crypto.serialization import deserialize_public_key
 
 from p2p_fast._ext import encode_uvarint
+from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.messages import TaskReceipt
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.credit import CreditBook
@@ -82,7 +83,7 @@ def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
 class Ledger:
     """Credits earned (as a worker) and spent (as a submitter), plus reputation of the workers we used."""
 
-    def __init__(self, db: Database, own_id: str, cfg: Any = None) -> None:
+    def __init__(self, db: Database, own_id: str, cfg: TasksSection | None = None) -> None:
         self.db = db
         self.conn = db.conn
         self.own_id = own_id
@@ -94,8 +95,6 @@ class Ledger:
             else:
                 self.spent, self.n_spent = int(total), int(count)
         if cfg is None:
-            from p2p_fast.core.config import TasksSection
-
             cfg = TasksSection()
         self.rep = Reputation(db, cfg)
         self.credit = CreditBook(db, own_id, cfg)

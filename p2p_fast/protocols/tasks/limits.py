@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Callable
+
+from p2p_fast.core.config import TasksSection
 
 MAX_KEYS = 4096
 NOT_ALLOWED = "not-allowed"
@@ -59,7 +61,7 @@ class RateLimiter:
 class SubmitterPolicy:
     """Decides, per task request, whether this worker takes it from that submitter (see the module doc)."""
 
-    def __init__(self, tasks_cfg: Any) -> None:
+    def __init__(self, tasks_cfg: TasksSection) -> None:
         self.allowed: frozenset[str] = frozenset(tasks_cfg.allowed_submitters)
         self.limiter = RateLimiter(tasks_cfg.submit_rate, tasks_cfg.submit_burst)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.tasks import metrics
 from p2p_fast.protocols.tasks.journal import Database
 
@@ -22,7 +23,7 @@ _COLUMNS = (("wrong", "REAL NOT NULL DEFAULT 0"), ("updated", "REAL NOT NULL DEF
 
 
 class Reputation:
-    def __init__(self, db: Database, cfg: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, cfg: TasksSection, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.conn = db.conn
         self.half_life = float(cfg.reputation_half_life)

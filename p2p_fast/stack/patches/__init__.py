@@ -12,9 +12,11 @@ too late for: entry points call :func:`prepare_imports` first (``p2p_fast.app.cl
 is a no-op once py-libp2p is loaded.
 
 Per-instance patches change one py-libp2p object we hold (a host's ``get_addrs``, a swarm's ``dial_peer``, a
-Pubsub's counter). There is nothing process-wide to apply: each is a function that takes the instance, and all but
-the Pubsub ones and ``inline_metrics`` return their undo. They are listed in :data:`PER_INSTANCE` (module -> function) and called where
-the instance is built.
+Pubsub's counter). There is nothing process-wide to apply: each is a function that takes the instance, and all
+but a few of the Pubsub ones and ``inline_metrics`` return their undo. They are listed in :data:`PER_INSTANCE`
+(module -> function) and called where the instance is built. Two patches have both halves
+(``pubsub_local_record``, ``pubsub_peer_records``: module hooks that act only for hosts registered per instance);
+``pubsub_tuning.tune_pubsub`` applies the seven pubsub ones to the Pubsub we build.
 
 Not patches (no py-libp2p object changes for anyone else): subclasses of ours handed to py-libp2p through a
 documented argument (``FastYamux`` via ``new_host(muxer_opt=...)``; ``CircuitTransport`` via
@@ -26,6 +28,9 @@ with the upstream bug and the test that shows it, is in ``docs/libp2p-patches.md
 The version guard: :data:`SUPPORTED_VERSIONS` are the py-libp2p versions these were written and tested for. On any
 other, :func:`apply_all` raises :class:`UnsupportedLibp2pVersion`; setting ``P2P_FAST_ALLOW_LIBP2P_VERSION`` to the
 installed version (or ``any``) applies them anyway, with a warning.
+
+The same :data:`SUPPORTED_VERSIONS` covers ``p2p_fast.stack.libp2p_internals`` (its ``WRITTEN_FOR`` is this tuple),
+where the rest of the package reads py-libp2p state that has no public API.
 
 This package's own import loads nothing of py-libp2p (so :func:`prepare_imports` can run first).
 """
@@ -52,7 +57,10 @@ PROCESS_WIDE: tuple[str, ...] = (
     "negotiate_removed_handler",
     "tcp_buffering",
     "dcutr_listen_addrs",
-    "pubsub_tuning",
+    "pubsub_local_record",
+    "pubsub_peer_records",
+    "pubsub_signer_keys",
+    "pubsub_subscription_buffer",
 )
 
 #: per-instance patches: module -> the function that patches one instance (see the module doc)
@@ -60,7 +68,11 @@ PER_INSTANCE: dict[str, str] = {
     "pubsub_seqno": "start_seqno_from_nanoseconds(pubsub)",
     "pubsub_tasks": "spawn_pushes_in(pubsub, nursery)",
     "pubsub_overflow": "count_overflow(pubsub, topic)",
-    "pubsub_tuning": "tune_pubsub.after_construct(pubsub, seen_ttl)",
+    "pubsub_message_ids": "constructor_kwargs() + replace_caches(pubsub, seen_ttl)",
+    "pubsub_local_record": "cache_local_record(host)",
+    "pubsub_peer_records": "cache_peer_records(host)",
+    "pubsub_own_signature": "record_own_signatures(pubsub) -> undo",
+    "pubsub_batched_sending": "batch_sending(pubsub) -> undo",
     "gossip_ihave_shedding": "shed_gossip_ihave(router, shedder) -> undo",
     "stream_handler_guard": "guard_stream_handlers(host) -> undo",
     "outbound_handshake_watch": "watch_outbound_handshakes(host, private, connection_timeout) -> undo",

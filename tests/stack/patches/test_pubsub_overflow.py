@@ -21,7 +21,7 @@ from p2p_fast.stack.pubsub import Gossip
 from p2p_fast.stack.host import build_host, listen_addrs
 from p2p_fast.stack.identity import load_or_create_identity
 from p2p_fast.stack.patches.pubsub_overflow import OverflowCountingSend, count_overflow
-from p2p_fast.stack.patches.pubsub_tuning import SUBSCRIPTION_BUFFER
+from p2p_fast.stack.patches.pubsub_subscription_buffer import SUBSCRIPTION_BUFFER
 
 TOPIC = "overflow-test"
 
