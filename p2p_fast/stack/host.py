@@ -24,7 +24,7 @@ from libp2p.security.tls.transport import TLSTransport
 
 from p2p_fast.stack.patches import libp2p_fixes  # noqa: F401  (applies py-libp2p work-arounds)
 from p2p_fast.core import metrics
-from p2p_fast.stack.patches import tcp_buffering
+from p2p_fast.stack.patches import gossip_idle, tcp_buffering
 from p2p_fast.core.config import Config
 from p2p_fast.stack.muxer import muxer_options
 from p2p_fast.core.netif import ipv4_addresses
@@ -78,6 +78,7 @@ def listen_addrs(cfg: Config) -> list[multiaddr.Multiaddr]:
 
 def build_host(cfg: Config, key_pair: KeyPair, psk: str | None = None) -> IHost:
     tcp_buffering.install()
+    gossip_idle.apply()  # GossipSub heartbeats skip their per-peer work while idle (patches.gossip_idle)
     announce = [multiaddr.Multiaddr(a) for a in cfg.network.announce_addrs] or None
     host = new_host(
         key_pair=key_pair,
