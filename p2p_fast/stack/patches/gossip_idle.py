@@ -33,6 +33,7 @@ the same mesh repair when a peer leaves.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import trio
@@ -165,7 +166,10 @@ async def idle_aware_heartbeat(self: Any) -> None:
 
 
 def apply() -> None:
-    """Every GossipSub router of the process heartbeats idle-aware from its next start (idempotent)."""
+    """Every GossipSub router of the process heartbeats idle-aware from its next start (idempotent).
+    ``P2P_FAST_GOSSIP_IDLE=0`` leaves the stock heartbeat (for side-by-side measurements, bench/scale)."""
+    if os.environ.get("P2P_FAST_GOSSIP_IDLE", "1") == "0":
+        return
     GossipSub.heartbeat = idle_aware_heartbeat  # type: ignore[method-assign]
 
 
