@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-HEAVY = ("aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsproto", "Crypto", "pycparser", "zeroconf",
+HEAVY = ("libp2p.bitswap.client", "aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsproto", "Crypto", "pycparser", "zeroconf",
          "coincurve", "fastecdsa", "dns.resolver", "dns.asyncresolver")
 
 PROBE = """
@@ -37,11 +37,13 @@ resolver = DNSResolver()
 resolver_type = type(resolver.resolve.__self__).__module__
 import libp2p.security.secio.transport as secio
 secio_id = str(secio.ID)
+from libp2p.bitswap import BitswapClient  # the package stand-in gives way to the real one
+bitswap = BitswapClient.__module__
 from libp2p.discovery.mdns.mdns import MDNSDiscovery
 mdns = MDNSDiscovery.__module__ + "." + getattr(MDNSDiscovery, "__qualname__", "?")
 from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in
 print(json.dumps({"heavy": heavy, "quic": quic, "tcp": tcp, "type": type(t).__module__ + "." + type(t).__name__,
-                  "rsa": rsa, "secp": secp, "resolver": resolver_type, "secio": secio_id,
+                  "rsa": rsa, "secp": secp, "resolver": resolver_type, "secio": secio_id, "bitswap": bitswap,
                   "stand_ins_left": [m for m in STAND_INS if is_stand_in(sys.modules.get(m))]}))
 """ % (HEAVY,)
 
@@ -63,6 +65,7 @@ def test_a_node_imports_none_of_the_unused_transports_and_they_still_work_when_u
     assert doc["secp"] == ["Secp256k1PublicKey", True]
     assert doc["resolver"] == "multiaddr.resolvers.dns"
     assert doc["secio"] == "/secio/1.0.0"
+    assert doc["bitswap"] == "libp2p.bitswap.client"
     assert doc["stand_ins_left"] == []
 
 

@@ -22,7 +22,8 @@ gives an instance that builds the real one on its first attribute access), the m
 only ``network.enable_mdns`` starts it), and the RSA and secp256k1 key types (pycryptodome, whose cffi back-end
 parses C declarations with pycparser at import, and coincurve: our identities are Ed25519, so only a peer presenting
 such a key needs them), the private-network connection (pycryptodome's Salsa20: only a node with a PSK makes
-one) and SECIO (pycryptodome's AES, fastecdsa: only ``new_host`` without security options names it). A class stand-in forwards its class attributes, such as ``RSAPublicKey.from_bytes``, and
+one), SECIO (pycryptodome's AES, fastecdsa: only ``new_host`` without security options names it) and Bitswap's
+package (22 modules; the DHT needs only its CID helpers). A class stand-in forwards its class attributes, such as ``RSAPublicKey.from_bytes``, and
 ``isinstance`` to the real class).
 """
 
@@ -51,11 +52,12 @@ STAND_INS: dict[str, tuple[str, ...]] = {
     "libp2p.crypto.secp256k1": ("Secp256k1PublicKey", "Secp256k1PrivateKey", "create_new_key_pair"),
     "libp2p.security.pnet.psk_conn": ("PskConn",),
     "libp2p.security.secio.transport": (),  # ``import ... as secio``: attributes read at use (module __getattr__)
+    "libp2p.bitswap": (),  # the DHT imports only ``libp2p.bitswap.cid``, which loads for real from the package path
 }
 # Classes whose instances are made at start-up but used (if ever) later: the instance is a stand-in too.
 LAZY_INSTANCES = frozenset({"DNSResolver"})
 # Stand-ins for packages keep the real package's path, so a direct import of one of its submodules still works.
-PACKAGES = frozenset({"multiaddr.resolvers"})
+PACKAGES = frozenset({"multiaddr.resolvers", "libp2p.bitswap"})
 _MARK = "__p2p_fast_stand_in__"
 
 
