@@ -12,18 +12,21 @@ peer per second that made a full mesh O(N^2). go-libp2p does opportunistic graft
 (``GossipSubOpportunisticGraftTicks``); py-libp2p's replacement runs on every one and, on idle first-delivery
 scores, swaps mesh peers back and forth.
 
-The patched heartbeat runs the stock steps, in the stock order, with two changes:
+The patched heartbeat runs the stock steps, in the stock order, with three changes:
 
-1. **Idle heartbeats are skipped.** After a heartbeat that changed nothing -- no GRAFT, PRUNE or IHAVE to send, the
-   message cache empty, no fanout topic, every mesh at least ``min(degree_low, peers in the topic)`` -- the next
-   ones only compare a signature of the state (each topic's mesh members, how many peers the topic has, how many
-   pubsub peers) with the one after that heartbeat: O(topics + mesh), not O(peers). Anything that would give the
-   heartbeat work changes the signature or fills the message cache (a message, a peer or subscription coming or
-   going, a GRAFT or PRUNE received), and then the full heartbeat runs on that tick, as stock. At least every
-   ``IDLE_FULL_EVERY`` ticks it runs anyway (time-based expiries: back-offs, security clean-ups).
-2. **Score decay is not lost**: a full heartbeat after ``k - 1`` skipped ones decays every counter by ``decay ** k``
+1. **The per-peer mesh walk is skipped while nothing changed.** After a walk (``mesh_heartbeat``, eclipse
+   diversity, score decay, adaptive degrees, security clean-up) that changed nothing -- no GRAFT or PRUNE to send,
+   every mesh at least ``min(degree_low, peers in the topic)`` -- the next ticks only compare a signature of the
+   state (each topic's mesh members, how many peers the topic has, how many pubsub peers): O(topics + mesh), not
+   O(peers). A peer or subscription coming or going, or a GRAFT or PRUNE received, changes the signature, and the
+   walk runs on that tick, as stock. At least every ``IDLE_FULL_EVERY`` ticks it runs anyway (time-based expiries:
+   back-offs, security clean-ups; a mesh peer whose score fell below zero is pruned at most that late). Message
+   traffic does not force the walk: fanout upkeep, IHAVE gossip (when the message cache holds ids), the message
+   cache shift and the IDONTWANT reset run on every tick as stock; with an empty message cache there is no gossip to
+   select peers for.
+2. **Score decay is not lost**: a walk after ``k - 1`` skipped ones decays every counter by ``decay ** k``
    (one ``on_heartbeat`` with the parameters raised to the ``k``-th power), so the counters are the stock ones at
-   every full heartbeat; in between they lag by at most ``IDLE_FULL_EVERY - 1`` decay steps.
+   every walk; in between they lag by at most ``IDLE_FULL_EVERY - 1`` decay steps.
 3. **Mesh-quality replacement every ``MESH_QUALITY_TICKS`` heartbeats** (go-libp2p's opportunistic-graft period).
 
 ``tests/node/test_gossip_idle.py`` shows stock against patched: the per-peer work of idle heartbeats, and
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import defaultdict
 from typing import Any
 
 import trio
@@ -71,12 +75,12 @@ def decay(scorer: Any, k: int) -> None:
 
 
 class IdleState:
-    """Decides, tick by tick, whether a router's heartbeat has anything to do (see the module doc)."""
+    """Decides, tick by tick, whether a router's mesh walk has anything to do (see the module doc)."""
 
     def __init__(self) -> None:
         self.tick = 0
-        self.owed = 0  # decay steps skipped since the last full heartbeat
-        self.quiet_signature: Any = None  # the state after a full heartbeat that changed nothing
+        self.owed = 0  # decay steps skipped since the last mesh walk
+        self.quiet_signature: Any = None  # the state after a mesh walk that changed nothing
         self.full_runs = 0
         self.skipped = 0
         self.quality_tick = 0  # the tick of the last mesh-quality pass
@@ -88,16 +92,15 @@ class IdleState:
         return (len(getattr(pubsub, "peers", ()) or ()),
                 tuple(sorted((t, frozenset(m), len(topics.get(t, ()))) for t, m in router.mesh.items())))
 
-    def skip(self, router: Any) -> bool:
-        """Count a tick; True if its heartbeat may be skipped."""
+    def mesh_walk_due(self, router: Any) -> bool:
+        """Count a tick; False if its mesh walk (and decay) may be skipped."""
         self.tick += 1
-        if self.quiet_signature is None or self.owed + 1 >= IDLE_FULL_EVERY:
-            return False
-        if self.signature(router) != self.quiet_signature or _mcache_busy(router):
-            return False
+        if self.quiet_signature is None or self.owed + 1 >= IDLE_FULL_EVERY \
+                or self.signature(router) != self.quiet_signature:
+            return True
         self.owed += 1
         self.skipped += 1
-        return True
+        return False
 
     def mesh_quality_due(self) -> bool:
         if self.tick - self.quality_tick < MESH_QUALITY_TICKS:
@@ -105,10 +108,10 @@ class IdleState:
         self.quality_tick = self.tick
         return True
 
-    def after_full(self, router: Any, emitted: bool) -> None:
+    def after_walk(self, router: Any, changed: bool) -> None:
         self.owed = 0
         self.full_runs += 1
-        quiet = not emitted and not router.fanout and not _mcache_busy(router) and _meshes_filled(router)
+        quiet = not changed and _meshes_filled(router)
         self.quiet_signature = self.signature(router) if quiet else None
 
 
@@ -127,41 +130,47 @@ def _anything(control: Any) -> bool:
 
 
 async def idle_aware_heartbeat(self: Any) -> None:
-    """``GossipSub.heartbeat`` with idle ticks skipped (see the module doc); the stock steps in the stock order."""
+    """``GossipSub.heartbeat`` with the per-peer mesh walk skipped while nothing changed (see the module doc); the
+    stock steps in the stock order."""
     await trio.sleep(self.heartbeat_initial_delay)
     state = self.__dict__.setdefault("_p2p_fast_idle", IdleState())
     while True:
-        if state.skip(self):
-            await trio.sleep(self.heartbeat_interval)
-            continue
+        walk = state.mesh_walk_due(self)
         steps = state.owed + 1
-        peers_to_graft, peers_to_prune = self.mesh_heartbeat()
-        if self.eclipse_protection_enabled:
-            for topic in self.mesh:
-                for peer in self._ensure_mesh_diversity(topic):
-                    if peer not in peers_to_graft:
-                        peers_to_graft[peer] = []
-                    if topic not in peers_to_graft[peer]:
-                        peers_to_graft[peer].append(topic)
+        if walk:
+            peers_to_graft, peers_to_prune = self.mesh_heartbeat()
+            if self.eclipse_protection_enabled:
+                for topic in self.mesh:
+                    for peer in self._ensure_mesh_diversity(topic):
+                        if peer not in peers_to_graft:
+                            peers_to_graft[peer] = []
+                        if topic not in peers_to_graft[peer]:
+                            peers_to_graft[peer].append(topic)
+        else:
+            peers_to_graft, peers_to_prune = defaultdict(list), defaultdict(list)
+        busy = _mcache_busy(self)
         self.fanout_heartbeat()
-        peers_to_gossip = self.gossip_heartbeat()
-        emitted = _anything(peers_to_graft) or _anything(peers_to_prune) or any(
-            _anything(per_topic) for per_topic in peers_to_gossip.values())
+        # With no message ids in the cache, gossip_heartbeat selects peers for nothing: it would return no IHAVE.
+        peers_to_gossip = self.gossip_heartbeat() if busy or self.fanout else defaultdict(dict)
+        changed = _anything(peers_to_graft) or _anything(peers_to_prune)
         await self._emit_control_msgs(peers_to_graft, peers_to_prune, peers_to_gossip)
         self.mcache.shift()
-        if self.scorer is not None:
-            decay(self.scorer, steps)
-        if self.adaptive_gossip_enabled:
-            self._update_network_health()
-            self._adapt_gossip_parameters()
-        self._periodic_security_cleanup()
-        if state.mesh_quality_due():
-            before = {t: frozenset(m) for t, m in self.mesh.items()}
-            for topic in list(self.mesh):
-                await self._maintain_mesh_quality(topic)
-            emitted = emitted or before != {t: frozenset(m) for t, m in self.mesh.items()}
-        self._prune_idontwant_entries()
-        state.after_full(self, emitted)
+        if walk:
+            if self.scorer is not None:
+                decay(self.scorer, steps)
+            if self.adaptive_gossip_enabled:
+                self._update_network_health()
+                self._adapt_gossip_parameters()
+            self._periodic_security_cleanup()
+            if state.mesh_quality_due():
+                before = {t: frozenset(m) for t, m in self.mesh.items()}
+                for topic in list(self.mesh):
+                    await self._maintain_mesh_quality(topic)
+                changed = changed or before != {t: frozenset(m) for t, m in self.mesh.items()}
+        if walk or busy:
+            self._prune_idontwant_entries()
+        if walk:
+            state.after_walk(self, changed)
         await trio.sleep(self.heartbeat_interval)
 
 
