@@ -93,7 +93,10 @@ def _presence_messages(node: NodeProcess) -> float:
 
 
 def _ready(node: NodeProcess) -> bool:
-    return node.runtime() is not None and bool(_get(node, "/v1/status", 5).get("ready"))
+    """``/readyz`` (what a Kubernetes readiness probe asks; the same answer as ``ready`` in ``/v1/status``)."""
+    if node.runtime() is None:
+        return False
+    return node.via(lambda: httpx.get(node.http + "/readyz", timeout=5)).status_code == 200
 
 
 def _with_settings(config: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
