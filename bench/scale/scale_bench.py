@@ -93,17 +93,34 @@ def _presence_messages(node: NodeProcess) -> float:
 
 
 def _ready(node: NodeProcess) -> bool:
-    return node.runtime() is not None and bool(_get(node, "/v1/status", 5).get("ready"))
+    """``/readyz`` (what a Kubernetes readiness probe asks; the same answer as ``ready`` in ``/v1/status``)."""
+    if node.runtime() is None:
+        return False
+    return node.via(lambda: httpx.get(node.http + "/readyz", timeout=5)).status_code == 200
 
 
-def start_network(cluster: Cluster, n: int) -> tuple[NodeProcess, list[NodeProcess], float]:
-    """Start the bootstrap, then all N-1 workers at once; return (bootstrap, workers, t0)."""
+def _with_settings(config: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``section.key`` values replaced (``--set``)."""
+    for dotted, value in settings.items():
+        section, _, key = dotted.partition(".")
+        config.setdefault(section, {})[key] = value
+    return config
+
+
+def start_network(cluster: Cluster, n: int, settings: dict[str, Any] | None = None,
+                  env: dict[str, str] | None = None, env_b: dict[str, str] | None = None,
+                  ) -> tuple[NodeProcess, list[NodeProcess], float]:
+    """Start the bootstrap, then all N-1 workers at once; return (bootstrap, workers, t0). Workers with an even
+    number get ``env_b`` on top of ``env`` (group B of a side-by-side comparison)."""
     flags = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
+    settings, env = settings or {}, env or {}
     t0 = time.monotonic()
-    boot = cluster.add("bootstrap", _role_config("bootstrap"), extra_args=flags)
+    boot = cluster.add("bootstrap", _with_settings(_role_config("bootstrap"), settings), extra_args=flags, env=env)
     boot.start().wait_started(60)
     boot_addr = boot.addr()
-    workers = [cluster.add(f"w{i:03d}", _role_config("worker"), extra_args=flags + ["--bootstrap", boot_addr]).start()
+    workers = [cluster.add(f"w{i:03d}", _with_settings(_role_config("worker"), settings),
+                           extra_args=flags + ["--bootstrap", boot_addr],
+                           env={**env, **(env_b or {})} if i % 2 == 0 else env).start()
                for i in range(1, n)]
     return boot, workers, t0
 
@@ -125,12 +142,13 @@ def log_counts(nodes: list[NodeProcess]) -> dict[str, int]:
 
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
               tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
-              profile: bool = False) -> dict[str, Any]:
+              profile: bool = False, settings: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None, env_b: dict[str, str] | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
     out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0]}
     try:
-        boot, workers, t0 = start_network(cluster, n)
+        boot, workers, t0 = start_network(cluster, n, settings, env, env_b)
         nodes = [boot, *workers]
         for w in workers:
             w.wait_started(ready_timeout)
@@ -192,6 +210,11 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
         rss = [_rss_mib(p) for p in pids]
         rates = [(_presence_messages(nd) - m) / elapsed for nd, m in zip(sampled, msgs_before)]
+        if env_b:  # side by side: workers of group A (odd numbers) against group B (even numbers, env_b)
+            group_b = [i % 2 == 0 for i in range(1, n)]
+            cpu_w = cpu[1:]
+            out["idle_cpu_pct_group_a"] = round(statistics.mean(c for c, b in zip(cpu_w, group_b) if not b), 3)
+            out["idle_cpu_pct_group_b"] = round(statistics.mean(c for c, b in zip(cpu_w, group_b) if b), 3)
         out["presence_msgs_per_node_s"] = round(statistics.mean(rates), 3)
         if spy is not None:
             spy.wait(timeout=window + 30)
@@ -304,10 +327,21 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=60, help="sleep tasks submitted at one worker (0: none)")
     ap.add_argument("--profile", action="store_true", help="py-spy one worker during the idle window")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
+                    help="config value for every node, e.g. network.conn_high=64 (repeatable)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment variable for every node, e.g. P2P_FAST_LEAN_IMPORTS=0 (repeatable)")
+    ap.add_argument("--env-b", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment variable for the even-numbered workers only (group B), to compare two "
+                         "settings side by side under the same load: idle CPU is reported per group")
     args = ap.parse_args()
+    settings = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    env = {k: v for k, _, v in (e.partition("=") for e in args.env)}
+    env_b = {k: v for k, _, v in (e.partition("=") for e in args.env_b)}
     workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
     result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
-                       tasks=args.tasks, profile=args.profile)
+                       tasks=args.tasks, profile=args.profile, settings=settings, env=env,
+                       env_b=env_b)
     print(json.dumps(result, sort_keys=True))
     print("| nodes | all ready | views converged | idle CPU per node | RSS per node | gossip to every node | tasks "
           "| ERROR / Traceback | auth failures / ping closes | bad exits | load before |")

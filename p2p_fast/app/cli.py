@@ -88,7 +88,7 @@ def write_runtime_file(node: Node, http_url: str) -> str:
 
 
 async def run_node(cfg: Any, console_mode: str) -> int:
-    from p2p_fast.app.api.app import create_app, wrap
+    from p2p_fast.app.api.front import LazyFront
     from p2p_fast.app.api.server import bind_socket, serve_http
     from p2p_fast.app.console import Console, read_stdin_line
     from p2p_fast.app.node import Node
@@ -101,8 +101,14 @@ async def run_node(cfg: Any, console_mode: str) -> int:
 
     async def serve(stop_scope: trio.CancelScope) -> None:
         async with node.running(), trio.open_nursery() as nursery:
-            app = create_app(node)  # with the task routes when the node runs the task service
-            await nursery.start(serve_http, wrap(app, cfg.http.max_body_bytes), http_sock)
+            def full_app() -> Any:
+                # FastAPI is imported here, on the first request a probe or a scrape is not (api.front).
+                from p2p_fast.app.api.app import create_app, wrap
+
+                return wrap(create_app(node), cfg.http.max_body_bytes)  # task routes included when the node has them
+
+            front = LazyFront(node, full_app, metrics_public=cfg.http.metrics_public)
+            await nursery.start(serve_http, front, http_sock)
             write_runtime_file(node, http_url)
             log.info("http listener on %s (healthz, readyz, metrics, /v1; dashboard: %s/ui)", http_url, http_url)
             done = trio.Event()

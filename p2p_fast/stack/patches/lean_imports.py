@@ -22,11 +22,22 @@ entry points call :func:`p2p_fast.stack.patches.prepare_imports` first (``p2p_fa
 and ``python -m p2p_fast``); importing ``p2p_fast`` applies nothing. Upstream: a limit of py-libp2p 0.8.1's
 module-level imports (the sites above); no upstream issue was found. ``tests/stack/patches/test_lean_imports.py``
 checks both paths.
+
+Also left out until used (issue 12, start-up CPU and memory per node): multiaddr's DNS resolvers (dnspython with its
+asyncio back-end: only ``/dns*`` addresses need them; the swarm makes a resolver it never uses, so ``DNSResolver()``
+gives an instance that builds the real one on its first attribute access), the mDNS discovery (zeroconf and asyncio:
+only ``network.enable_mdns`` starts it), and the RSA and secp256k1 key types (pycryptodome, whose cffi back-end
+parses C declarations with pycparser at import, and coincurve: our identities are Ed25519, so only a peer presenting
+such a key needs them), the private-network connection (pycryptodome's Salsa20: only a node with a PSK makes
+one), SECIO (pycryptodome's AES, fastecdsa: only ``new_host`` without security options names it) and Bitswap's
+package (22 modules; the DHT needs only its CID helpers). A class stand-in forwards its class attributes, such as ``RSAPublicKey.from_bytes``, and
+``isinstance`` to the real class).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -42,7 +53,18 @@ STAND_INS: dict[str, tuple[str, ...]] = {
     "libp2p.security.tls.autotls.acme": ("ACMEClient", "compute_b36_peer_id"),
     "libp2p.security.tls.autotls.broker": ("BrokerClient",),
     "libp2p.transport.websocket.transport": ("WebsocketTransport",),
+    "multiaddr.resolvers": ("DNSResolver",),
+    "libp2p.discovery.mdns.mdns": ("MDNSDiscovery", "create_mdns_discovery"),
+    "libp2p.crypto.rsa": ("RSAPublicKey", "RSAPrivateKey", "create_new_key_pair"),
+    "libp2p.crypto.secp256k1": ("Secp256k1PublicKey", "Secp256k1PrivateKey", "create_new_key_pair"),
+    "libp2p.security.pnet.psk_conn": ("PskConn",),
+    "libp2p.security.secio.transport": (),  # ``import ... as secio``: attributes read at use (module __getattr__)
+    "libp2p.bitswap": (),  # the DHT imports only ``libp2p.bitswap.cid``, which loads for real from the package path
 }
+# Classes whose instances are made at start-up but used (if ever) later: the instance is a stand-in too.
+LAZY_INSTANCES = frozenset({"DNSResolver"})
+# Stand-ins for packages keep the real package's path, so a direct import of one of its submodules still works.
+PACKAGES = frozenset({"multiaddr.resolvers", "libp2p.bitswap"})
 _MARK = "__p2p_fast_stand_in__"
 _FORWARDS = "__p2p_fast_forwards__"  # on a forwarder: (module, name) of the real object it stands for
 
@@ -65,13 +87,60 @@ def _real(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+class _StandInClass(type):
+    """Metaclass of a class stand-in: class attributes (``from_bytes``...) call through to the real class, and
+    ``isinstance``/``issubclass`` answer for it (no real instance exists before the real module is loaded)."""
+
+    def __getattr__(cls, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        module, name = cls.__module__, cls.__name__
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(_real(module, name), attr)(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = attr
+        return call
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        real = _loaded(cls.__module__, cls.__name__)
+        return real is not None and isinstance(obj, real)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        real = _loaded(cls.__module__, cls.__name__)
+        return real is not None and issubclass(sub, real)
+
+
+def _loaded(module: str, name: str) -> Any:
+    """The real class if its module is loaded, else None."""
+    mod = sys.modules.get(module)
+    return None if mod is None or is_stand_in(mod) else getattr(mod, name, None)
+
+
+class _LazyInstance:
+    """An instance made before use: the real one is built, with the same arguments, on the first attribute access."""
+
+    def __init__(self, module: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.__dict__["_lazy"] = (module, name, args, kwargs, [])
+
+    def __getattr__(self, attr: str) -> Any:
+        module, name, args, kwargs, made = self.__dict__["_lazy"]
+        if not made:
+            made.append(_real(module, name)(*args, **kwargs))
+        return getattr(made[0], attr)
+
+
 def _forwarder(module: str, name: str) -> Any:
     if name[0].isupper():
+        lazy = name in LAZY_INSTANCES
+
         def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+            if lazy:
+                return _LazyInstance(module, name, args, kwargs)
             return _real(module, name)(*args, **kwargs)
 
-        return type(name, (), {"__new__": __new__, "__module__": module, "__doc__": f"Loads {module} when used.",
-                               _FORWARDS: (module, name)})
+        return _StandInClass(name, (), {"__new__": __new__, "__module__": module,
+                                        "__doc__": f"Loads {module} when used.", _FORWARDS: (module, name)})
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return _real(module, name)(*args, **kwargs)
@@ -79,6 +148,31 @@ def _forwarder(module: str, name: str) -> Any:
     call.__name__ = call.__qualname__ = name
     setattr(call, _FORWARDS, (module, name))
     return call
+
+
+def _module_getattr(module: str) -> Any:
+    """A stand-in's module ``__getattr__``: any other name (read at use, or imported by code not listed here)
+    loads the real modules and comes from the real one."""
+
+    def __getattr__(attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _real(module, attr)
+
+    return __getattr__
+
+
+def _stand_in(module: str, names: tuple[str, ...]) -> types.ModuleType:
+    stub = types.ModuleType(module, f"p2p_fast.stack.patches.lean_imports stand-in for {module}")
+    setattr(stub, _MARK, True)
+    stub.__getattr__ = _module_getattr(module)  # type: ignore[attr-defined]
+    for name in names:
+        setattr(stub, name, _forwarder(module, name))
+    if module in PACKAGES:
+        top = importlib.util.find_spec(module.split(".")[0])  # a top-level spec: imports nothing
+        if top is not None and top.submodule_search_locations:
+            stub.__path__ = [os.path.join(top.submodule_search_locations[0], *module.split(".")[1:])]
+    return stub
 
 
 def _no_dns_over_quic() -> None:
@@ -104,11 +198,7 @@ def install() -> bool:
         return False
     _no_dns_over_quic()
     for module, names in STAND_INS.items():
-        stub = types.ModuleType(module, f"p2p_fast.stack.patches.lean_imports stand-in for {module}")
-        setattr(stub, _MARK, True)
-        for name in names:
-            setattr(stub, name, _forwarder(module, name))
-        sys.modules[module] = stub
+        sys.modules[module] = _stand_in(module, names)
     return True
 
 
@@ -120,7 +210,7 @@ def revert() -> None:
     wherever a forwarder was imported (idempotent; imports the real modules if a stand-in is still there)."""
     load_real()
     for mod_name, mod in list(sys.modules.items()):
-        if mod is None or not (mod_name == "libp2p" or mod_name.startswith("libp2p.")):
+        if mod is None or mod_name.split(".")[0] not in ("libp2p", "multiaddr"):
             continue
         for attr, value in list(vars(mod).items()):
             if not isinstance(value, (type, types.FunctionType)):

@@ -10,14 +10,15 @@ import os
 import subprocess
 import sys
 
-HEAVY = ("aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsproto")
+HEAVY = ("libp2p.bitswap.client", "aioquic", "requests", "httpx", "rich", "click", "trio_websocket", "wsproto", "Crypto",
+         "pycparser", "zeroconf", "coincurve", "fastecdsa", "dns.resolver", "dns.asyncresolver")
 
 PROBE = """
 import json, sys
 from p2p_fast.stack.patches import prepare_imports
 prepare_imports()  # what p2p_fast.app.cli.main does first
 import p2p_fast.app.node, p2p_fast.app.cli
-heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
+heavy = sorted(({m.split('.')[0] for m in sys.modules} | set(sys.modules)) & set(%r))
 from libp2p.transport.quic.utils import is_quic_multiaddr
 from libp2p.transport.quic.transport import QUICTransport
 import multiaddr
@@ -25,8 +26,28 @@ quic = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/udp/4001/quic-v1"))
 tcp = is_quic_multiaddr(multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001"))
 from libp2p.crypto.ed25519 import create_new_key_pair
 t = QUICTransport(create_new_key_pair().private_key)
+# RSA and secp256k1 keys: deserialized by the real classes, and isinstance through the names py-libp2p imported early.
+from libp2p.crypto.rsa import create_new_key_pair as rsa_pair
+from libp2p.crypto.serialization import deserialize_public_key
+import libp2p.peer.envelope as envelope
+rsa_pub = deserialize_public_key(rsa_pair(1024).public_key.serialize())
+rsa = [type(rsa_pub).__module__ + "." + type(rsa_pub).__name__, isinstance(rsa_pub, envelope.RSAPublicKey)]
+from libp2p.crypto.secp256k1 import create_new_key_pair as secp_pair
+secp_pub = deserialize_public_key(secp_pair().public_key.serialize())
+secp = [type(secp_pub).__name__, isinstance(secp_pub, envelope.Secp256k1PublicKey)]
+# The swarm's resolver (made at start-up): the real one behind it on first use.
+from libp2p.network.swarm import DNSResolver
+resolver = DNSResolver()
+resolver_type = type(resolver.resolve.__self__).__module__
+import libp2p.security.secio.transport as secio
+secio_id = str(secio.ID)
+from libp2p.bitswap import BitswapClient  # the package stand-in gives way to the real one
+bitswap = BitswapClient.__module__
+from libp2p.discovery.mdns.mdns import MDNSDiscovery
+mdns = MDNSDiscovery.__module__ + "." + getattr(MDNSDiscovery, "__qualname__", "?")
 from p2p_fast.stack.patches.lean_imports import STAND_INS, is_stand_in
 print(json.dumps({"heavy": heavy, "quic": quic, "tcp": tcp, "type": type(t).__module__ + "." + type(t).__name__,
+                  "rsa": rsa, "secp": secp, "resolver": resolver_type, "secio": secio_id, "bitswap": bitswap,
                   "stand_ins_left": [m for m in STAND_INS if is_stand_in(sys.modules.get(m))]}))
 """ % (HEAVY,)
 
@@ -44,12 +65,18 @@ def test_a_node_imports_none_of_the_unused_transports_and_they_still_work_when_u
     # First use: the real modules, stock behaviour.
     assert doc["quic"] is True and doc["tcp"] is False
     assert doc["type"] == "libp2p.transport.quic.transport.QUICTransport"
+    assert doc["rsa"] == ["libp2p.crypto.rsa.RSAPublicKey", True]
+    assert doc["secp"] == ["Secp256k1PublicKey", True]
+    assert doc["resolver"] == "multiaddr.resolvers.dns"
+    assert doc["secio"] == "/secio/1.0.0"
+    assert doc["bitswap"] == "libp2p.bitswap.client"
     assert doc["stand_ins_left"] == []
 
 
 def test_switched_off_everything_is_imported_as_stock():
     doc = _probe("0")
-    assert "aioquic" in doc["heavy"] and "requests" in doc["heavy"]
+    assert {"aioquic", "requests", "Crypto", "zeroconf", "dns.asyncresolver"} <= set(doc["heavy"])
+    assert doc["rsa"] == ["libp2p.crypto.rsa.RSAPublicKey", True] and doc["resolver"] == "multiaddr.resolvers.dns"
     assert doc["quic"] is True and doc["type"] == "libp2p.transport.quic.transport.QUICTransport"
 
 

@@ -1,0 +1,42 @@
+"""``p2p_fast.app.api.front``: a node serving only probes and metrics never loads FastAPI; the first API request builds
+the full app, and from then on the probe answers are the same bytes the FastAPI routes give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from harness import node_config, wait_until
+
+
+def _mapped(pid: int, needle: str) -> bool:
+    """Whether the process has a shared object whose path contains ``needle`` mapped (an imported extension)."""
+    return needle in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _answer(url: str) -> tuple[int, str, str]:
+    r = httpx.get(url, timeout=10)
+    return r.status_code, r.headers.get("content-type", ""), r.text
+
+
+def test_probes_and_metrics_without_fastapi_then_the_full_api(cluster):
+    boot = cluster.start("boot", node_config("bootstrap"))
+    pid = boot.proc.pid
+    healthz = _answer(boot.http + "/healthz")
+    readyz = _answer(boot.http + "/readyz")
+    metrics = _answer(boot.http + "/metrics")
+    assert healthz == (200, "text/plain; charset=utf-8", "ok\n")
+    assert readyz == (200, "text/plain; charset=utf-8", "ready\n")  # a lone bootstrap is the entry point
+    assert metrics[0] == 200 and metrics[1].startswith("text/plain; version=") and "p2p_peers" in metrics[2]
+    assert not _mapped(pid, "pydantic_core"), "a probe or a scrape loaded pydantic (FastAPI)"
+
+    status = httpx.get(boot.http + "/v1/status", timeout=30)
+    assert status.status_code == 200 and status.json()["role"] == "bootstrap"
+    assert _mapped(pid, "pydantic_core")
+    # Same answers, now that the full app exists; unknown paths and other methods are the full app's.
+    assert _answer(boot.http + "/healthz") == healthz
+    assert _answer(boot.http + "/readyz") == readyz
+    assert httpx.get(boot.http + "/nope", timeout=10).json()["error"] == "Not Found"
+    assert httpx.post(boot.http + "/healthz", timeout=10).status_code == 405
+
