@@ -41,13 +41,26 @@ def test_monitor_measures_a_busy_process_and_an_idle_one():
     trio.run(_busy_then_idle)
 
 
+class _Recording(Shedder):
+    """A shedder that keeps what it was fed, so a failure shows the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[tuple[float, float]] = []
+
+    def observe(self, cpu_share: float, lag_s: float) -> bool:
+        self.samples.append((round(cpu_share, 2), round(lag_s, 2)))
+        return super().observe(cpu_share, lag_s)
+
+
 async def _busy_then_idle() -> None:
-    shedder = Shedder()
+    shedder = _Recording()
     monitor = LoadMonitor(shedder, period=0.1)
 
-    async def hog(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:  # bounded; yields rarely, like a node behind on its work
+    async def hog(limit_s: float) -> None:
+        """Busy for 0.6 s between checkpoints, like a node behind on its work, until the shedder reacts (bounded)."""
+        end = time.monotonic() + limit_s
+        while not shedder.shedding and time.monotonic() < end:
             busy_until = time.monotonic() + 0.6
             while time.monotonic() < busy_until:
                 pass
@@ -55,12 +68,12 @@ async def _busy_then_idle() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(monitor.run)
-        await hog(2.5)
-        # Busy for 0.6 s between checkpoints: the 0.1 s sleep wakes >= 0.5 s late (and the process uses a core,
-        # unless the machine is too busy to give it one: lag alone is pressure too).
-        assert shedder.shedding and (monitor.lag_s >= 0.25 or monitor.cpu_share >= 0.85)
+        await hog(15.0)
+        # The 0.1 s sleep wakes >= 0.5 s late (and the process uses a core, unless the machine is too busy to give
+        # it one: lag alone is pressure too); ENTER_SAMPLES such samples in a row start the shedding.
+        assert shedder.shedding and (monitor.lag_s >= 0.25 or monitor.cpu_share >= 0.85), shedder.samples
         with trio.fail_after(10):
             while shedder.shedding:
                 await trio.sleep(0.1)
-        assert monitor.cpu_share < 0.5
+        assert monitor.cpu_share < 0.5, shedder.samples[-10:]
         nursery.cancel_scope.cancel()
