@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2p_fast import __version__
+from p2p_fast.app.api.front import readyz_answer
 
 
 class GossipBody(BaseModel):
@@ -117,12 +118,8 @@ def create_app(node: Node) -> Any:
 
     @app.get("/readyz", summary="Bootstrapped and connected to at least one peer")
     async def readyz() -> Response:
-        node.update_health_gauges()
-        # The remote console's stand-in node has no readiness(); the real one says why it is not ready.
-        ready, why = node.readiness() if hasattr(node, "readiness") else (node.ready(), "no peers")
-        if ready:
-            return PlainTextResponse("ready\n")
-        return PlainTextResponse(f"not ready: {why}\n", status_code=503)
+        status, text = readyz_answer(node)
+        return PlainTextResponse(text, status_code=status)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:

@@ -18,6 +18,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 _TEXT = b"text/plain; charset=utf-8"
 
 
+def readyz_answer(node: Any) -> tuple[int, str]:
+    """The readiness probe's status and body, for this front and the full app's ``/readyz`` alike."""
+    node.update_health_gauges()
+    # The remote console's stand-in node has no readiness(); the real one says why it is not ready.
+    ready, why = node.readiness() if hasattr(node, "readiness") else (node.ready(), "no peers")
+    return (200, "ready\n") if ready else (503, f"not ready: {why}\n")
+
+
 async def _send(send: Any, status: int, body: bytes, content_type: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", content_type)]})
@@ -62,13 +70,8 @@ class LazyFront:
         await self.app()(scope, receive, send)
 
     async def _readyz(self, send: Any) -> None:
-        node = self.node
-        node.update_health_gauges()
-        ready, why = node.readiness() if hasattr(node, "readiness") else (node.ready(), "no peers")
-        if ready:
-            await _send(send, 200, b"ready\n", _TEXT)
-        else:
-            await _send(send, 503, f"not ready: {why}\n".encode(), _TEXT)
+        status, text = readyz_answer(self.node)
+        await _send(send, status, text.encode(), _TEXT)
 
     @staticmethod
     async def _lifespan(receive: Any, send: Any) -> None:
