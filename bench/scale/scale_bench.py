@@ -79,16 +79,32 @@ def _peers(node: NodeProcess) -> list[Any]:
         return []
 
 
+def _metrics_text(node: NodeProcess) -> str:
+    try:
+        return node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
+    except httpx.HTTPError:
+        return ""
+
+
 def _presence_messages(node: NodeProcess) -> float:
     """Presence messages this node has received (advertisements, and heartbeats from before they were dropped)."""
     total = 0.0
-    try:
-        text = node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
-    except httpx.HTTPError:
-        return 0.0
-    for line in text.splitlines():
+    for line in _metrics_text(node).splitlines():
         if line.startswith("p2p_messages_in_total{") and ("/capabilities\"" in line or "/heartbeat\"" in line):
             total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _pruned(nodes: list[NodeProcess]) -> dict[str, int]:
+    """Connections the nodes' connection managers have closed so far (``p2p_connections_pruned_total``), summed per
+    reason: ``watermark`` is churn (a settled network prunes nothing in its idle window), ``transient`` the
+    connections of DHT announcements closed after them."""
+    total: dict[str, int] = {}
+    for node in nodes:
+        for line in _metrics_text(node).splitlines():
+            if line.startswith("p2p_connections_pruned_total{"):
+                reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                total[reason] = total.get(reason, 0) + int(float(line.rsplit(" ", 1)[1]))
     return total
 
 
@@ -203,6 +219,7 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
                                     str(workers[-1].proc.pid)],  # type: ignore[union-attr]
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         msgs_before = [_presence_messages(nd) for nd in sampled]
+        pruned_before = _pruned(nodes)
         before = [_cpu_ticks(p) for p in pids]
         t_a = time.monotonic()
         time.sleep(window)
@@ -210,6 +227,10 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
         rss = [_rss_mib(p) for p in pids]
         rates = [(_presence_messages(nd) - m) / elapsed for nd, m in zip(sampled, msgs_before)]
+        pruned_after = _pruned(nodes)
+        out.update(pruned_before_window=pruned_before.get("watermark", 0),
+                   pruned_in_window=pruned_after.get("watermark", 0) - pruned_before.get("watermark", 0),
+                   transient_closed_in_window=pruned_after.get("transient", 0) - pruned_before.get("transient", 0))
         if env_b:  # side by side: workers of group A (odd numbers) against group B (even numbers, env_b)
             group_b = [i % 2 == 0 for i in range(1, n)]
             cpu_w = cpu[1:]
@@ -309,7 +330,8 @@ def top_functions(path: Path, k: int = 15) -> dict[str, Any]:
 def markdown_row(r: dict[str, Any]) -> str:
     return (f"| {r['nodes']} | {r.get('ready_s', '-')} s | {r.get('converged_s', '-')} s | "
             f"{r.get('idle_cpu_pct_mean', '-')} % (max {r.get('idle_cpu_pct_max', '-')}, all "
-            f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('rss_mib_mean', '-')} MiB "
+            f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('peers_mean', '-')} | "
+            f"{r.get('pruned_before_window', '-')} / {r.get('pruned_in_window', '-')} | {r.get('rss_mib_mean', '-')} MiB "
             f"(max {r.get('rss_mib_max', '-')}) | "
             f"p50 {r.get('gossip_p50_ms', '-')} ms, max {r.get('gossip_max_ms', '-')} ms, "
             f"{r.get('gossip_missing', '-')}/{r.get('gossip_deliveries', '-')} missing | "
@@ -343,7 +365,8 @@ def main() -> None:
                        tasks=args.tasks, profile=args.profile, settings=settings, env=env,
                        env_b=env_b)
     print(json.dumps(result, sort_keys=True))
-    print("| nodes | all ready | views converged | idle CPU per node | RSS per node | gossip to every node | tasks "
+    print("| nodes | all ready | views converged | idle CPU per node | peers per node (sampled) "
+          "| connections pruned above `high` before / in the idle window | RSS per node | gossip to every node | tasks "
           "| ERROR / Traceback | auth failures / ping closes | bad exits | load before |")
     print(markdown_row(result))
     if args.keep:

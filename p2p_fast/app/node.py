@@ -30,7 +30,7 @@ from p2p_fast.core.events import EventBus
 from p2p_fast.core.netif import ipv4_addresses
 from p2p_fast.protocols.codec import DecodeError, decode, encode
 from p2p_fast.protocols.discovery.bootstrap import Bootstrapper
-from p2p_fast.protocols.discovery.connector import Connector
+from p2p_fast.protocols.discovery.connector import Connector, outbound_target
 from p2p_fast.protocols.health import HealthMonitor
 from p2p_fast.protocols.messages import CapabilityAdvertisement, GossipText
 from p2p_fast.protocols.presence import PeerBook, PeerRecord, Presence
@@ -136,10 +136,12 @@ class Node(NodeViews):
                 self.connmgr = connmgr = ConnManager(host, Limits.from_config(
                     cfg.network.conn_low, cfg.network.conn_high, cfg.network.conn_grace_period,
                     cfg.node.max_connections))
-                self.connector = Connector(host, target_peers=min(cfg.gossip.degree_high, cfg.node.max_connections),
-                                           dial_timeout=cfg.network.connection_timeout, room=connmgr.wants_more)
+                target = outbound_target(cfg.gossip.degree, cfg.network.conn_low, cfg.node.max_connections)
+                self.connector = Connector(host, target_peers=target, dial_timeout=cfg.network.connection_timeout,
+                                           room=connmgr.wants_more)
                 self.bootstrapper = Bootstrapper(host, cfg.network.bootstrap_peers, cfg.network.rebootstrap_interval,
-                                                 cfg.network.connection_timeout, room=connmgr.wants_more)
+                                                 cfg.network.connection_timeout,
+                                                 room=lambda: len(host.get_connected_peers()) < max(1, target // 2))
                 self.presence = presence = Presence(
                     host, self.gossip, self.book, self, ads_topic=cfg.topic("capabilities"),
                     sync_protocol=cfg.protocol_id("presence-sync"), heartbeat_interval=cfg.node.heartbeat_interval,

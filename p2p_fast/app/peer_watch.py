@@ -46,6 +46,8 @@ async def watch_peers(node: Node) -> None:
         node.update_health_gauges()
         if peers != known:
             emit_peer_changes(node, peers - known, known - peers)
+            for pid in known - peers:
+                connector.note_closed(pid)
         fresh = peers - known
         if fresh and node.presence is not None:
             node.presence.poke()

@@ -6,7 +6,7 @@ The task package (``p2p_fast.protocols.tasks``) never sees the node; it gets a `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, AsyncContextManager, Callable
 
 from p2p_fast.protocols.tasks.ports import TaskEnv
 
@@ -23,4 +23,13 @@ def task_env(node: Node) -> TaskEnv:
         connection_timeout=cfg.network.connection_timeout, task_protocol=cfg.protocol_id("task"),
         blob_protocol=cfg.protocol_id("blob"), data_dir=node.data_dir, capabilities=lambda: node.capabilities,
         book=node.book, dht=node.dht, rtt=node.health, events=node.events, shedder=node.shedder,
-        private_network=node.private_network, on_storage_failure=node.fail)
+        private_network=node.private_network, on_storage_failure=node.fail, transient_dials=_transient(node))
+
+
+def _transient(node: Node) -> Callable[[], AsyncContextManager[None]] | None:
+    """The connection manager's :meth:`~p2p_fast.stack.connmgr.ConnManager.transient`, keeping the connector's
+    target number of peers."""
+    connmgr, connector = node.connmgr, node.connector
+    if connmgr is None or connector is None:
+        return None
+    return lambda: connmgr.transient(keep=connector.target_peers)

@@ -3,9 +3,11 @@
 Each configured address may be an IP or a DNS name, with or without ``/p2p/<id>``. A name is resolved on every round
 (a Kubernetes headless service has one A record per pod, and pods come and go) and every address it yields is
 dialed. Without an ID we first learn it (``probe``). A round runs at start, whenever the peer count is zero (with
-backoff), and every ``REFRESH_EVERY`` seconds while we are connected to none of the bootstrap peers and the
-connection manager has room for more peers (``room()``: a bootstrap that pruned us is not redialed while we have
-enough others). Every wait is jittered, so nodes that lost their peers together do not redial together.
+backoff), and while we are connected to none of the bootstrap peers and are short of peers (``room()``) every
+``REFRESH_EVERY`` seconds, doubling up to ``REFRESH_MAX`` while the refreshes change nothing. A bootstrap that pruned
+us is not redialed while we have enough others: every worker of a large network redialing its pruned bootstrap
+every 30 s made the bootstrap prune again every 30 s. Every wait is jittered, so nodes that lost their peers
+together do not redial together.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from p2p_fast.protocols.discovery.resolve import resolve
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 30.0
+REFRESH_MAX = 600.0
 MAX_BACKOFF = 30.0
 WARN_EVERY = 60.0
 
@@ -140,12 +143,14 @@ class Bootstrapper:
             self.done_first_round.set()
             return
         backoff = self.interval
-        since_refresh = 0.0
+        since_refresh, refresh_every = 0.0, REFRESH_EVERY
         while True:
             connected = set(self.host.get_connected_peers())
-            need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= REFRESH_EVERY
+            need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= refresh_every
                                      and self.room())
             if need or self.rounds == 0:
+                # Alone: the next refresh may be needed soon. Refreshing while connected to others: less often each time.
+                refresh_every = REFRESH_EVERY if not connected else min(REFRESH_MAX, 2 * refresh_every)
                 n = await self.run_round()
                 self.done_first_round.set()
                 since_refresh = 0.0

@@ -10,6 +10,12 @@ dial storm (a network that redials as fast as it can under overload never recove
 - dials are bounded globally: at most ``MAX_CONCURRENT_DIALS`` at once and ``DIAL_RATE`` per second on average;
 - a peer whose dial failed is retried after an exponential backoff with jitter (``BACKOFF_MIN`` doubling to
   ``BACKOFF_MAX``), per peer and its addresses: new addresses (e.g. a relay reservation) reset it;
+- a peer whose connection closed is not redialed for ``RECONNECT_BACKOFF`` seconds (jittered): most closes are a
+  connection manager pruning, and redialing the peer that just pruned us is a dial/prune loop that kept a 100-node
+  network from ever settling;
+- it dials only up to :func:`outbound_target`, half the low watermark: in a join storm every node's dials are
+  matched by about as many inbound ones, so a node ends near twice its own target, and half of ``low`` keeps that
+  below ``high`` (a target at ``high / 2`` put the average at ``high`` and half the nodes above it, pruning);
 - the periodic round sleeps a jittered interval, so nodes started together do not dial in lockstep.
 """
 
@@ -33,6 +39,13 @@ MAX_CONCURRENT_DIALS = 4
 DIAL_RATE = 4.0  # dials started per second, on average (token bucket of MAX_CONCURRENT_DIALS)
 BACKOFF_MIN = 5.0
 BACKOFF_MAX = 300.0
+RECONNECT_BACKOFF = 60.0
+
+
+def outbound_target(degree: int, low: int, max_connections: int) -> int:
+    """How many peers the connector dials up to: half the connection manager's ``low`` (see the module doc), at
+    least the GossipSub mesh degree (a mesh needs that many peers), never more than the hard cap."""
+    return max(0, min(max_connections, max(degree, low // 2)))
 
 
 def jittered(seconds: float, spread: float = 0.25) -> float:
@@ -111,6 +124,12 @@ class Connector:
         """Seconds until ``peer_id`` may be dialed again after its latest failure (0 if it may be now)."""
         return max(0.0, self._failed_until.get(peer_id, 0.0) - trio.current_time())
 
+    def note_closed(self, peer_id: ID) -> None:
+        """The last connection to ``peer_id`` closed, whichever side closed it: not redialed for about
+        ``RECONNECT_BACKOFF`` seconds (a new address for it still resets that, as after a failed dial)."""
+        until = trio.current_time() + random.uniform(0.5, 1.0) * RECONNECT_BACKOFF
+        self._failed_until[peer_id] = max(self._failed_until.get(peer_id, 0.0), until)
+
     def _note_failure(self, peer_id: ID) -> None:
         n = self._failures[peer_id] = self._failures.get(peer_id, 0) + 1
         delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (n - 1))
@@ -149,7 +168,7 @@ class Connector:
 
     async def _immediate(self, nursery: trio.Nursery) -> None:
         async for info in self._recv:
-            if self.room():
+            if self.room() and self._wanted() > 0:
                 nursery.start_soon(self._dial, info.peer_id, list(info.addrs))
 
     def _wanted(self) -> int:

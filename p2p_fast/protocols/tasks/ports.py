@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, AsyncContextManager, Callable, Mapping, Protocol, Sequence
 
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
@@ -39,6 +39,9 @@ class PeerDirectory(Protocol):
 
     def with_capability(self, capability: str, limit: int | None = None) -> Sequence[Any]:
         """Live peers (``PeerAd``) offering ``capability``, at most ``limit`` of them."""
+
+    def network_size(self) -> int:
+        """Live peers plus this node: an estimate of the network's size."""
 
 
 class ProviderRecords(Protocol):
@@ -95,6 +98,8 @@ class TaskEnv:
     shedder: LoadGate | None = None
     private_network: bool = False  # a PSK network: its members may send Python functions (tasks.accept_functions)
     on_storage_failure: Callable[[str], None] | None = None  # the journal cannot be written: the node stops
+    # Connections opened inside this block are closed when it ends (connmgr.ConnManager.transient): DHT announcements
+    transient_dials: Callable[[], AsyncContextManager[None]] | None = None
 
     @property
     def peer_id(self) -> ID:

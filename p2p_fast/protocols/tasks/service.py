@@ -9,7 +9,8 @@ from this service) and ``node.status()`` use only its public methods: ``submit``
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
+import random
+from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,21 @@ from p2p_fast.protocols.tasks.worker import Worker
 
 log = logging.getLogger(__name__)
 DB_FILE = "tasks.sqlite3"
-PROVIDE_SCHEDULE = (2.0, 10.0, 30.0, 120.0)
+# Provider records are announced at these delays (seconds, jittered), then every PROVIDE_EVERY. Not at once: in a
+# join storm every announcement dials the ~20 peers closest to the key, and all of them at the same moment.
+PROVIDE_SCHEDULE = (30.0, 120.0)
 PROVIDE_EVERY = 600.0
+PROVIDERS_PER_KEY = 10  # about twice what a lookup reads (finder.PROVIDERS_WANTED, 8)
+
+
+def provide_chance(network_size: int) -> float:
+    """The chance that this worker announces itself in a round: about ``PROVIDERS_PER_KEY`` workers per capability
+    and round whatever the network's size (records outlive a round, so a lookup finds more). Every worker announcing the same key sends all of them to the same ~20 peers
+    closest to it (measured at N = 31: each such announcement round connected nodes to every other and was pruned
+    30 s later), an O(N) load on those peers for records of which a lookup reads 8. The live view names the
+    workers of our mesh anyway; the records are for those beyond it, and a changing sample per round keeps them
+    fresh."""
+    return min(1.0, PROVIDERS_PER_KEY / max(1, network_size))
 
 
 class TaskService:
@@ -96,17 +110,20 @@ class TaskService:
             return
         delays = iter(PROVIDE_SCHEDULE)
         while True:
-            await trio.sleep(next(delays, PROVIDE_EVERY))
+            await trio.sleep(next(delays, PROVIDE_EVERY) * random.uniform(0.75, 1.25))
             if not self.host.get_connected_peers():
+                continue
+            if random.random() >= provide_chance(env.book.network_size()):
                 continue
             if env.shedder is not None and not env.shedder.allow("dht-refresh"):
                 continue
-            for cap in caps:
-                with trio.move_on_after(env.connection_timeout):
-                    try:
-                        await dht.provide(provider_key(env.protocol_version, cap))
-                    except Exception as exc:
-                        log.debug("DHT provide %s failed: %s", cap, exc)
+            async with env.transient_dials() if env.transient_dials is not None else nullcontext():
+                for cap in caps:
+                    with trio.move_on_after(env.connection_timeout):
+                        try:
+                            await dht.provide(provider_key(env.protocol_version, cap))
+                        except Exception as exc:
+                            log.debug("DHT provide %s failed: %s", cap, exc)
 
     # -- the public interface ---------------------------------------------------------------------------------------
     async def submit(self, task_type: str, payload: bytes, timeout_s: float | None = None,
