@@ -158,7 +158,7 @@ def log_counts(nodes: list[NodeProcess]) -> dict[str, int]:
 
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
               tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
-              profile: bool = False, settings: dict[str, Any] | None = None,
+              profile: bool = False, profile_rate: int = 50, settings: dict[str, Any] | None = None,
               env: dict[str, str] | None = None, env_b: dict[str, str] | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
@@ -215,7 +215,7 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         spy = None
         if profile and workers:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", "50", "--gil", "-p",
+                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", str(profile_rate), "--gil", "-p",
                                     str(workers[-1].proc.pid)],  # type: ignore[union-attr]
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         msgs_before = [_presence_messages(nd) for nd in sampled]
@@ -348,6 +348,7 @@ def main() -> None:
     ap.add_argument("--gossip", type=int, default=5, help="texts broadcast from one worker")
     ap.add_argument("--tasks", type=int, default=60, help="sleep tasks submitted at one worker (0: none)")
     ap.add_argument("--profile", action="store_true", help="py-spy one worker during the idle window")
+    ap.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second (--profile)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
                     help="config value for every node, e.g. network.conn_high=64 (repeatable)")
@@ -362,7 +363,7 @@ def main() -> None:
     env_b = {k: v for k, _, v in (e.partition("=") for e in args.env_b)}
     workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
     result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
-                       tasks=args.tasks, profile=args.profile, settings=settings, env=env,
+                       tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate, settings=settings, env=env,
                        env_b=env_b)
     print(json.dumps(result, sort_keys=True))
     print("| nodes | all ready | views converged | idle CPU per node | peers per node (sampled) "

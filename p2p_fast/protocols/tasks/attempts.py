@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WATCHDOG_EVERY = 0.5
+WATCHDOG_IDLE = 30.0  # with nothing in flight the watchdog sleeps this long, or until an attempt starts
 
 
 class AttemptOwner(Protocol):
@@ -55,6 +56,7 @@ class AttemptRunner:
         self.owner = owner
         self.local_active: dict[tuple[str, int], trio.CancelScope] = {}  # this node's own attempts, cancellable
         self.nursery: trio.Nursery | None = None
+        self._started = trio.Event()  # an attempt started: the idle watchdog wakes
 
     def heavy_type(self, type_name: str) -> bool:
         """Whether tasks of this type take a worker slot (not inline); unknown types are taken to."""
@@ -70,6 +72,7 @@ class AttemptRunner:
         rec.worker = link.peer_id
         rec.deadline = time.monotonic() + 2 * rec.timeout_s + self.grace
         link.inflight[rec.id] = rec
+        self._started.set()
         if heavy:
             link.heavy += 1
         else:
@@ -131,9 +134,17 @@ class AttemptRunner:
         self.owner.wake()
 
     async def run_watchdog(self) -> None:
-        """Attempts whose worker neither answered nor disconnected in 2 x timeout + grace are given up on."""
+        """Attempts whose worker neither answered nor disconnected in 2 x timeout + grace are given up on. With
+        nothing in flight it sleeps until an attempt starts: an idle node's timers are a cost paid all the time."""
+        inflight = 0
         while True:
-            await trio.sleep(WATCHDOG_EVERY)
+            if inflight:
+                await trio.sleep(WATCHDOG_EVERY)
+            else:
+                with trio.move_on_after(WATCHDOG_IDLE):
+                    await self._started.wait()
+                await trio.sleep(WATCHDOG_EVERY)
+            self._started = trio.Event()
             now = time.monotonic()
             inflight = 0
             for link in [self.local, *self.links.links.values()]:

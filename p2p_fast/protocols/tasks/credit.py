@@ -88,6 +88,7 @@ class CreditBook:
             self.conn.execute("SELECT peer_id, balance, updated, served, served_credits, received, "
                               "received_credits, refused FROM credit")}
         self._dirty: set[str] = set()
+        self.on_dirty: Callable[[], None] = lambda: None  # first change since the last flush (wakes the writer)
 
     # -- balances ---------------------------------------------------------------------------------------------------
     def _account(self, peer: str) -> Account:
@@ -95,7 +96,7 @@ class CreditBook:
         now = self.clock()
         if acc is None:
             acc = self.accounts[peer] = Account(self.initial, now)
-            self._dirty.add(peer)
+            self._touch(peer)
             return acc
         if acc.balance < 0 and self.half_life > 0 and now > acc.updated:
             acc.balance *= 0.5 ** ((now - acc.updated) / self.half_life)
@@ -115,7 +116,7 @@ class CreditBook:
         acc.balance -= cost
         acc.served += 1
         acc.served_credits += cost
-        self._dirty.add(peer)
+        self._touch(peer)
         self.db.touch(lazy=True)
 
     def received(self, peer: str, amount: int) -> None:
@@ -125,7 +126,7 @@ class CreditBook:
         acc.balance += cost
         acc.received += 1
         acc.received_credits += cost
-        self._dirty.add(peer)
+        self._touch(peer)
         self.db.touch(lazy=True)
 
     # -- service ----------------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class CreditBook:
         cost = reward if reward > 1 else 1
         if self.limit > 0 and acc.balance - acc.in_flight <= -self.limit:
             acc.refused += 1
-            self._dirty.add(peer)
+            self._touch(peer)
             self.db.touch(lazy=True)
             metrics.REFUSED.labels("credit").inc()
             fade = (f"or wait for the debt to halve every {self.half_life:g} s" if self.half_life > 0
@@ -161,6 +162,15 @@ class CreditBook:
         return math.inf if peer == self.own_id else self.balance(peer)
 
     # -- persistence and views --------------------------------------------------------------------------------------
+    def _touch(self, peer: str) -> None:
+        if not self._dirty:
+            self.on_dirty()
+        self._dirty.add(peer)
+
+    def pending(self) -> bool:
+        """Changes not written yet (:meth:`flush`)."""
+        return bool(self._dirty)
+
     def flush(self) -> None:
         if not self._dirty:
             return

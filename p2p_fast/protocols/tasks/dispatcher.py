@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TICK = 0.25
+IDLE_TICK = 5.0  # the assignment round's period with no task queued or delayed (a queued task wakes it at once)
 BUSY_PENALTY = 0.25
 MAX_CANDIDATES = 64  # live workers weighed per assignment round: a sample of a large network (presence doc)
 ID_LEN = 32
@@ -71,6 +72,7 @@ class Dispatcher:
         self.db = db
         self.journal = journal
         self.ledger = ledger
+        ledger.rep.on_dirty = ledger.credit.on_dirty = self.wake  # an idle assign loop writes them soon
         self.worker = worker
         self.own_id = str(host.get_id())
         self.capabilities = env.capabilities
@@ -172,7 +174,9 @@ class Dispatcher:
 
     async def _assign_loop(self) -> None:
         while True:
-            await self.queues.wait(TICK)
+            # Nothing to assign and no counters to write: long rounds (a queued task wakes the loop at once).
+            idle = self.queues.idle() and not self.ledger.pending()
+            await self.queues.wait(IDLE_TICK if idle else TICK)
             for rec in self.queues.due(time.monotonic()):
                 if rec.state == PENDING and rec.id in self.active:
                     self.enqueue(rec)

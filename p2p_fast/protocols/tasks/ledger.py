@@ -234,6 +234,10 @@ class Ledger:
     def banned(self, worker: str) -> bool:
         return self.rep.banned(worker)
 
+    def pending(self) -> bool:
+        """Reputation or credit changes that :meth:`flush_reputation` has not written yet."""
+        return self.rep.pending() or self.credit.pending()
+
     def flush_reputation(self, force: bool = False) -> None:
         """Reputation and credit counters: written lazily, at most every ``FLUSH_EVERY_S`` unless ``force`` (a crash
         may lose the last second of them). The dispatcher calls this every scheduling round: thousands a second

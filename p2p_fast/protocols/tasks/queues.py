@@ -40,6 +40,7 @@ class TaskQueues:
         rec.state = PENDING
         rec.not_before = time.monotonic() + seconds
         heapq.heappush(self.delayed, (rec.not_before, next(self._seq), rec))
+        self.wakeup.set()  # an idle assign loop waits long: back to short rounds until the task is due
 
     def due(self, now: float) -> list[TaskRecord]:
         """The delayed tasks whose time has come (taken off the timer heap)."""
@@ -50,6 +51,10 @@ class TaskQueues:
 
     def get(self, capability: str) -> deque[TaskRecord] | None:
         return self.queues.get(capability)
+
+    def idle(self) -> bool:
+        """No task waiting, queued or delayed."""
+        return not self.delayed and not any(self.queues.values())
 
     def depth(self) -> int:
         return sum(len(q) for q in self.queues.values()) + len(self.delayed)

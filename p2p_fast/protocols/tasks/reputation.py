@@ -42,6 +42,7 @@ class Reputation:
             self.conn.execute("SELECT peer_id, successes, failures, timeouts, wrong, updated, banned_until "
                               "FROM reputation")}
         self._dirty: set[str] = set()
+        self.on_dirty: Callable[[], None] = lambda: None  # first change since the last flush (wakes the writer)
 
     def _rec(self, peer: str) -> list[float]:
         now = self.clock()
@@ -62,7 +63,7 @@ class Reputation:
         if outcome == "wrong" and rec[3] >= self.ban_after - 1e-9 and self.ban_duration > 0:
             rec[5] = self.clock() + self.ban_duration
             metrics.EXCLUDED.inc()
-        self._dirty.add(peer)
+        self._touch(peer)
 
     def banned(self, peer: str) -> bool:
         rec = self.peers.get(peer)
@@ -73,6 +74,15 @@ class Reputation:
             return 0.5
         s, f, t, w = self._rec(peer)[:4]
         return (s + 1) / (s + f + 2 * t + 4 * w + 2)
+
+    def _touch(self, peer: str) -> None:
+        if not self._dirty:
+            self.on_dirty()
+        self._dirty.add(peer)
+
+    def pending(self) -> bool:
+        """Changes not written yet (:meth:`flush`)."""
+        return bool(self._dirty)
 
     def flush(self) -> None:
         if not self._dirty:
