@@ -15,9 +15,10 @@ What one node sends and receives per second, term by term (parameters below, eac
   ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most heartbeats once a
   node receives more than 1/3 advertisement a second; the user's gossip topic is idle in this model;
 - liveness: one ping per connection per liveness interval, both ways (the connection manager bounds connections);
-- DHT: every worker re-provides each capability every PROVIDE_EVERY s; a provide is a lookup of about
-  ``alpha x log2(N)`` queries plus ``k`` ADD_PROVIDER messages, spread over the network: per node
-  ``caps x (alpha log2 N + k) / PROVIDE_EVERY``, O(log N);
+- DHT: every PROVIDE_EVERY s a worker re-provides each capability with chance ``provide_chance(N)`` (about 10
+  providers per capability and round, whatever N); a provide is a lookup of about ``alpha x log2(N)`` queries plus
+  ``k`` ADD_PROVIDER messages, spread over the network: per node
+  ``caps x provide_chance(N) x (alpha log2 N + k) / PROVIDE_EVERY``, O(log N / N);
 - capability lookups: only for a capability no live peer advertises (rare; not counted).
 
 CPU: ``receive_ms`` per message received and ``send_ms`` per message sent, the paced (250 msg/s, each message on its
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2p_fast.protocols.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refresh_interval  # noqa: E402
-from p2p_fast.protocols.tasks.service import PROVIDE_EVERY  # noqa: E402
+from p2p_fast.protocols.tasks.service import PROVIDE_EVERY, provide_chance  # noqa: E402
 
 D = 6  # gossip.degree (config default)
 GOSSIP_WINDOW = 3  # heartbeats a message id stays in IHAVE gossip (py-libp2p's gossip_window)
@@ -65,7 +66,7 @@ def per_node(n: int, idle_per_conn_ms: float, session_s: float = SESSION_S) -> d
     holds_ids = min(1.0, first * GOSSIP_WINDOW * HEARTBEAT_S)
     ihave = min(D, max(conns - D, 0)) * holds_ids / HEARTBEAT_S
     pings = 2 * conns / LIVENESS_S
-    dht = CAPS * (DHT_ALPHA * math.log2(max(n, 2)) + DHT_K) / PROVIDE_EVERY
+    dht = CAPS * provide_chance(n) * (DHT_ALPHA * math.log2(max(n, 2)) + DHT_K) / PROVIDE_EVERY
     msgs_in = received + ihave + pings / 2 + dht
     msgs_out = forwarded + 1 / refresh + ihave + pings / 2 + dht
     cpu_ms = msgs_in * RECEIVE_MS + msgs_out * SEND_MS + conns * idle_per_conn_ms

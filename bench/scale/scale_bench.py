@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +172,22 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         pending = set(range(n))
         ready_at: dict[int, float] = {}
 
+        def ready_now(i: int) -> bool:
+            try:
+                return _ready(nodes[i])
+            except httpx.HTTPError:
+                return False
+
+        # Every pending node asked at once (one at a time, a round through 100 loaded nodes took longer than the
+        # nodes did to get ready, and the time measured was the poll's).
+        polls = ThreadPoolExecutor(max_workers=32)
+
         def all_ready() -> bool:
-            for i in list(pending):
-                try:
-                    if _ready(nodes[i]):
-                        ready_at[i] = time.monotonic() - t0
-                        pending.discard(i)
-                except httpx.HTTPError:
-                    pass
+            order = sorted(pending)
+            for i, ok in zip(order, polls.map(ready_now, order)):
+                if ok:
+                    ready_at[i] = time.monotonic() - t0
+                    pending.discard(i)
             return not pending
 
         try:
@@ -186,7 +195,9 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             out["ready_s"] = round(max(ready_at.values()), 1)
         except TimeoutError:  # measured on: what is not ready is reported
             out["not_ready"] = len(pending)
-        worker_ids = {w.peer_id for w in workers}
+        polls.shutdown()
+        if ready_at:
+            out["ready_p50_s"] = round(_pct(sorted(ready_at.values()), 0.5), 1)
         sampled = [boot] + rng.sample(workers, min(sample, len(workers)))
 
         def view_complete(node: NodeProcess) -> bool:
@@ -195,9 +206,11 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             except httpx.HTTPError:
                 return False
             seen = set(doc["network"].get("compute", []))
-            return worker_ids - {node.peer_id} <= seen
+            missing[node.name] = sorted(w.name for w in workers if w.peer_id not in seen and w is not node)
+            return not missing[node.name]
 
         todo = list(sampled)
+        missing: dict[str, list[str]] = {}
 
         def converged() -> bool:
             todo[:] = [s for s in todo if not view_complete(s)]
@@ -208,6 +221,7 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             out["converged_s"] = round(time.monotonic() - t0, 1)
         except TimeoutError:
             out["not_converged"] = len(todo)
+            out["views_missing"] = {s.name: missing.get(s.name) for s in todo}  # which workers each view lacks
 
         # Settled idle cost: wait, then CPU over a window (nothing driven meanwhile).
         time.sleep(settle)
@@ -293,7 +307,8 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         for nd in cluster.nodes:
             if nd.proc is not None and nd.proc.poll() is None:
                 nd.proc.terminate()
-        deadline = time.monotonic() + 20
+        t_term = time.monotonic()
+        deadline = t_term + 20
         for nd in cluster.nodes:
             if nd.proc is None:
                 continue
@@ -301,6 +316,17 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
                 codes.append(nd.proc.wait(timeout=max(0.1, deadline - time.monotonic())))
             except Exception:
                 codes.append(None)
+        # Late but clean (exit 0 within 60 s, e.g. 100 nodes stopping at once on 2 cores) or hung (killed after).
+        late = [nd for nd in cluster.nodes if nd.proc is not None and nd.proc.poll() is None]
+        late_codes = []
+        for nd in late:
+            try:
+                late_codes.append(nd.proc.wait(timeout=max(0.1, t_term + 60 - time.monotonic())))
+            except Exception:
+                late_codes.append(None)
+        out["exit_late_clean"] = sum(1 for c in late_codes if c == 0)
+        out["exit_hung_or_failed"] = len(late_codes) - out["exit_late_clean"] + sum(
+            1 for c in codes if c is not None and c != 0)
         cluster.close()
         out["exit_codes_nonzero"] = sum(1 for c in codes if c != 0)
         out.update(log_counts(cluster.nodes))
