@@ -58,6 +58,7 @@ class TaskService:
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)  # runs first on the way out: stop our tasks, then close
         nursery.start_soon(self.db.run)
+        self.worker.start(nursery)
         self.dispatcher.start(nursery)
         host.set_stream_handler(self.task_protocol, self.worker.handle_stream)
         host.set_stream_handler(self.blob_protocol, self.storage.handle_stream)

@@ -33,7 +33,7 @@ from p2p_fast.protocols.tasks.credit import GaveWay, PriorityGate
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE, split
 from p2p_fast.protocols.tasks.ledger import Ledger, result_digest
 from p2p_fast.protocols.tasks.packages import PackageError, Packages
-from p2p_fast.protocols.tasks.pool import PoolClosed, ProcessPool, TaskFailed
+from p2p_fast.protocols.tasks.pool import PoolCall, PoolClosed, ProcessPool, TaskFailed
 from p2p_fast.protocols.tasks.storage import Storage
 from p2p_fast.protocols.tasks.types import TaskType, TaskTypes
 from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameError, FrameReader, FrameWriter, StreamClosed
@@ -43,6 +43,13 @@ STATUS_NAMES = {TASK_OK: "ok", TASK_FAILED: "failed", TASK_REJECTED: "rejected",
                 TASK_BUSY: "busy", TASK_CANCELLED: "cancelled", TASK_INVALID: "invalid"}
 Reply = Callable[[TaskResponse], None]
 MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
+# A batch (requests run one after the other in one pool child, one pipe write for all): about this much of the
+# function's recent run time, at most BATCH_MAX requests. Short, so that the other slots share the queue and a
+# request cancelled after its batch went out (it still runs; its answer is dropped) wastes little.
+BATCH_TIME_S = 0.005
+BATCH_MAX = 32
+MIN_ELAPSED_S = 1e-4
+ELAPSED_WEIGHT = 0.2
 
 
 class Worker:
@@ -74,7 +81,13 @@ class Worker:
         self.submitters: dict[str, int] = {}  # peer id -> open task streams from it (the connection manager asks)
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
         self.packages = packages
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # where batches run (start); without it, one request per slot
+        self._elapsed: dict[str, float] = {}  # running mean of each pooled function's run time, seconds
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Batches of pooled requests run in ``nursery`` (the task service's): a batch serves several streams and
+        must not end with the one whose request started it."""
+        self._nursery = nursery
 
     # -- views ------------------------------------------------------------------------------------------------------
     def load(self) -> tuple[int, int, int, float]:
@@ -282,24 +295,74 @@ class Worker:
             status, error, result = TASK_CANCELLED, "cancelled by the submitter", b""
         reply(self._response(req, status, error, result, time.monotonic() - start))
 
+    def _batchable(self, req: TaskRequest, t: TaskType) -> bool:
+        """Whether ``req`` may run in another request's batch: its payload goes to the child as it came (a function
+        that ships packages has them installed first, in a slot of its own)."""
+        if self._nursery is None:
+            return False
+        if t.name != FUNCTION_TYPE:
+            return True
+        try:
+            header, _ = split(req.payload)
+        except InvalidPayload:
+            return False  # answered by the slot path, with the reason
+        return not header.get("packages")
+
+    def _batch_room(self, fn_ref: str) -> int:
+        """How many waiting requests a request that got a slot takes along: about ``BATCH_TIME_S`` of this function's
+        recent run time, a fair share of what waits (other slots free up too), none before its run time is known."""
+        elapsed = self._elapsed.get(fn_ref)
+        if elapsed is None or not self.gate.waiting:
+            return 0
+        share = -(-self.gate.waiting // max(1, self.slots))
+        return max(0, min(BATCH_MAX - 1, int(BATCH_TIME_S / max(elapsed, MIN_ELAPSED_S)) - 1, share))
+
+    async def _run_batch(self, calls: list[PoolCall]) -> None:
+        """Run a batch in the slot of its first request (the runner owns the permit: it outlives any one stream)."""
+        self.running += 1
+        metrics.WORKER_RUNNING.set(self.running)
+        try:
+            await self.pool.run_batch(calls)
+        finally:
+            self.running -= 1
+            self.gate.release()
+            metrics.WORKER_RUNNING.set(self.running)
+            for c in calls:
+                if c.elapsed is not None:
+                    old = self._elapsed.get(c.fn_ref)
+                    self._elapsed[c.fn_ref] = c.elapsed if old is None else old + ELAPSED_WEIGHT * (c.elapsed - old)
+
     async def _run_pooled(self, req: TaskRequest, t: TaskType, reply: Reply,
                           active: dict[tuple[str, int], trio.CancelScope]) -> None:
+        """Wait for a slot, run ``req`` in the process pool, answer. A request that gets a slot (the gate's permit)
+        takes waiting short requests along into one batch for one pool child (``_batch_room``); those are answered
+        as each finishes, and hold no slot of their own."""
         status, error, result = TASK_OK, "", b""
         start = time.monotonic()
+        elapsed: float | None = None
+        call = PoolCall(t.fn_ref, req.payload, req.timeout_s) if self._batchable(req, t) else None
         with trio.CancelScope() as scope:
             active[(req.task_id, req.attempt)] = scope
-            acquired = False
+            waited = acquired = False
             try:
-                await self.gate.acquire(self.ledger.credit.priority(req.submitter))
-                acquired = True
+                held = await self.gate.acquire(self.ledger.credit.priority(req.submitter), call)
+                waited = True
                 self.queued -= 1
-                self.running += 1
-                metrics.WORKER_RUNNING.set(self.running)
                 start = time.monotonic()
-                payload = req.payload
-                if t.name == FUNCTION_TYPE:
-                    payload = await self._function_payload(req)
-                result = await self.pool.run(t.fn_ref, payload, req.timeout_s)
+                if held and call is not None:  # the slot goes to the batch this request leads
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._run_batch, [call, *self.gate.take(self._batch_room(t.fn_ref))])
+                elif held:
+                    acquired = True
+                    self.running += 1
+                    metrics.WORKER_RUNNING.set(self.running)
+                    payload = req.payload
+                    if t.name == FUNCTION_TYPE:
+                        payload = await self._function_payload(req)
+                    result = await self.pool.run(t.fn_ref, payload, req.timeout_s)
+                if call is not None:
+                    result = await call.result()
+                    elapsed = call.elapsed
                 if len(result) > self.cfg.max_payload_bytes:
                     status, error, result = TASK_FAILED, f"result of {len(result)} bytes is over the limit", b""
             except trio.TooSlowError:
@@ -318,17 +381,19 @@ class Worker:
                                             "its place in the queue to a peer with more credit here)")
             finally:
                 active.pop((req.task_id, req.attempt), None)
+                if call is not None and not call.done:
+                    call.abandon()  # cancelled: stopped if running, never started otherwise
                 if acquired:
                     self.running -= 1
                     self.gate.release()
                     metrics.WORKER_RUNNING.set(self.running)
-                else:
+                elif not waited:
                     self.queued -= 1
         if scope.cancelled_caught:
             status, error, result = TASK_CANCELLED, "cancelled by the submitter", b""
         if status == TASK_TIMED_OUT:
             log.info("task %s attempt %d timed out after %.1f s", req.task_id, req.attempt, req.timeout_s)
-        reply(self._response(req, status, error, result, time.monotonic() - start))
+        reply(self._response(req, status, error, result, time.monotonic() - start if elapsed is None else elapsed))
 
     # -- receipts ---------------------------------------------------------------------------------------------------
     def on_receipt(self, receipt: TaskReceipt, remote: ID | None) -> None:
