@@ -49,7 +49,7 @@ from p2p_fast.protocols.tasks.scheduler import Candidate, LocalOffer, Verdict
 from p2p_fast.protocols.tasks.spec import StorageUnavailable, TaskSpec, check_spec
 from p2p_fast.protocols.tasks.table import TaskTable
 from p2p_fast.protocols.tasks.types import TaskTypes
-from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameWriter
+from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, RECEIPT_BATCH_VERSION, FrameWriter, protocol_version
 
 if TYPE_CHECKING:
     from p2p_fast.protocols.tasks.worker import Worker
@@ -84,8 +84,10 @@ class Dispatcher:
         self.local = Link(self.own_id, local=True)
         self.finder = WorkerFinder(self.own_id, env.capabilities, env.book, env.dht, host.get_peerstore(),
                                    env.protocol_version, types, self.wake)
+        batch_protocol = protocol_version(env.task_protocol, RECEIPT_BATCH_VERSION) if self.cfg.receipt_batches \
+            else None
         self.link_pool = LinkPool(host, env.task_protocol, self.cfg.max_payload_bytes + FRAME_OVERHEAD,
-                                  self.connection_timeout, self.finder.addrs_of, self)
+                                  self.connection_timeout, self.finder.addrs_of, self, batch_protocol)
         self.links = self.link_pool.links
         self.attempts = AttemptRunner(self.own_id, types, self.active, worker, self.local, self.link_pool, self.grace,
                                       self.cfg.max_payload_bytes, self.table.emit, self)

@@ -148,6 +148,7 @@ class Database:
         self._wake = trio.Event()
         self._done = trio.Event()
         self._after: list[Callable[[], None]] = []
+        self._before: list[Callable[[], None]] = []
         self.commits = 0
         self.closed = False
 
@@ -170,6 +171,11 @@ class Database:
             return
         self._after.append(callback)
         self._wake.set()
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the start of every commit, inside its transaction: writes deferred to be done once per
+        commit (a batch of receipts signed together) are as durable as what they belong to."""
+        self._before.append(hook)
 
     def storage_failed(self, exc: Exception) -> StorageError:
         """A write failed for lack of space or an I/O error: roll back; unless isolated, refuse all later writes."""
@@ -207,6 +213,15 @@ class Database:
     def commit_now(self) -> None:
         if self.closed or self.failed is not None:
             return
+        for hook in self._before:
+            try:
+                hook()
+            except StorageError:
+                if self._isolated:
+                    raise
+                return  # its write failed: rolled back (storage_failed), and the node stops
+            except Exception:
+                log.exception("before-commit hook failed")
         if self.dirty:
             self.conn.commit()
             self.dirty = False

@@ -321,6 +321,8 @@ class Worker:
         """Run a batch in the slot of its first request (the runner owns the permit: it outlives any one stream)."""
         self.running += 1
         metrics.WORKER_RUNNING.set(self.running)
+        metrics.POOL_BATCHES.inc()
+        metrics.POOL_BATCHED.inc(len(calls))
         try:
             await self.pool.run_batch(calls)
         finally:
