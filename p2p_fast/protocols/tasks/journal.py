@@ -343,6 +343,18 @@ class TaskJournal:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.conn = db.conn
+        # Final states waiting to be written (finish): one executemany per commit instead of one UPDATE per task.
+        # Written by the commit's before-commit hook, so still in the transaction that makes them durable, and
+        # before any read of this journal (reads see their own writes).
+        self._finished: list[tuple[Any, ...]] = []
+        db.before_commit(self.flush)
+
+    def flush(self) -> None:
+        if self._finished:
+            rows, self._finished = self._finished, []
+            self.conn.executemany(
+                "UPDATE tasks SET state=?, worker=?, result=?, error=?, attempts=?, updated=?, finished=? WHERE id=?",
+                rows)
 
     def insert_many(self, records: list[TaskRecord]) -> None:
         now = time.time()
@@ -353,15 +365,14 @@ class TaskJournal:
         self.db.touch()
 
     def save_attempts(self, rec: TaskRecord) -> None:
+        self.flush()
         self.conn.execute("UPDATE tasks SET attempts=?, updated=? WHERE id=?",
                           (json.dumps([a.as_dict() for a in rec.attempts]), time.time(), rec.id))
         self.db.touch()
 
     def finish(self, rec: TaskRecord) -> None:
-        self.conn.execute(
-            "UPDATE tasks SET state=?, worker=?, result=?, error=?, attempts=?, updated=?, finished=? WHERE id=?",
-            (rec.state, rec.worker, rec.result, rec.error, json.dumps([a.as_dict() for a in rec.attempts]),
-             time.time(), rec.finished, rec.id))
+        self._finished.append((rec.state, rec.worker, rec.result, rec.error,
+                               json.dumps([a.as_dict() for a in rec.attempts]), time.time(), rec.finished, rec.id))
         self.db.touch()
 
     def _row(self, row: tuple[Any, ...]) -> TaskRecord:
@@ -373,16 +384,19 @@ class TaskJournal:
                           int(redundancy or 1))
 
     def get(self, task_id: str) -> TaskRecord | None:
+        self.flush()
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
         return self._row(row) if row else None
 
     def unfinished(self) -> Iterator[TaskRecord]:
+        self.flush()
         cur = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state IN (?, ?) ORDER BY created",
                                 (PENDING, RUNNING))
         for row in cur:
             yield self._row(row)
 
     def list(self, state: str | None, limit: int, offset: int) -> list[TaskRecord]:
+        self.flush()
         if state:
             cur = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE state=? ORDER BY created, id LIMIT ? OFFSET ?",
@@ -393,4 +407,5 @@ class TaskJournal:
         return [self._row(r) for r in cur]
 
     def state_counts(self) -> dict[str, int]:
+        self.flush()
         return {s: n for s, n in self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")}

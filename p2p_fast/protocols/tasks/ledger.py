@@ -210,19 +210,20 @@ class Ledger:
         """``record_spent`` for many (one statement); returns how many were new (a task already paid is skipped)."""
         if not receipts:
             return 0
-        ids = [r.task_id for r in receipts]
-        paid: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            paid.update(t for (t,) in self.conn.execute(
-                f"SELECT task_id FROM ledger WHERE direction='spent' AND submitter=? AND task_id IN "
-                f"({','.join('?' * len(chunk))})", (self.own_id, *chunk)))
-        new = [r for r in receipts if r.task_id not in paid]
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
-            "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,'spent',?,?,?,?,?,?,0)",
-            [(r.task_id, r.submitter, r.worker, r.reward, r.attempt, r.result_digest, r.issued_at, r.signature,
-              own_key) for r in new])
+        sql = ("INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+               "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,'spent',?,?,?,?,?,?,0)")
+        rows = [(r.task_id, r.submitter, r.worker, r.reward, r.attempt, r.result_digest, r.issued_at, r.signature,
+                 own_key) for r in receipts]
+        (last,) = self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM ledger").fetchone()
+        before = self.conn.total_changes
+        self.conn.executemany(sql, rows)
+        if self.conn.total_changes - before == len(rows):
+            new = receipts
+        else:  # some task was paid before (never, unless a bug pays twice): the rows written now are the new ones
+            fresh = {t for (t,) in self.conn.execute(
+                "SELECT task_id FROM ledger WHERE rowid > ? AND direction='spent' AND submitter=?",
+                (last, self.own_id))}
+            new = [r for r in receipts if r.task_id in fresh]
         if new:
             self.db.touch()
         for r in new:
