@@ -54,10 +54,22 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def pool_counters(http: str) -> tuple[float, float]:
+    """(batches, requests in them) a worker handed its pool children so far (its /metrics)."""
+    import httpx
+
+    text = httpx.get(http + "/metrics", timeout=10).text
+    out = []
+    for name in ("p2p_tasks_pool_batches_total", "p2p_tasks_pool_batched_total"):
+        out.append(sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")))
+    return out[0], out[1]
+
+
 class Measure:
     """CPU of every process of the network, and py-spy recorders, around the measured batches."""
 
     def __init__(self, net: Any, submitter: dict[str, int], py_spy: str | None) -> None:
+        self.net = net
         self.procs = {**submitter, "bootstrap": net.boot.proc.pid}
         for i, w in enumerate(net.workers):
             self.procs[f"worker{i}"] = w.proc.pid
@@ -80,6 +92,7 @@ class Measure:
     def stop(self) -> None:
         self.wall = time.perf_counter() - self.t
         self.after = {k: cpu_s(p) for k, p in self.procs.items()}
+        self.pool = [pool_counters(w.runtime["http"]) for w in self.net.workers]
         for s in self.spies:
             s.send_signal(2)
         for s in self.spies:
@@ -162,6 +175,10 @@ def main() -> int:
     print(f"CPU per task, all processes: {sum(per.values()):.0f} µs")
     for k, v in per.items():
         print(f"  {k:18s} {v:7.1f} µs")
+    batches, calls = sum(b for b, _ in m.pool), sum(c for _, c in m.pool)
+    if batches:
+        print(f"pool children got {calls:.0f} requests in {batches:.0f} batches (warm-up included): "
+              f"{calls / batches:.1f} per batch")
     return 0
 
 
