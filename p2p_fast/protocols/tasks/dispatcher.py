@@ -60,6 +60,7 @@ BUSY_PENALTY = 0.25
 MAX_CANDIDATES = 64  # live workers weighed per assignment round: a sample of a large network (presence doc)
 ID_LEN = 32
 MAX_SKIPPED = 1000  # tasks set aside in one round (they fit nowhere now) before the round ends
+GROUP_COMMIT_S = 0.002  # responses read this soon after a commit wait for the next scheduler round's commit
 
 
 class Dispatcher:
@@ -262,10 +263,14 @@ class Dispatcher:
         self.attempts.on_response(link, resp)
 
     def responses_read(self) -> None:
-        # One commit for everything finished since the last one: the database's task commits when it next runs,
-        # after the other links' reads of this scheduler round (a commit per read was a sixth of a busy submitter's
-        # CPU). Waiters and receipts follow right after it.
-        self.db.touch()
+        """Commit what the read finished; waiters and receipts follow right after the commit. When the last commit
+        was a moment ago (a busy submitter), the database's own task commits instead, when it next runs: after the
+        other links' reads of this scheduler round, one commit for them all (a commit per read was a sixth of a busy
+        submitter's CPU). When it was not, at once: a lone task's answer waits for no scheduler round."""
+        if time.monotonic() - self.db.committed_at < GROUP_COMMIT_S:
+            self.db.touch()
+        else:
+            self.db.commit_now()
 
     def link_closed(self, link: Link) -> None:
         self.receipts.stream_lost(link)

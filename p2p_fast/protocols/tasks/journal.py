@@ -150,6 +150,7 @@ class Database:
         self._after: list[Callable[[], None]] = []
         self._before: list[Callable[[], None]] = []
         self.commits = 0
+        self.committed_at = 0.0  # time.monotonic() of the last commit
         self.closed = False
 
     def touch(self, lazy: bool = False) -> None:
@@ -226,6 +227,7 @@ class Database:
             self.conn.commit()
             self.dirty = False
             self.commits += 1
+            self.committed_at = time.monotonic()
         done, self._done = self._done, trio.Event()
         done.set()
         callbacks, self._after = self._after, []
