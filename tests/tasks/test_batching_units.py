@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -161,5 +162,47 @@ def test_a_batch_runs_in_one_child_and_a_timeout_in_it_spares_the_rest() -> None
             assert await calls[1].result() == b"y"
         finally:
             await pool.aclose()
+
+    trio.run(main)
+
+
+def test_a_batch_takes_only_waiters_that_fit_its_budget_in_priority_order() -> None:
+    from p2p_fast.protocols.tasks.credit import PriorityGate
+    from p2p_fast.protocols.tasks.worker import BATCH_TIME_S, BatchBudget
+
+    learned = {"fast": 0.0004, "slow": 0.3}
+    call = lambda key: PoolCall(f"{BUILTINS}:echo", b"", 5, key)  # noqa: E731
+    budget = BatchBudget(learned, "fast")
+    taken = 0
+    while budget.fits(call("fast")):
+        taken += 1
+    assert taken == int((BATCH_TIME_S - 0.0004) / 0.0004 + 1e-9)
+    assert not BatchBudget(learned, "fast").fits(call("slow"))
+    assert not BatchBudget(learned, "fast").fits(call("never-run"))
+    assert not BatchBudget(learned, "slow").fits(call("fast"))  # a slow leader's batch is itself alone
+    assert not BatchBudget(learned, "never-run").fits(call("fast"))
+
+    async def main() -> None:
+        gate = PriorityGate(1)
+        assert await gate.acquire(0)  # the slot is taken
+        jobs = [call(k) for k in ("fast", "fast", "slow", "fast")]
+        got: list[bool] = []
+
+        async def wait(job: PoolCall, prio: float) -> None:
+            got.append(await gate.acquire(prio, job))
+
+        async with trio.open_nursery() as nursery:
+            for i, job in enumerate(jobs):
+                nursery.start_soon(wait, job, 10 - i)  # priority in list order
+            await trio.testing.wait_all_tasks_blocked()
+            # The two fast ones come along; the slow one stops the batch, and the fast one behind it keeps waiting.
+            assert gate.take(31, BatchBudget(learned, "fast").fits) == jobs[:2]
+            assert gate.waiting == 2
+            gate.release()  # the slot passes to the slow one, which then holds a permit of its own
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [False, False, True]
+            assert gate.take(31, BatchBudget(learned, "slow").fits) == []
+            gate.release()
+        assert got == [False, False, True, True]
 
     trio.run(main)

@@ -242,16 +242,17 @@ class PriorityGate:
             raise
         return not entry["taken"]
 
-    def take(self, limit: int) -> list[Any]:
+    def take(self, limit: int, fits: Callable[[Any], bool]) -> list[Any]:
         """Up to ``limit`` jobs of waiters, highest priority first, for the caller (a permit holder) to run in its
-        slot; stops at the first waiter without a job (it waits for a permit of its own, and keeps its place)."""
+        slot; stops at the first waiter without a job or whose job does not ``fit`` (it waits for a permit of its
+        own, and keeps its place: nobody behind it is taken before it)."""
         jobs: list[Any] = []
         while self._waiters and len(jobs) < limit:
             _, _, entry = self._waiters[0]
             if entry["gone"]:
                 heapq.heappop(self._waiters)
                 continue
-            if entry["job"] is None:
+            if entry["job"] is None or not fits(entry["job"]):
                 break
             heapq.heappop(self._waiters)
             entry["taken"] = entry["gone"] = True

@@ -103,10 +103,11 @@ class PoolCall:
     Its caller waits on :meth:`result`; a caller that goes away (cancelled) calls :meth:`abandon`: a running call is
     stopped (its child killed), one not started yet is not run at all when the batch is (re)sent to a child."""
 
-    __slots__ = ("fn_ref", "payload", "timeout", "_done", "_value", "_error", "abandoned", "_batch", "elapsed")
+    __slots__ = ("fn_ref", "payload", "timeout", "key", "_done", "_value", "_error", "abandoned", "_batch", "elapsed")
 
-    def __init__(self, fn_ref: str, payload: bytes, timeout: float) -> None:
+    def __init__(self, fn_ref: str, payload: bytes, timeout: float, key: str | None = None) -> None:
         self.fn_ref = fn_ref
+        self.key = fn_ref if key is None else key  # what its run time is learned under (the caller's choice)
         self.payload = payload
         self.timeout = timeout
         self._done = trio.Event()

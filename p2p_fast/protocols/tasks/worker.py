@@ -50,6 +50,28 @@ BATCH_TIME_S = 0.005
 BATCH_MAX = 32
 MIN_ELAPSED_S = 1e-4
 ELAPSED_WEIGHT = 0.2
+MAX_LEARNED = 1024  # run times kept (per type, and per function a client named)
+
+
+class BatchBudget:
+    """What one batch may hold: about ``BATCH_TIME_S`` of expected run time, each request's learned under its key
+    (its type, or its function), the leader's included. A request whose run time is not known yet does not fit (it
+    waits for a slot of its own, and is timed there); neither does one after the leader's if the leader's is not."""
+
+    def __init__(self, learned: dict[str, float], leader_key: str) -> None:
+        self.learned = learned
+        first = learned.get(leader_key)
+        self.left = -1.0 if first is None else BATCH_TIME_S - max(first, MIN_ELAPSED_S)
+
+    def fits(self, call: PoolCall) -> bool:
+        expected = self.learned.get(call.key)
+        if expected is None or self.left < 0:
+            return False
+        cost = max(expected, MIN_ELAPSED_S)
+        if cost > self.left:
+            return False
+        self.left -= cost
+        return True
 
 
 class Worker:
@@ -295,28 +317,29 @@ class Worker:
             status, error, result = TASK_CANCELLED, "cancelled by the submitter", b""
         reply(self._response(req, status, error, result, time.monotonic() - start))
 
-    def _batchable(self, req: TaskRequest, t: TaskType) -> bool:
-        """Whether ``req`` may run in another request's batch: its payload goes to the child as it came (a function
-        that ships packages has them installed first, in a slot of its own)."""
+    def _batch_key(self, req: TaskRequest, t: TaskType) -> str | None:
+        """What ``req``'s run time is learned under (its type; for a function, the function, when the client named
+        it), or None when it may not run in another request's batch: its payload does not go to the child as it came
+        (a function that ships packages has them installed first, in a slot of its own)."""
         if self._nursery is None:
-            return False
+            return None
         if t.name != FUNCTION_TYPE:
-            return True
+            return t.fn_ref
         try:
             header, _ = split(req.payload)
         except InvalidPayload:
-            return False  # answered by the slot path, with the reason
-        return not header.get("packages")
+            return None  # answered by the slot path, with the reason
+        if header.get("packages"):
+            return None
+        fid = header.get("fn")
+        return f"{t.fn_ref}#{fid}" if isinstance(fid, str) and len(fid) <= 64 else t.fn_ref
 
-    def _batch_room(self, fn_ref: str) -> int:
-        """How many waiting requests a request that got a slot takes along: about ``BATCH_TIME_S`` of this function's
-        recent run time, none before its run time is known. Not a share of the queue per slot: requests wait only
-        while every slot is busy, and halving the batches (measured: 5 per batch instead of 9 for no-ops) cost the
-        worker more than the other slots' idle moments, which ``BATCH_TIME_S`` bounds."""
-        elapsed = self._elapsed.get(fn_ref)
-        if elapsed is None or not self.gate.waiting:
-            return 0
-        return max(0, min(BATCH_MAX - 1, int(BATCH_TIME_S / max(elapsed, MIN_ELAPSED_S)) - 1, self.gate.waiting))
+    def _batch_budget(self, leader: PoolCall) -> BatchBudget:
+        """Which waiting requests a request that got a slot takes along (see :class:`BatchBudget`). Not a share of
+        the queue per slot: requests wait only while every slot is busy, and halving the batches (measured: 5 per
+        batch instead of 9 for no-ops) cost the worker more than the other slots' idle moments, which
+        ``BATCH_TIME_S`` bounds."""
+        return BatchBudget(self._elapsed, leader.key)
 
     async def _run_batch(self, calls: list[PoolCall]) -> None:
         """Run a batch in the slot of its first request (the runner owns the permit: it outlives any one stream)."""
@@ -332,18 +355,21 @@ class Worker:
             metrics.WORKER_RUNNING.set(self.running)
             for c in calls:
                 if c.elapsed is not None:
-                    old = self._elapsed.get(c.fn_ref)
-                    self._elapsed[c.fn_ref] = c.elapsed if old is None else old + ELAPSED_WEIGHT * (c.elapsed - old)
+                    old = self._elapsed.get(c.key)
+                    self._elapsed[c.key] = c.elapsed if old is None else old + ELAPSED_WEIGHT * (c.elapsed - old)
+            if len(self._elapsed) > MAX_LEARNED:
+                self._elapsed.clear()  # many one-off functions: start learning afresh
 
     async def _run_pooled(self, req: TaskRequest, t: TaskType, reply: Reply,
                           active: dict[tuple[str, int], trio.CancelScope]) -> None:
         """Wait for a slot, run ``req`` in the process pool, answer. A request that gets a slot (the gate's permit)
-        takes waiting short requests along into one batch for one pool child (``_batch_room``); those are answered
+        takes waiting short requests along into one batch for one pool child (``_batch_budget``); those are answered
         as each finishes, and hold no slot of their own."""
         status, error, result = TASK_OK, "", b""
         start = time.monotonic()
         elapsed: float | None = None
-        call = PoolCall(t.fn_ref, req.payload, req.timeout_s) if self._batchable(req, t) else None
+        key = self._batch_key(req, t)
+        call = PoolCall(t.fn_ref, req.payload, req.timeout_s, key) if key is not None else None
         with trio.CancelScope() as scope:
             active[(req.task_id, req.attempt)] = scope
             waited = acquired = False
@@ -354,7 +380,8 @@ class Worker:
                 start = time.monotonic()
                 if held and call is not None:  # the slot goes to the batch this request leads
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._run_batch, [call, *self.gate.take(self._batch_room(t.fn_ref))])
+                    followers = self.gate.take(BATCH_MAX - 1, self._batch_budget(call).fits)
+                    self._nursery.start_soon(self._run_batch, [call, *followers])
                 elif held:
                     acquired = True
                     self.running += 1
