@@ -186,23 +186,23 @@ def test_a_batch_takes_only_waiters_that_fit_its_budget_in_priority_order() -> N
         gate = PriorityGate(1)
         assert await gate.acquire(0)  # the slot is taken
         jobs = [call(k) for k in ("fast", "fast", "slow", "fast")]
-        got: list[bool] = []
+        got: dict[int, bool] = {}  # job -> acquire's answer: True, a permit; False, taken into a batch
 
-        async def wait(job: PoolCall, prio: float) -> None:
-            got.append(await gate.acquire(prio, job))
+        async def wait(i: int, prio: float) -> None:
+            got[i] = await gate.acquire(prio, jobs[i])
 
         async with trio.open_nursery() as nursery:
-            for i, job in enumerate(jobs):
-                nursery.start_soon(wait, job, 10 - i)  # priority in list order
+            for i in range(len(jobs)):
+                nursery.start_soon(wait, i, 10 - i)  # priority in list order
             await trio.testing.wait_all_tasks_blocked()
             # The two fast ones come along; the slow one stops the batch, and the fast one behind it keeps waiting.
             assert gate.take(31, BatchBudget(learned, "fast").fits) == jobs[:2]
             assert gate.waiting == 2
             gate.release()  # the slot passes to the slow one, which then holds a permit of its own
             await trio.testing.wait_all_tasks_blocked()
-            assert got == [False, False, True]
+            assert got == {0: False, 1: False, 2: True}
             assert gate.take(31, BatchBudget(learned, "slow").fits) == []
             gate.release()
-        assert got == [False, False, True, True]
+        assert got == {0: False, 1: False, 2: True, 3: True}
 
     trio.run(main)
