@@ -176,6 +176,10 @@ class TasksSection:
     # Run Python functions (and the packages they ship) submitted by allowed_submitters (or, with no list, by the
     # members of a network with a PSK). Running one is running the submitter's code: off by default.
     accept_functions: bool = False
+    # Sign receipts in batches (one signature and a Merkle path per receipt, docs/protocol.md "Receipts") for
+    # workers that take them, and take them as a worker (task protocol 1.1.0). false: one signature per receipt, and
+    # only task protocol 1.0.0 is offered -- as nodes of releases before batch receipts do.
+    receipt_batches: bool = True
 
 
 @dataclass

@@ -323,6 +323,28 @@ def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
     sub.stop()
 
 
+def _pool_counters(workers: list[NodeProcess]) -> tuple[float, float]:
+    """(batches, requests in them) the workers handed their pool children so far."""
+    out = [0.0, 0.0]
+    for w in workers:
+        for line in httpx.get(w.http + "/metrics", timeout=10).text.splitlines():
+            for i, name in enumerate(("p2p_tasks_pool_batches_total ", "p2p_tasks_pool_batched_total ")):
+                if line.startswith(name):
+                    out[i] += float(line.split()[-1])
+    return out[0], out[1]
+
+
+def test_a_slow_function_is_not_batched_like_a_fast_one(net: dict[str, Any], client: Client) -> None:
+    """Workers batch short requests into one pool child by the run time they learned, per function (the client
+    names each in the payload header): a slow function right after many fast ones runs one request per batch. (The
+    choice itself, a budget of learned run times, is tested in test_batching_units.)"""
+    assert gather([client.submit(square, i) for i in range(300)], timeout=120) == [i * i for i in range(300)]
+    batches, batched = _pool_counters(net["workers"])
+    assert gather([client.submit(slow_identity, i) for i in range(12)], timeout=120) == list(range(12))
+    batches2, batched2 = _pool_counters(net["workers"])
+    assert (batches2 - batches, batched2 - batched) == (12, 12)
+
+
 def test_killed_worker_tasks_finish_elsewhere_each_future_once(net: dict[str, Any], client: Client) -> None:
     """Last in this module: it kills a worker of the shared network."""
     resolved: dict[int, int] = {}

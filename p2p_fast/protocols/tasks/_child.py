@@ -1,7 +1,9 @@
 """A process-pool child: runs task functions for its parent node, one at a time, until stdin closes.
 
-Protocol on stdin/stdout: 4-byte big-endian length + pickle. Request ``(fn_ref, payload)`` where ``fn_ref`` is
-``"module:attribute"``; reply ``("ok", bytes)``, ``("invalid", message)`` or ``("error", message)``. The child
+Protocol on stdin/stdout: 4-byte big-endian length + pickle. A request is a batch, a list of ``(fn_ref, payload)``
+where ``fn_ref`` is ``"module:attribute"``; the calls run in order and each is answered as soon as it ends (one
+write each, so the parent always knows which call is running), with ``("ok", bytes)``, ``("invalid", message)`` or
+``("error", message)``. The child
 imports only what the task needs (no libp2p), asks the kernel to kill it when its parent dies, and exits on EOF.
 """
 
@@ -92,14 +94,14 @@ def main() -> None:
         body = _read_exact(stdin, _LEN.unpack(head)[0])
         if body is None:
             return
-        fn_ref, payload = pickle.loads(body)
-        try:
-            reply = run_one(resolve(fn_ref, cache), payload)
-        except Exception as exc:  # import failures and the like
-            reply = ("error", f"cannot load {fn_ref}: {type(exc).__name__}: {exc}")
-        out = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_LEN.pack(len(out)) + out)
-        stdout.flush()
+        for fn_ref, payload in pickle.loads(body):
+            try:
+                reply = run_one(resolve(fn_ref, cache), payload)
+            except Exception as exc:  # import failures and the like
+                reply = ("error", f"cannot load {fn_ref}: {type(exc).__name__}: {exc}")
+            out = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            stdout.write(_LEN.pack(len(out)) + out)
+            stdout.flush()
 
 
 if __name__ == "__main__":

@@ -215,7 +215,11 @@ class GaveWay(Exception):
 class PriorityGate:
     """``slots`` permits handed out to waiters highest priority first (FIFO among equals): trio's Semaphore would
     serve them in arrival order, which lets a peer that only consumes crowd out one that works. With the queue full,
-    a newcomer of higher priority takes the place of the lowest waiter (``give_way``), which gets :class:`GaveWay`."""
+    a newcomer of higher priority takes the place of the lowest waiter (``give_way``), which gets :class:`GaveWay`.
+
+    A waiter may bring a ``job``: then a permit holder may ``take`` it along (highest priority first, as a permit
+    would), to run in the holder's slot after its own work -- a batch. A waiter taken that way holds no permit
+    (``acquire`` returns False) and releases nothing."""
 
     def __init__(self, slots: int) -> None:
         self.free = slots
@@ -223,13 +227,14 @@ class PriorityGate:
         self._waiters: list[tuple[float, int, dict[str, Any]]] = []
         self._seq = itertools.count()
 
-    async def acquire(self, priority: float) -> None:
+    async def acquire(self, priority: float, job: Any = None) -> bool:
+        """Wait for a permit (True), or until a permit holder took ``job`` along (False)."""
         await trio.lowlevel.checkpoint_if_cancelled()  # before taking a permit: a cancellation after would leak it
         if self.free > 0 and not self.waiting:
             self.free -= 1
-            return
+            return True
         entry: dict[str, Any] = {"event": trio.Event(), "granted": False, "gone": False, "bumped": False,
-                                 "priority": priority}
+                                 "priority": priority, "job": job, "taken": False}
         heapq.heappush(self._waiters, (-priority, next(self._seq), entry))
         self.waiting += 1
         try:
@@ -241,10 +246,30 @@ class PriorityGate:
         except BaseException:
             if entry["granted"]:
                 self.release()  # granted while being cancelled: pass the permit on
-            elif not entry["gone"]:  # (a waiter that gave way was already counted out)
+            elif not entry["gone"]:  # (a waiter that gave way or was taken was already counted out)
                 entry["gone"] = True  # left in the heap, skipped when it comes up
                 self.waiting -= 1
             raise
+        return not entry["taken"]
+
+    def take(self, limit: int, fits: Callable[[Any], bool]) -> list[Any]:
+        """Up to ``limit`` jobs of waiters, highest priority first, for the caller (a permit holder) to run in its
+        slot; stops at the first waiter without a job or whose job does not ``fit`` (it waits for a permit of its
+        own, and keeps its place: nobody behind it is taken before it)."""
+        jobs: list[Any] = []
+        while self._waiters and len(jobs) < limit:
+            _, _, entry = self._waiters[0]
+            if entry["gone"]:
+                heapq.heappop(self._waiters)
+                continue
+            if entry["job"] is None or not fits(entry["job"]):
+                break
+            heapq.heappop(self._waiters)
+            entry["taken"] = entry["gone"] = True
+            self.waiting -= 1
+            entry["event"].set()
+            jobs.append(entry["job"])
+        return jobs
 
     def give_way(self, priority: float) -> bool:
         """Push out the lowest-priority waiter (the latest among equals) if it ranks below ``priority``."""

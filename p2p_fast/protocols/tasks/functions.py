@@ -5,8 +5,9 @@ the worker reads *without* unpickling anything (unpickling is running code: only
 
     b"P2PFN1" + uint32 (big-endian) header length + header JSON + pickle((cloudpickle(fn), args, kwargs))
 
-The header lists the packages the function needs (``[{"sha256": ..., "name": ...}]``, see ``tasks.packages``); the
-worker installs them, and hands the child the same format with ``"paths"`` (their install directories) added. The
+The header lists the packages the function needs (``[{"sha256": ..., "name": ...}]``, see ``tasks.packages``) and
+names the function (``"fn"``: the first 16 hex digits of the sha256 of its pickled bytes; optional, so that a worker
+learns each function's run time apart, to batch only the short ones); the worker installs the packages, and hands the child the same format with ``"paths"`` (their install directories) added. The
 child puts those on ``sys.path``, unpickles, calls, and answers ``cloudpickle(value)``. An exception raised by the
 function comes back as :class:`FunctionRaised` with the whole traceback text; it is not retried elsewhere (like Ray
 and Dask, a function's own error is the answer, not a worker fault).
@@ -36,6 +37,7 @@ _HLEN = struct.Struct(">I")
 MAX_HEADER = 64 * 1024
 _PATHS: list[str] = []  # the package directories on this child's sys.path now
 _FUNCTIONS: dict[bytes, Callable[..., Any]] = {}  # a pool child's unpickled functions (a map runs one many times)
+_FUNCTION_IDS: dict[bytes, str] = {}
 
 
 class FunctionRaised(InvalidPayload):
@@ -85,7 +87,19 @@ def encode(fn_blob: bytes, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | 
         import cloudpickle
 
         body = cloudpickle.dumps(call, protocol=5)
-    return pack_header({"packages": list(packages or [])}, body)
+    return pack_header({"packages": list(packages or []), "fn": function_id(fn_blob)}, body)
+
+
+def function_id(fn_blob: bytes) -> str:
+    """The ``"fn"`` of the header (cached per blob: a client submits the same pickled function many times)."""
+    fid = _FUNCTION_IDS.get(fn_blob)
+    if fid is None:
+        import hashlib
+
+        if len(_FUNCTION_IDS) >= 64:
+            _FUNCTION_IDS.clear()
+        fid = _FUNCTION_IDS[fn_blob] = hashlib.sha256(fn_blob).hexdigest()[:16]
+    return fid
 
 
 def pack_header(header: dict[str, Any], body: bytes) -> bytes:

@@ -148,7 +148,9 @@ class Database:
         self._wake = trio.Event()
         self._done = trio.Event()
         self._after: list[Callable[[], None]] = []
+        self._before: list[Callable[[], None]] = []
         self.commits = 0
+        self.committed_at = 0.0  # time.monotonic() of the last commit
         self.closed = False
 
     def touch(self, lazy: bool = False) -> None:
@@ -170,6 +172,11 @@ class Database:
             return
         self._after.append(callback)
         self._wake.set()
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the start of every commit, inside its transaction: writes deferred to be done once per
+        commit (a batch of receipts signed together) are as durable as what they belong to."""
+        self._before.append(hook)
 
     def storage_failed(self, exc: Exception) -> StorageError:
         """A write failed for lack of space or an I/O error: roll back; unless isolated, refuse all later writes."""
@@ -207,10 +214,20 @@ class Database:
     def commit_now(self) -> None:
         if self.closed or self.failed is not None:
             return
+        for hook in self._before:
+            try:
+                hook()
+            except StorageError:
+                if self._isolated:
+                    raise
+                return  # its write failed: rolled back (storage_failed), and the node stops
+            except Exception:
+                log.exception("before-commit hook failed")
         if self.dirty:
             self.conn.commit()
             self.dirty = False
             self.commits += 1
+            self.committed_at = time.monotonic()
         done, self._done = self._done, trio.Event()
         done.set()
         callbacks, self._after = self._after, []
@@ -328,6 +345,18 @@ class TaskJournal:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.conn = db.conn
+        # Final states waiting to be written (finish): one executemany per commit instead of one UPDATE per task.
+        # Written by the commit's before-commit hook, so still in the transaction that makes them durable, and
+        # before any read of this journal (reads see their own writes).
+        self._finished: list[tuple[Any, ...]] = []
+        db.before_commit(self.flush)
+
+    def flush(self) -> None:
+        if self._finished:
+            rows, self._finished = self._finished, []
+            self.conn.executemany(
+                "UPDATE tasks SET state=?, worker=?, result=?, error=?, attempts=?, updated=?, finished=? WHERE id=?",
+                rows)
 
     def insert_many(self, records: list[TaskRecord]) -> None:
         now = time.time()
@@ -338,15 +367,14 @@ class TaskJournal:
         self.db.touch()
 
     def save_attempts(self, rec: TaskRecord) -> None:
+        self.flush()
         self.conn.execute("UPDATE tasks SET attempts=?, updated=? WHERE id=?",
                           (json.dumps([a.as_dict() for a in rec.attempts]), time.time(), rec.id))
         self.db.touch()
 
     def finish(self, rec: TaskRecord) -> None:
-        self.conn.execute(
-            "UPDATE tasks SET state=?, worker=?, result=?, error=?, attempts=?, updated=?, finished=? WHERE id=?",
-            (rec.state, rec.worker, rec.result, rec.error, json.dumps([a.as_dict() for a in rec.attempts]),
-             time.time(), rec.finished, rec.id))
+        self._finished.append((rec.state, rec.worker, rec.result, rec.error,
+                               json.dumps([a.as_dict() for a in rec.attempts]), time.time(), rec.finished, rec.id))
         self.db.touch()
 
     def _row(self, row: tuple[Any, ...]) -> TaskRecord:
@@ -358,16 +386,19 @@ class TaskJournal:
                           int(redundancy or 1))
 
     def get(self, task_id: str) -> TaskRecord | None:
+        self.flush()
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
         return self._row(row) if row else None
 
     def unfinished(self) -> Iterator[TaskRecord]:
+        self.flush()
         cur = self.conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state IN (?, ?) ORDER BY created",
                                 (PENDING, RUNNING))
         for row in cur:
             yield self._row(row)
 
     def list(self, state: str | None, limit: int, offset: int) -> list[TaskRecord]:
+        self.flush()
         if state:
             cur = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE state=? ORDER BY created, id LIMIT ? OFFSET ?",
@@ -378,4 +409,5 @@ class TaskJournal:
         return [self._row(r) for r in cur]
 
     def state_counts(self) -> dict[str, int]:
+        self.flush()
         return {s: n for s, n in self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")}

@@ -23,7 +23,7 @@ from libp2p.crypto.serialization import deserialize_public_key
 from p2p_fast._ext import encode_uvarint
 from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.messages import TaskReceipt
-from p2p_fast.protocols.tasks import metrics
+from p2p_fast.protocols.tasks import merkle, metrics
 from p2p_fast.protocols.tasks.credit import CreditBook
 from p2p_fast.protocols.tasks.journal import Database
 from p2p_fast.protocols.tasks.reputation import Reputation
@@ -35,6 +35,11 @@ RECEIPT_DOMAIN = b"p2p-fast/task-receipt/1\x00"
 # stream breaks (the dispatcher), and on start-up for those issued this long before the newest one (which stands in
 # for the time of death). The worker credits a receipt once however often it comes.
 RESEND_WINDOW_S = 10.0
+# Batch signatures (sign_receipt_batch): their own domain tag, so neither form's signed bytes can pass for the other.
+BATCH_DOMAIN = b"p2p-fast/task-receipt-batch/1\x00"
+BATCH_MAGIC = b"MRK1"
+_BATCH_HEAD = struct.Struct(">IIH")  # index, count, signature length
+_COUNT = struct.Struct(">I")
 FLUSH_EVERY_S = 0.5
 
 
@@ -73,11 +78,74 @@ def sign_receipt(receipt: TaskReceipt, key: PrivateKey) -> TaskReceipt:
                        key.sign(receipt_bytes(r)))
 
 
+def _batch_message(count: int, root: bytes) -> bytes:
+    return BATCH_DOMAIN + _COUNT.pack(count) + root
+
+
+def sign_receipt_batch(receipts: list[TaskReceipt], key: PrivateKey) -> list[TaskReceipt]:
+    """One Ed25519 signature for all of ``receipts`` (merkle.py); each comes back carrying it with its own path, in
+    its ``signature`` field: ``BATCH_MAGIC || uint32 index || uint32 count || uint16 n || signature (n bytes) ||
+    path``, where the
+    signature covers ``BATCH_DOMAIN || uint32 count || root`` and the leaves are ``receipt_bytes`` of each receipt.
+    Only for workers that verify this form (they speak ``RECEIPT_BATCH_VERSION`` of the task protocol)."""
+    root, paths = merkle.build([merkle.leaf_hash(receipt_bytes(r)) for r in receipts])
+    sig = key.sign(_batch_message(len(receipts), root))
+    n = len(receipts)
+    return [TaskReceipt(r.task_id, r.attempt, r.submitter, r.worker, r.reward, r.result_digest, r.issued_at,
+                        BATCH_MAGIC + _BATCH_HEAD.pack(i, n, len(sig)) + sig + b"".join(path))
+            for i, (r, path) in enumerate(zip(receipts, paths))]
+
+
+class _VerifiedRoots:
+    """Batch roots whose signature was checked, per signer key: the other receipts of the batch only hash."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.seen: dict[tuple[bytes, bytes], None] = {}
+
+    def check(self, key: PublicKey, message: bytes, sig: bytes) -> bool:
+        k = (key.to_bytes(), message)
+        if k in self.seen:
+            return True
+        try:
+            ok = bool(key.verify(message, sig))
+        except Exception:
+            return False
+        if ok:
+            if len(self.seen) >= self.size:
+                self.seen.pop(next(iter(self.seen)))
+            self.seen[k] = None
+        return ok
+
+
+_ROOTS = _VerifiedRoots()
+
+
 def verify_receipt(receipt: TaskReceipt, key: PublicKey) -> bool:
+    """Either form: a batch signature with this receipt's path (``BATCH_MAGIC`` first), or a signature of this
+    receipt alone (any other bytes: 64 for Ed25519 keys, DER for secp256k1, ...)."""
+    sig = receipt.signature
+    if sig.startswith(BATCH_MAGIC) and _verify_in_batch(receipt, key):
+        return True
     try:
-        return bool(key.verify(receipt_bytes(receipt), receipt.signature))
+        return bool(key.verify(receipt_bytes(receipt), sig))
     except Exception:
         return False
+
+
+def _verify_in_batch(receipt: TaskReceipt, key: PublicKey) -> bool:
+    sig = receipt.signature
+    head = len(BATCH_MAGIC) + _BATCH_HEAD.size
+    if len(sig) < head:
+        return False
+    index, count, n = _BATCH_HEAD.unpack_from(sig, len(BATCH_MAGIC))
+    if not n or len(sig) < head + n or (len(sig) - head - n) % merkle.HASH_LEN:
+        return False
+    path = [sig[i:i + merkle.HASH_LEN] for i in range(head + n, len(sig), merkle.HASH_LEN)]
+    root = merkle.root_from_path(merkle.leaf_hash(receipt_bytes(receipt)), index, count, path)
+    if root is None:
+        return False
+    return _ROOTS.check(key, _batch_message(count, root), sig[head:head + n])
 
 
 class Ledger:
@@ -137,6 +205,34 @@ class Ledger:
             self.credit.received(receipt.worker, receipt.reward)
         self._publish_gauges()
         return True
+
+    def record_spent_many(self, receipts: list[TaskReceipt], own_key: bytes) -> int:
+        """``record_spent`` for many (one statement); returns how many were new (a task already paid is skipped)."""
+        if not receipts:
+            return 0
+        sql = ("INSERT OR IGNORE INTO ledger (task_id, submitter, worker, direction, amount, attempt, result_digest, "
+               "issued_at, signature, submitter_key, delivered) VALUES (?,?,?,'spent',?,?,?,?,?,?,0)")
+        rows = [(r.task_id, r.submitter, r.worker, r.reward, r.attempt, r.result_digest, r.issued_at, r.signature,
+                 own_key) for r in receipts]
+        (last,) = self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM ledger").fetchone()
+        before = self.conn.total_changes
+        self.conn.executemany(sql, rows)
+        if self.conn.total_changes - before == len(rows):
+            new = receipts
+        else:  # some task was paid before (never, unless a bug pays twice): the rows written now are the new ones
+            fresh = {t for (t,) in self.conn.execute(
+                "SELECT task_id FROM ledger WHERE rowid > ? AND direction='spent' AND submitter=?",
+                (last, self.own_id))}
+            new = [r for r in receipts if r.task_id in fresh]
+        if new:
+            self.db.touch()
+        for r in new:
+            self.spent += r.reward
+            self.n_spent += 1
+            if r.worker != self.own_id:
+                self.credit.received(r.worker, r.reward)
+        self._publish_gauges()
+        return len(new)
 
     def record_earned(self, receipt: TaskReceipt, submitter_key: PublicKey) -> str | None:
         """The worker's side: check and credit a receipt. Returns why it was refused, or None when credited (or

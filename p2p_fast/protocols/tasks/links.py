@@ -42,6 +42,13 @@ STREAM_OPEN_TIMEOUT = 10.0
 OPEN_BACKOFF_BASE = 0.5
 
 
+def _negotiated(stream: Any) -> str | None:
+    try:
+        return str(stream.get_protocol())
+    except Exception:
+        return None
+
+
 class LinkState(enum.Enum):
     CLOSED = "closed"
     OPENING = "opening"
@@ -64,6 +71,9 @@ class Link:
         self.cooldown_until = 0.0
         self.receipts_sent: deque[tuple[float, str]] = deque()  # (when, task id) on the current stream
         self.window = LinkWindow()  # how many slot-taking tasks may be in flight there (window.py)
+        # The worker verifies batch-signed receipts: its stream speaks task protocol 1.1.0 (wire.py). This node
+        # itself does; for a remote worker, the last stream opened to it tells.
+        self.batch_receipts = local
 
     @property
     def writable(self) -> bool:
@@ -126,9 +136,11 @@ class LinkPool:
     """The links to remote workers and the streams under them."""
 
     def __init__(self, host: IHost, protocol: str, max_frame: int, connection_timeout: float,
-                 addrs_of: Callable[[str], list[multiaddr.Multiaddr]], events: LinkEvents) -> None:
+                 addrs_of: Callable[[str], list[multiaddr.Multiaddr]], events: LinkEvents,
+                 batch_protocol: str | None = None) -> None:
         self.host = host
         self.protocol = protocol
+        self.batch_protocol = batch_protocol  # asked for first when set (a worker of an older release says no)
         self.max_frame = max_frame
         self.connection_timeout = connection_timeout
         self.addrs_of = addrs_of
@@ -172,6 +184,7 @@ class LinkPool:
             link.open_failed(time.monotonic())
             self.events.link_broken(link, "cannot reach the worker", False)
             return
+        link.batch_receipts = self.batch_protocol is not None and _negotiated(stream) == self.batch_protocol
         writer = FrameWriter(stream, self.max_frame)
         for msg in link.opened(writer):
             writer.send(msg)
@@ -214,7 +227,8 @@ class LinkPool:
                 with trio.fail_after(timeout):
                     await host.connect(PeerInfo(pid, self.addrs_of(pid.to_base58())))
             with trio.move_on_after(open_timeout):
-                return await host.new_stream(pid, [self.protocol])
+                ids = [self.batch_protocol, self.protocol] if self.batch_protocol else [self.protocol]
+                return await host.new_stream(pid, ids)
         except trio.TooSlowError:
             log.info("cannot open a task stream to %s: no connection within %g s", pid, timeout)
             return None

@@ -28,3 +28,6 @@ WRONG = Counter("p2p_tasks_wrong_results_total", "Results found wrong (by a veri
                 ["by"])
 EXCLUDED = Counter("p2p_workers_excluded_total", "Workers excluded from assignment for repeated wrong results")
 REDUNDANT = Counter("p2p_tasks_redundant_total", "Redundant or spot-checked tasks decided, by outcome", ["outcome"])
+POOL_BATCHES = Counter("p2p_tasks_pool_batches_total", "Batches of requests this worker handed to a pool child in one "
+                       "write (a request that waited for nobody is a batch of one)")
+POOL_BATCHED = Counter("p2p_tasks_pool_batched_total", "Requests this worker ran in those batches")

@@ -26,6 +26,7 @@ from p2p_fast.protocols.tasks.ports import TaskEnv
 from p2p_fast.protocols.tasks.spec import TaskSpec
 from p2p_fast.protocols.tasks.storage import Storage
 from p2p_fast.protocols.tasks.types import TaskTypes
+from p2p_fast.protocols.tasks.wire import RECEIPT_BATCH_VERSION, protocol_version
 from p2p_fast.protocols.tasks.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class TaskService:
                              self.pool, self.ledger, self.storage, Packages(env.data_dir, self.storage))
         self.dispatcher = Dispatcher(env, self.types, self.db, self.journal, self.ledger, self.worker)
         self.task_protocol = env.task_protocol
+        # The task protocol ids this node answers as a worker: 1.1.0 (it verifies batch-signed receipts) unless
+        # tasks.receipt_batches is off, and 1.0.0 always.
+        self.task_protocols = [env.task_protocol] + (
+            [protocol_version(env.task_protocol, RECEIPT_BATCH_VERSION)] if self.cfg.receipt_batches else [])
         self.blob_protocol = env.blob_protocol
 
     async def start(self, stack: AsyncExitStack) -> None:
@@ -72,8 +77,10 @@ class TaskService:
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)  # runs first on the way out: stop our tasks, then close
         nursery.start_soon(self.db.run)
+        self.worker.start(nursery)
         self.dispatcher.start(nursery)
-        host.set_stream_handler(self.task_protocol, self.worker.handle_stream)
+        for proto in self.task_protocols:
+            host.set_stream_handler(proto, self.worker.handle_stream)
         host.set_stream_handler(self.blob_protocol, self.storage.handle_stream)
         nursery.start_soon(self._provide_loop)
         log.info("task service up: slots=%d capabilities=%s runnable types=%s", self.cfg.slots,
@@ -89,7 +96,7 @@ class TaskService:
         return self.dispatcher.link_pool.in_use(pid)
 
     async def _close(self) -> None:
-        for proto in (self.task_protocol, self.blob_protocol):
+        for proto in (*self.task_protocols, self.blob_protocol):
             try:
                 self.host.remove_stream_handler(proto)
             except Exception:

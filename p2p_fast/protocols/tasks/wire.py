@@ -21,6 +21,14 @@ from p2p_fast._ext import FrameError as ExtFrameError
 
 log = logging.getLogger(__name__)
 FRAME_OVERHEAD = 64 * 1024  # room for the fields around a payload of max_payload_bytes
+# Task protocol versions: 1.1.0 is 1.0.0 plus one promise of the worker, that it verifies batch-signed receipts
+# (ledger.sign_receipt_batch). Submitters ask for 1.1.0 first and sign one receipt at a time on 1.0.0 streams.
+RECEIPT_BATCH_VERSION = "1.1.0"
+
+
+def protocol_version(protocol: str, version: str) -> str:
+    """``/<pv>/task/1.0.0`` -> ``/<pv>/task/<version>``."""
+    return protocol.rsplit("/", 1)[0] + "/" + version
 
 
 class FrameError(Exception):
