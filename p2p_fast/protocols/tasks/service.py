@@ -75,7 +75,8 @@ class TaskService:
         host = self.host
         stack.push_async_callback(self._close)
         nursery = await stack.enter_async_context(trio.open_nursery())
-        stack.callback(nursery.cancel_scope.cancel)  # runs first on the way out: stop our tasks, then close
+        stack.callback(nursery.cancel_scope.cancel)  # on the way out: stop our tasks, then close
+        stack.callback(self.worker.stop)  # first of all: end the task streams, which run outside our nursery
         nursery.start_soon(self.db.run)
         self.worker.start(nursery)
         self.dispatcher.start(nursery)

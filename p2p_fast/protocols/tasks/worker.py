@@ -104,12 +104,22 @@ class Worker:
         self.policy = SubmitterPolicy(self.cfg)  # tasks.allowed_submitters, tasks.submit_rate / submit_burst
         self.packages = packages
         self._nursery: trio.Nursery | None = None  # where batches run (start); without it, one request per slot
+        self.stopping = False  # stop(): the service is closing
+        self._stream_scopes: set[trio.CancelScope] = set()
         self._elapsed: dict[str, float] = {}  # running mean of each pooled function's run time, seconds
 
     def start(self, nursery: trio.Nursery) -> None:
         """Batches of pooled requests run in ``nursery`` (the task service's): a batch serves several streams and
         must not end with the one whose request started it."""
         self._nursery = nursery
+
+    def stop(self) -> None:
+        """The task service is stopping: end every task stream now and accept no new one, before the pool, the
+        batches' nursery and the journal close under them. Their submitters see the streams end: running tasks are
+        retried elsewhere, and receipts those streams carried are sent again on the next stream."""
+        self.stopping = True
+        for scope in list(self._stream_scopes):
+            scope.cancel()
 
     # -- views ------------------------------------------------------------------------------------------------------
     def load(self) -> tuple[int, int, int, float]:
@@ -138,23 +148,29 @@ class Worker:
         admitted: dict[tuple[str, int], int] = {}  # credit held for this stream's requests until they are answered
         self.streams += 1
         self.submitters[str(remote)] = self.submitters.get(str(remote), 0) + 1
+        scope = trio.CancelScope()
+        self._stream_scopes.add(scope)
+        if self.stopping:
+            scope.cancel()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, writer, nursery.cancel_scope)
-                try:
-                    await self._read(reader, writer, remote, active, admitted, nursery)
-                except (StreamClosed, FrameError) as exc:
-                    if isinstance(exc, FrameError):
-                        node_metrics.MESSAGES_REJECTED.labels(self.protocol, "bad-frame").inc()
-                        log.warning("closing task stream from %s: %s", remote, exc)
-                    else:
-                        log.debug("task stream from %s ended: %s", remote, exc)
-                nursery.cancel_scope.cancel()  # the submitter is gone: stop its tasks
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, writer, nursery.cancel_scope)
+                    try:
+                        await self._read(reader, writer, remote, active, admitted, nursery)
+                    except (StreamClosed, FrameError) as exc:
+                        if isinstance(exc, FrameError):
+                            node_metrics.MESSAGES_REJECTED.labels(self.protocol, "bad-frame").inc()
+                            log.warning("closing task stream from %s: %s", remote, exc)
+                        else:
+                            log.debug("task stream from %s ended: %s", remote, exc)
+                    nursery.cancel_scope.cancel()  # the submitter is gone: stop its tasks
         except Exception:
             # A bug on one stream must not take the node down (py-libp2p would let it end the whole process).
             node_metrics.MESSAGES_REJECTED.labels(self.protocol, "handler-error").inc()
             log.exception("task stream from %s failed; closing it", remote)
         finally:
+            self._stream_scopes.discard(scope)
             self.streams -= 1
             for (_, _), reward in admitted.items():  # cancelled with the stream: no result went out
                 self.ledger.credit.settle(str(remote), reward, ok=False)
@@ -380,6 +396,9 @@ class Worker:
                 start = time.monotonic()
                 if held and call is not None:  # the slot goes to the batch this request leads
                     assert self._nursery is not None
+                    if self.stopping:  # the batches' nursery is closing and this stream is cancelled: end here
+                        self.gate.release()
+                        await trio.lowlevel.checkpoint()
                     followers = self.gate.take(BATCH_MAX - 1, self._batch_budget(call).fits)
                     self._nursery.start_soon(self._run_batch, [call, *followers])
                 elif held:
@@ -427,6 +446,8 @@ class Worker:
 
     # -- receipts ---------------------------------------------------------------------------------------------------
     def on_receipt(self, receipt: TaskReceipt, remote: ID | None) -> None:
+        if self.stopping:  # the journal is closing; the stream is cancelled, so the submitter sends it again
+            return
         if remote is not None and receipt.submitter != str(remote):
             metrics.RECEIPTS_REJECTED.inc()
             log.warning("receipt for %s from %s names submitter %s: refused", receipt.task_id, remote,
