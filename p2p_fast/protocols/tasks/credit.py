@@ -31,6 +31,7 @@ import trio
 
 from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.tasks import metrics
+from p2p_fast.protocols.tasks.dirty import DirtyPeers
 from p2p_fast.protocols.tasks.journal import Database
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ class CreditBook:
             p: Account(float(b), float(u), int(s), int(sc), int(r), int(rc), int(rf)) for p, b, u, s, sc, r, rc, rf in
             self.conn.execute("SELECT peer_id, balance, updated, served, served_credits, received, "
                               "received_credits, refused FROM credit")}
-        self._dirty: set[str] = set()
-        self.on_dirty: Callable[[], None] = lambda: None  # first change since the last flush (wakes the writer)
+        self.dirty = DirtyPeers()  # changed since the last flush
 
     # -- balances ---------------------------------------------------------------------------------------------------
     def _account(self, peer: str) -> Account:
@@ -96,7 +96,7 @@ class CreditBook:
         now = self.clock()
         if acc is None:
             acc = self.accounts[peer] = Account(self.initial, now)
-            self._touch(peer)
+            self.dirty.touch(peer)
             return acc
         if acc.balance < 0 and self.half_life > 0 and now > acc.updated:
             acc.balance *= 0.5 ** ((now - acc.updated) / self.half_life)
@@ -116,7 +116,7 @@ class CreditBook:
         acc.balance -= cost
         acc.served += 1
         acc.served_credits += cost
-        self._touch(peer)
+        self.dirty.touch(peer)
         self.db.touch(lazy=True)
 
     def received(self, peer: str, amount: int) -> None:
@@ -126,7 +126,7 @@ class CreditBook:
         acc.balance += cost
         acc.received += 1
         acc.received_credits += cost
-        self._touch(peer)
+        self.dirty.touch(peer)
         self.db.touch(lazy=True)
 
     # -- service ----------------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class CreditBook:
         cost = reward if reward > 1 else 1
         if self.limit > 0 and acc.balance - acc.in_flight <= -self.limit:
             acc.refused += 1
-            self._touch(peer)
+            self.dirty.touch(peer)
             self.db.touch(lazy=True)
             metrics.REFUSED.labels("credit").inc()
             fade = (f"or wait for the debt to halve every {self.half_life:g} s" if self.half_life > 0
@@ -162,20 +162,11 @@ class CreditBook:
         return math.inf if peer == self.own_id else self.balance(peer)
 
     # -- persistence and views --------------------------------------------------------------------------------------
-    def _touch(self, peer: str) -> None:
-        if not self._dirty:
-            self.on_dirty()
-        self._dirty.add(peer)
-
-    def pending(self) -> bool:
-        """Changes not written yet (:meth:`flush`)."""
-        return bool(self._dirty)
-
     def flush(self) -> None:
-        if not self._dirty:
+        if not self.dirty:
             return
         rows = []
-        for p in self._dirty:
+        for p in self.dirty:
             a = self.accounts[p]
             rows.append((p, a.balance, a.updated, a.served, a.served_credits, a.received, a.received_credits,
                          a.refused))
@@ -185,7 +176,7 @@ class CreditBook:
             "updated=excluded.updated, served=excluded.served, served_credits=excluded.served_credits, "
             "received=excluded.received, received_credits=excluded.received_credits, refused=excluded.refused",
             rows)
-        self._dirty.clear()
+        self.dirty.clear()
         self.db.touch(lazy=True)
         self.publish()
 

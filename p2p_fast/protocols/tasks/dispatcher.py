@@ -73,7 +73,7 @@ class Dispatcher:
         self.db = db
         self.journal = journal
         self.ledger = ledger
-        ledger.rep.on_dirty = ledger.credit.on_dirty = self.wake  # an idle assign loop writes them soon
+        ledger.on_change(self.wake)  # an idle assign loop writes them soon
         self.worker = worker
         self.own_id = str(host.get_id())
         self.capabilities = env.capabilities

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import struct
 import time
-from typing import Any
+from typing import Any, Callable
 
 from libp2p.crypto.keys import PrivateKey, PublicKey
 from libp2p.crypto.serialization import deserialize_public_key
@@ -332,7 +332,11 @@ class Ledger:
 
     def pending(self) -> bool:
         """Reputation or credit changes that :meth:`flush_reputation` has not written yet."""
-        return self.rep.pending() or self.credit.pending()
+        return bool(self.rep.dirty or self.credit.dirty)
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` when reputation or credit changes while nothing was pending (the writer may be asleep)."""
+        self.rep.dirty.on_dirty = self.credit.dirty.on_dirty = wake
 
     def flush_reputation(self, force: bool = False) -> None:
         """Reputation and credit counters: written lazily, at most every ``FLUSH_EVERY_S`` unless ``force`` (a crash

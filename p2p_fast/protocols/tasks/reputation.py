@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from p2p_fast.core.config import TasksSection
 from p2p_fast.protocols.tasks import metrics
+from p2p_fast.protocols.tasks.dirty import DirtyPeers
 from p2p_fast.protocols.tasks.journal import Database
 
 OUTCOMES = {"success": 0, "failure": 1, "timeout": 2, "wrong": 3}
@@ -41,8 +42,7 @@ class Reputation:
             p: [float(s), float(f), float(t), float(w), float(u) or now, float(b)] for p, s, f, t, w, u, b in
             self.conn.execute("SELECT peer_id, successes, failures, timeouts, wrong, updated, banned_until "
                               "FROM reputation")}
-        self._dirty: set[str] = set()
-        self.on_dirty: Callable[[], None] = lambda: None  # first change since the last flush (wakes the writer)
+        self.dirty = DirtyPeers()  # changed since the last flush
 
     def _rec(self, peer: str) -> list[float]:
         now = self.clock()
@@ -63,7 +63,7 @@ class Reputation:
         if outcome == "wrong" and rec[3] >= self.ban_after - 1e-9 and self.ban_duration > 0:
             rec[5] = self.clock() + self.ban_duration
             metrics.EXCLUDED.inc()
-        self._touch(peer)
+        self.dirty.touch(peer)
 
     def banned(self, peer: str) -> bool:
         rec = self.peers.get(peer)
@@ -75,25 +75,16 @@ class Reputation:
         s, f, t, w = self._rec(peer)[:4]
         return (s + 1) / (s + f + 2 * t + 4 * w + 2)
 
-    def _touch(self, peer: str) -> None:
-        if not self._dirty:
-            self.on_dirty()
-        self._dirty.add(peer)
-
-    def pending(self) -> bool:
-        """Changes not written yet (:meth:`flush`)."""
-        return bool(self._dirty)
-
     def flush(self) -> None:
-        if not self._dirty:
+        if not self.dirty:
             return
         self.conn.executemany(
             "INSERT INTO reputation (peer_id, successes, failures, timeouts, wrong, updated, banned_until) "
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT(peer_id) DO UPDATE SET successes=excluded.successes, "
             "failures=excluded.failures, timeouts=excluded.timeouts, wrong=excluded.wrong, updated=excluded.updated, "
             "banned_until=excluded.banned_until",
-            [(p, *self.peers[p]) for p in self._dirty])
-        self._dirty.clear()
+            [(p, *self.peers[p]) for p in self.dirty])
+        self.dirty.clear()
         self.db.touch(lazy=True)
 
     def brief(self) -> str:
