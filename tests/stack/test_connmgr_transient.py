@@ -57,3 +57,27 @@ def test_a_node_short_of_peers_keeps_what_it_dialed():
         assert len(a.get_connected_peers()) == 3  # one closed: 4 opened, 3 kept (the connector's target)
 
     trio.run(_hosts_then, check)
+
+
+def test_a_peer_protected_while_the_trim_runs_is_not_closed():
+    """The trim decides from a snapshot, then closes its victims one by one (each close awaits): a task assigned to
+    a victim in between (the bootstrap of tests/node/test_connmgr_process.py closed the worker just given its task)
+    makes it protected, and it must stay."""
+
+    async def check(a, b, c, d, _e) -> None:
+        for h in (b, c, d):
+            await a.connect(info_from_p2p_addr(h.get_addrs()[0]))
+        asked = {"n": 0}
+
+        def task_assigned_after_the_snapshot(peer) -> bool:
+            if peer != c.get_id():
+                return False
+            asked["n"] += 1
+            return asked["n"] > 1  # not when the snapshot asked, every time after
+
+        mgr = ConnManager(a, Limits(low=0, high=2, grace=0))
+        mgr.protect("tasks", task_assigned_after_the_snapshot)
+        await mgr.trim()
+        assert set(a.get_connected_peers()) == {c.get_id()}
+
+    trio.run(_hosts_then, check)
