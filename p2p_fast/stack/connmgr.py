@@ -164,15 +164,20 @@ class ConnManager:
         in_mesh = sum(1 for p in victims if peers[p].value > 0)
         log.info("connection manager: %d peers > high %d; closing %d (%d of them mesh peers; %d peers protected) to "
                  "reach low %d", len(peers), self.limits.high, len(victims), in_mesh, protected, self.limits.low)
-        network = self.host.get_network()  # type: ignore[attr-defined]
-        for peer in victims:
-            try:
-                await network.close_peer(peer)
-            except Exception as exc:
-                log.debug("closing %s failed: %r", peer, exc)
-            metrics.CONNECTIONS_PRUNED.labels("watermark").inc()
-            self.pruned += 1
-        return victims
+        return [peer for peer in victims if await self._close(peer, "watermark")]
+
+    async def _close(self, peer: object, reason: str) -> bool:
+        """Close ``peer`` unless a protector claims it now: the choice was made before the previous closes awaited,
+        and a task may have been assigned to it meanwhile. Returns whether it was closed."""
+        if self.protected_by(peer) is not None:
+            return False
+        try:
+            await self.host.get_network().close_peer(peer)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.debug("closing %s failed: %r", peer, exc)
+        metrics.CONNECTIONS_PRUNED.labels(reason).inc()
+        self.pruned += 1
+        return True
 
     @asynccontextmanager
     async def transient(self, keep: int) -> AsyncIterator[None]:
@@ -189,19 +194,11 @@ class ConnManager:
     async def _release(self, before: set[object], keep: int) -> None:
         connected = list(self.host.get_connected_peers())  # type: ignore[attr-defined]
         spare = len(connected) - keep
-        network = self.host.get_network()  # type: ignore[attr-defined]
         for peer in connected:
             if spare <= 0:
                 return
-            if peer in before or self.protected_by(peer) is not None or self.value_of(peer) > 0:
-                continue
-            try:
-                await network.close_peer(peer)
-            except Exception as exc:
-                log.debug("closing %s failed: %r", peer, exc)
-            metrics.CONNECTIONS_PRUNED.labels("transient").inc()
-            self.pruned += 1
-            spare -= 1
+            if peer not in before and self.value_of(peer) == 0 and await self._close(peer, "transient"):
+                spare -= 1
 
     async def run(self) -> None:
         while True:
