@@ -195,7 +195,8 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             out["ready_s"] = round(max(ready_at.values()), 1)
         except TimeoutError:  # measured on: what is not ready is reported
             out["not_ready"] = len(pending)
-        polls.shutdown()
+        finally:
+            polls.shutdown()
         if ready_at:
             out["ready_p50_s"] = round(_pct(sorted(ready_at.values()), 0.5), 1)
         sampled = [boot] + rng.sample(workers, min(sample, len(workers)))
@@ -229,7 +230,8 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         spy = None
         if profile and workers:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", str(profile_rate), "--gil", "-p",
+                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", str(profile_rate),
+                                    "--gil", "-p",
                                     str(workers[-1].proc.pid)],  # type: ignore[union-attr]
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         msgs_before = [_presence_messages(nd) for nd in sampled]
@@ -357,7 +359,8 @@ def markdown_row(r: dict[str, Any]) -> str:
     return (f"| {r['nodes']} | {r.get('ready_s', '-')} s | {r.get('converged_s', '-')} s | "
             f"{r.get('idle_cpu_pct_mean', '-')} % (max {r.get('idle_cpu_pct_max', '-')}, all "
             f"{r.get('idle_cpu_pct_total', '-')}) | {r.get('peers_mean', '-')} | "
-            f"{r.get('pruned_before_window', '-')} / {r.get('pruned_in_window', '-')} | {r.get('rss_mib_mean', '-')} MiB "
+            f"{r.get('pruned_before_window', '-')} / {r.get('pruned_in_window', '-')} | "
+            f"{r.get('rss_mib_mean', '-')} MiB "
             f"(max {r.get('rss_mib_max', '-')}) | "
             f"p50 {r.get('gossip_p50_ms', '-')} ms, max {r.get('gossip_max_ms', '-')} ms, "
             f"{r.get('gossip_missing', '-')}/{r.get('gossip_deliveries', '-')} missing | "
@@ -389,7 +392,8 @@ def main() -> None:
     env_b = {k: v for k, _, v in (e.partition("=") for e in args.env_b)}
     workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
     result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
-                       tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate, settings=settings, env=env,
+                       tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate, settings=settings,
+                       env=env,
                        env_b=env_b)
     print(json.dumps(result, sort_keys=True))
     print("| nodes | all ready | views converged | idle CPU per node | peers per node (sampled) "

@@ -149,7 +149,7 @@ class Bootstrapper:
             need = not connected or (not (connected & self.bootstrap_peers) and since_refresh >= refresh_every
                                      and self.room())
             if need or self.rounds == 0:
-                # Alone: the next refresh may be needed soon. Refreshing while connected to others: less often each time.
+                # Alone: the next refresh may be needed soon. Connected to others: less often each time.
                 refresh_every = REFRESH_EVERY if not connected else min(REFRESH_MAX, 2 * refresh_every)
                 n = await self.run_round()
                 self.done_first_round.set()

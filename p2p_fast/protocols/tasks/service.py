@@ -40,11 +40,11 @@ PROVIDERS_PER_KEY = 10  # about twice what a lookup reads (finder.PROVIDERS_WANT
 
 def provide_chance(network_size: int) -> float:
     """The chance that this worker announces itself in a round: about ``PROVIDERS_PER_KEY`` workers per capability
-    and round whatever the network's size (records outlive a round, so a lookup finds more). Every worker announcing the same key sends all of them to the same ~20 peers
-    closest to it (measured at N = 31: each such announcement round connected nodes to every other and was pruned
-    30 s later), an O(N) load on those peers for records of which a lookup reads 8. The live view names the
-    workers of our mesh anyway; the records are for those beyond it, and a changing sample per round keeps them
-    fresh."""
+    and round whatever the network's size (records outlive a round, so a lookup finds more). Every worker announcing
+    the same key sends all of them to the same ~20 peers closest to it (measured at N = 31: each such announcement
+    round connected nodes to every other and was pruned 30 s later), an O(N) load on those peers for records of
+    which a lookup reads 8. The live view names the workers of our mesh anyway; the records are for those beyond
+    it, and a changing sample per round keeps them fresh."""
     return min(1.0, PROVIDERS_PER_KEY / max(1, network_size))
 
 
