@@ -177,6 +177,18 @@ async def run_remote_console(url: str, console_mode: str, token: str | None = No
         return await console.run_lines(read_stdin_line, wait_ready=30 if console_mode == "piped" else None)
 
 
+def configure_logging(level: str, fmt: str) -> None:
+    """The node's logging: py-libp2p imported first (its import re-configures its loggers, see
+    :func:`p2p_fast.core.logs.setup_logging`), and its network events without tracebacks
+    (:mod:`p2p_fast.stack.log_noise`)."""
+    import libp2p  # noqa: F401  (the node imports it next anyway)
+
+    from p2p_fast.core.logs import setup_logging
+    from p2p_fast.stack.log_noise import NetworkNoise
+
+    setup_logging(level, fmt, filters=[NetworkNoise()])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from p2p_fast.stack.patches import prepare_imports
 
@@ -192,9 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"p2p-node: config error: {exc}", file=sys.stderr)
         return 2
-    from p2p_fast.core.logs import setup_logging
-
-    setup_logging(cfg.logging.level, cfg.logging.format)
+    configure_logging(cfg.logging.level, cfg.logging.format)
     from p2p_fast.app.api.server import HttpListenError
     from p2p_fast.stack.identity import IdentityError
     from p2p_fast.app.startup import NodeStartError

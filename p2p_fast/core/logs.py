@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -27,12 +28,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(level: str = "info", fmt: str = "text", filters: Sequence[logging.Filter] = ()) -> None:
+    """Every record, ours and py-libp2p's, through one handler in one format.
+
+    Call it after py-libp2p is imported: its import (``libp2p.utils.logging``) clears the ``libp2p`` logger's
+    handlers and cuts it off from the root unless ``LIBP2P_DEBUG`` is set, so its warnings went to Python's
+    last-resort handler as bare text, without time or level, and broke ``--log-format json``. ``filters`` are added
+    to the handler (they see every logger's records)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    for flt in filters:
+        handler.addFilter(flt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -40,8 +49,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("p2p_fast").setLevel(level.upper())
     libp2p = logging.getLogger("libp2p")
     libp2p.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-    if level == "debug":
-        # py-libp2p (libp2p.utils.logging, at import) cuts its loggers off from the root unless LIBP2P_DEBUG is set;
-        # at debug they go through our handler and format instead, like everything else.
-        libp2p.handlers.clear()
-        libp2p.propagate = True
+    libp2p.handlers.clear()
+    libp2p.propagate = True
