@@ -35,7 +35,7 @@ def test_thirty_nodes_join_at_once_converge_gossip_everywhere_and_exit_cleanly(t
     assert r["gossip_missing"] == 0, r
     assert r["auth_failures"] == 0, r
     assert r["ping_closes"] == 0, r
-    assert r["exit_codes_nonzero"] == 0, r
+    assert r["exit_hung_or_failed"] == 0, r  # every node exits 0 on SIGTERM (within 60 s: 30 stop at once)
 
 
 @pytest.mark.timeout(480)
