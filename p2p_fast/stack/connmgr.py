@@ -9,7 +9,8 @@ never closes a connection to a peer it needs:
 - a **protected** peer: each protector is a narrow yes/no question with a name: ``bootstrap``/``relay`` (the entry
   point or relay this node depends on), ``tasks`` (a task running there or a task link open to it);
 - a peer connected less than ``grace`` seconds ago: it has had no time to prove useful, and pruning fresh
-  connections would turn a join storm into a dial/prune loop.
+  connections would turn a join storm into a dial/prune loop. Nor does it count towards ``high`` until then (see
+  :func:`choose_prunes`).
 
 Connections a node opens only for one exchange are closed when it ends (:meth:`ConnManager.transient`): a DHT
 announcement dials the ~20 peers closest to its key, and left open they pushed every node of a 31-node network above
@@ -77,14 +78,20 @@ class PeerState:
 
 
 def choose_prunes(peers: Mapping[P, PeerState], limits: Limits, now: float) -> list[P]:
-    """The peers to disconnect: none while at most ``high`` are connected, else enough unprotected peers past their
-    grace period to come down to ``low`` (fewer if too many are protected): least valuable, then idlest, then
-    newest first."""
-    if len(peers) <= limits.high:
+    """The peers to disconnect: none while at most ``high`` peers are settled (connected for the grace period or
+    longer), else enough unprotected settled peers to bring the settled ones down to ``low`` (fewer if too many are
+    protected): least valuable, then idlest, then newest first.
+
+    Peers still in their grace period are neither closed nor counted: most are one exchange's connections (a DHT
+    announcement, an AutoNAT dial-back) that their dialer closes within seconds, and counting them made a burst of
+    them close the settled peers, mesh peers among them, the only ones the trim may close. Those that stay open are
+    settled peers a grace period later, and trimmed as such; ``node.max_connections`` bounds them meanwhile."""
+    settled = [(p, s) for p, s in peers.items() if now - s.connected_at >= limits.grace]
+    if len(settled) <= limits.high:
         return []
-    excess = len(peers) - limits.low
-    candidates = [(s.value, s.streams, -s.connected_at, i, p) for i, (p, s) in enumerate(peers.items())
-                  if s.protected_by is None and now - s.connected_at >= limits.grace]
+    excess = len(settled) - limits.low
+    candidates = [(s.value, s.streams, -s.connected_at, i, p) for i, (p, s) in enumerate(settled)
+                  if s.protected_by is None]
     candidates.sort(key=lambda c: c[:4])
     return [c[4] for c in candidates[:excess]]
 
@@ -162,8 +169,11 @@ class ConnManager:
             return []
         protected = sum(1 for s in peers.values() if s.protected_by is not None)
         in_mesh = sum(1 for p in victims if peers[p].value > 0)
-        log.info("connection manager: %d peers > high %d; closing %d (%d of them mesh peers; %d peers protected) to "
-                 "reach low %d", len(peers), self.limits.high, len(victims), in_mesh, protected, self.limits.low)
+        now = time.time()
+        young = sum(1 for s in peers.values() if now - s.connected_at < self.limits.grace)
+        log.info("connection manager: %d peers (%d settled) > high %d; closing %d (%d of them mesh peers; %d peers "
+                 "protected) to reach low %d", len(peers), len(peers) - young, self.limits.high, len(victims), in_mesh,
+                 protected, self.limits.low)
         return [peer for peer in victims if await self._close(peer, "watermark")]
 
     async def _close(self, peer: object, reason: str) -> bool:

@@ -38,6 +38,20 @@ def test_protected_peers_and_young_connections_are_kept():
     assert set(chosen) == {f"p{i}" for i in range(4, 10)}  # only 6 may go: 4 remain although low is 2
 
 
+def test_a_burst_of_new_connections_does_not_push_settled_peers_out():
+    # DHT announcements and AutoNAT dial-backs open connections that their dialer closes seconds later: counted at
+    # once, 10 of them pushed a node with 8 settled peers (its mesh) above high, and the trim closed the settled
+    # ones, the only ones past their grace period (a 100-node run: w042 went 25 -> 33 -> 42 peers in 5 s and
+    # closed mesh peers three times).
+    limits = Limits(low=4, high=8, grace=30)
+    state = peers(8)
+    state.update({f"new{i}": PeerState(NOW - 2, 0, None) for i in range(10)})
+    assert choose_prunes(state, limits, NOW) == []
+    # the same connections still open after their grace period are settled ones, and pruned as such
+    later = {p: PeerState(NOW - 40, 0, None) for p in state}
+    assert len(choose_prunes(later, limits, NOW)) == 18 - 4
+
+
 def test_mesh_peers_go_last():
     limits = Limits(low=1, high=2, grace=0)
     state = {
