@@ -15,7 +15,7 @@ What one node sends and receives per second, term by term (parameters below, eac
   ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most heartbeats once a
   node receives more than 1/3 advertisement a second; the user's gossip topic is idle in this model;
 - liveness: one ping per connection per liveness interval, both ways (the connection manager bounds connections);
-- DHT: every PROVIDE_EVERY s a worker re-provides each capability with chance ``provide_chance(N)`` (about 10
+- DHT: every PROVIDE_EVERY s a worker re-provides each capability with chance ``provide_chance(N)`` (about 4
   providers per capability and round, whatever N); a provide is a lookup of about ``alpha x log2(N)`` queries plus
   ``k`` ADD_PROVIDER messages, spread over the network: per node
   ``caps x provide_chance(N) x (alpha log2 N + k) / PROVIDE_EVERY``, O(log N / N);
