@@ -13,7 +13,8 @@ drops only the traceback. Anything else keeps its traceback: an exception that i
 Some py-libp2p functions log a failure at ERROR and then raise it (:data:`RAISED_TOO`: a stream that could not be
 opened to a peer that was closing the connection, a peer that dropped in the middle of the muxer handshake). The
 caller gets the exception and handles it (a retry, another peer, a log line of ours at the level it deserves), so
-the record is a DEBUG one: shown with ``--log-level debug``. In a 40-node join storm these were 93 ERROR lines
+the record is a DEBUG one: shown with ``--log-level debug``. A stream handler that logs at ERROR a stream its
+asker reset or closed before the answer (:data:`PEER_WENT_AWAY`) logs a WARNING. In a 40-node join storm these were 93 ERROR lines
 (printed bare before the node's logging took py-libp2p's records in, so nothing counted them).
 """
 
@@ -37,8 +38,15 @@ _TRACEBACK = "Traceback (most recent call last):"
 RAISED_TOO: dict[str, tuple[str, ...]] = {
     "libp2p.host.basic_host": ("Failed to open stream to peer ",),  # BasicHost.new_stream -> StreamFailure
     "libp2p.network.swarm": ("fail to upgrade mux for peer ",),  # inbound upgrade -> SwarmException
-    "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake: read failed",),  # -> its error
+    "libp2p.protocol_muxer.multiselect_client": (  # MultiselectClient.handshake -> MultiselectClientError
+        "MultiselectClient handshake: read failed", "MultiselectClient handshake: write failed"),
 }
+#: py-libp2p 0.8.1 stream handlers that log at ERROR, with only ``str(exc)``, a stream its peer reset or closed
+#: before the answer (the asker's own deadline): logger name -> message prefix. They become WARNING records.
+PEER_WENT_AWAY: dict[str, str] = {
+    "libp2p.host.autonat.autonat": "Error handling AutoNAT stream: ",  # AutoNAT._handle_stream
+}
+_GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "eof")
 
 
 def _libp2p_events() -> tuple[type[BaseException], ...]:
@@ -84,6 +92,11 @@ class NetworkNoise(logging.Filter):
         if prefixes and isinstance(record.msg, str) and record.msg.startswith(prefixes):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(self.prefix).isEnabledFor(logging.DEBUG)
+        gone = PEER_WENT_AWAY.get(record.name)
+        if gone and record.levelno > logging.WARNING and isinstance(record.msg, str) and record.msg.startswith(gone):
+            detail = record.getMessage()[len(gone):].strip().lower()
+            if detail in _GONE or any(word in detail for word in _GONE[1:]):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         kinds = self.kinds()
         if record.exc_info and record.exc_info[1] is not None and is_network_event(record.exc_info[1], kinds):
             record.msg = f"{record.getMessage()} ({_describe(record.exc_info[1])})"

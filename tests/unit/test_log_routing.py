@@ -156,3 +156,21 @@ def test_at_debug_level_those_records_are_shown_as_debug() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert " DEBUG   libp2p.network.swarm: fail to upgrade mux for peer p" in proc.stderr
+
+
+def test_a_multiselect_write_failure_is_raised_too_so_a_debug_record() -> None:
+    body = """
+    logging.getLogger("libp2p.protocol_muxer.multiselect_client").error(
+        "MultiselectClient handshake: write failed: %s", "fail to write to multiselect communicator")
+    """
+    assert run("text", body) == []
+
+
+@pytest.mark.parametrize("detail,level", [("", "WARNING"), ("Cannot write to stream; stream is reset", "WARNING"),
+                                          ("unexpected field 7", "ERROR")])
+def test_an_autonat_asker_that_went_away_is_a_warning_other_failures_stay_errors(detail: str, level: str) -> None:
+    body = f"""
+    logging.getLogger("libp2p.host.autonat.autonat").error("Error handling AutoNAT stream: %s", {detail!r})
+    """
+    lines = run("text", body)
+    assert len(lines) == 1 and f" {level:<7} libp2p.host.autonat.autonat: Error handling AutoNAT stream:" in lines[0]
