@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MISSED_HEARTBEATS_BEFORE_DEAD = 3  # advertisements without a TTL (older nodes): 3 x the receiver's heartbeat interval
 MISSED_REFRESHES_BEFORE_DEAD = 3
+SHED_REFRESH_AT_MOST = 1.5  # x the nominal refresh interval: the longest a node under CPU pressure stays silent
 TARGET_RECEIVE_RATE = 2.0  # refresh advertisements a node receives per second from the whole network, at most
 JOIN_REPEATS = (2.0, 10.0)  # seconds after the first advertisement, repeated while meshes form
 MAX_RECORDS = 5000
@@ -220,6 +221,15 @@ def refresh_interval(heartbeat_interval: float, network_size: int) -> float:
     return max(MISSED_HEARTBEATS_BEFORE_DEAD * heartbeat_interval, network_size / TARGET_RECEIVE_RATE)
 
 
+def may_skip_refresh(now: float, last_publish: float, nominal: float) -> bool:
+    """Whether a node under CPU pressure may skip a due refresh: only while its last advertisement is younger than
+    ``SHED_REFRESH_AT_MOST`` x the nominal interval, so that every receiver hears from it within the TTL it gave
+    (``MISSED_REFRESHES_BEFORE_DEAD`` x nominal). Shedding alone decided before, and in a 100-node join storm on 2
+    cores nodes shed for two minutes and more: their records expired in the others' views, which then took minutes
+    to hold every worker."""
+    return now - last_publish < SHED_REFRESH_AT_MOST * nominal
+
+
 class AdvertisementSource(Protocol):
     """What presence needs from the node it speaks for (the application implements it)."""
 
@@ -325,7 +335,8 @@ class Presence:
                 repeats.pop(0)
                 due = True
             if now >= next_refresh:
-                if self.shedder is None or self.shedder.allow("advert-refresh"):
+                if not may_skip_refresh(now, self._last_publish, self.refresh_interval()) or self.shedder is None \
+                        or self.shedder.allow("advert-refresh"):
                     due = True
                 else:  # the TTL covers three refreshes: one skipped costs nothing
                     next_refresh = now + self.refresh_interval() / 4

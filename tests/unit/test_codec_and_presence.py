@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from p2p_fast.protocols.codec import CODEC_VERSION, DecodeError, decode, encode
@@ -166,3 +168,14 @@ def test_a_peer_first_known_from_a_pulled_view_is_identified_once():
     assert book.on_synced(_ad("p1", ttl=30.0))
     book.on_advertisement(_ad("p1", ttl=30.0))  # first-hand now, same role and capabilities
     assert seen == [("p1", "worker")]
+
+
+def test_a_refresh_is_shed_under_cpu_pressure_only_while_the_last_one_is_recent():
+    from p2p_fast.protocols.presence import MISSED_REFRESHES_BEFORE_DEAD, SHED_REFRESH_AT_MOST, may_skip_refresh
+
+    nominal = 50.0
+    assert may_skip_refresh(now=100.0, last_publish=60.0, nominal=nominal)  # 40 s ago: one skip costs nothing
+    assert not may_skip_refresh(now=100.0, last_publish=100.0 - SHED_REFRESH_AT_MOST * nominal, nominal=nominal)
+    assert not may_skip_refresh(now=1000.0, last_publish=-math.inf, nominal=nominal)  # never published
+    # receivers keep the record for MISSED_REFRESHES_BEFORE_DEAD x nominal: a node that sheds still refreshes in time
+    assert SHED_REFRESH_AT_MOST + 1.0 < MISSED_REFRESHES_BEFORE_DEAD
