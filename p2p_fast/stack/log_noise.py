@@ -46,7 +46,8 @@ RAISED_TOO: dict[str, tuple[str, ...]] = {
 PEER_WENT_AWAY: dict[str, str] = {
     "libp2p.host.autonat.autonat": "Error handling AutoNAT stream: ",  # AutoNAT._handle_stream
 }
-_GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "eof")
+_GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "connection reset", "broken pipe",
+         "eof")
 
 
 def _libp2p_events() -> tuple[type[BaseException], ...]:

@@ -167,6 +167,8 @@ def test_a_multiselect_write_failure_is_raised_too_so_a_debug_record() -> None:
 
 
 @pytest.mark.parametrize("detail,level", [("", "WARNING"), ("Cannot write to stream; stream is reset", "WARNING"),
+                                          ("Write operation failed: TCP connection reset by remote peer: socket "
+                                           "connection broken: [Errno 32] Broken pipe", "WARNING"),
                                           ("unexpected field 7", "ERROR")])
 def test_an_autonat_asker_that_went_away_is_a_warning_other_failures_stay_errors(detail: str, level: str) -> None:
     body = f"""
