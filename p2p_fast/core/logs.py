@@ -28,6 +28,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class _AtLeast(logging.Filter):
+    """Drops records of the ``prefix`` loggers below ``level``: a module that sets its own logger's level (py-libp2p's
+    auto-connector logs at INFO) must not bypass the level chosen for the whole library."""
+
+    def __init__(self, prefix: str, level: int) -> None:
+        super().__init__()
+        self.prefix, self.level = prefix, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name == self.prefix or record.name.startswith(self.prefix + ".")
+        return not ours or record.levelno >= self.level
+
+
 def setup_logging(level: str = "info", fmt: str = "text", filters: Sequence[logging.Filter] = ()) -> None:
     """Every record, ours and py-libp2p's, through one handler in one format.
 
@@ -40,6 +53,8 @@ def setup_logging(level: str = "info", fmt: str = "text", filters: Sequence[logg
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    libp2p_level = logging.DEBUG if level == "debug" else logging.WARNING
+    handler.addFilter(_AtLeast("libp2p", libp2p_level))
     for flt in filters:
         handler.addFilter(flt)
     root = logging.getLogger()
@@ -48,6 +63,6 @@ def setup_logging(level: str = "info", fmt: str = "text", filters: Sequence[logg
     # Our own loggers follow --log-level; py-libp2p is noisy at info and only follows at debug.
     logging.getLogger("p2p_fast").setLevel(level.upper())
     libp2p = logging.getLogger("libp2p")
-    libp2p.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    libp2p.setLevel(libp2p_level)
     libp2p.handlers.clear()
     libp2p.propagate = True

@@ -45,9 +45,10 @@ RAISED_TOO: dict[str, tuple[str, ...]] = {
 #: before the answer (the asker's own deadline): logger name -> message prefix. They become WARNING records.
 PEER_WENT_AWAY: dict[str, str] = {
     "libp2p.host.autonat.autonat": "Error handling AutoNAT stream: ",  # AutoNAT._handle_stream
+    "libp2p.identity.identify_push.identify_push": "Error pushing identify to peer ",  # push_identify_to_peer
 }
 _GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "connection reset", "broken pipe",
-         "eof")
+         "eof", "failed to open a stream")
 
 
 def _libp2p_events() -> tuple[type[BaseException], ...]:

@@ -176,3 +176,23 @@ def test_an_autonat_asker_that_went_away_is_a_warning_other_failures_stay_errors
     """
     lines = run("text", body)
     assert len(lines) == 1 and f" {level:<7} libp2p.host.autonat.autonat: Error handling AutoNAT stream:" in lines[0]
+
+
+def test_a_libp2p_module_that_sets_its_own_level_does_not_bypass_the_librarys() -> None:
+    # libp2p.network.auto_connector sets its logger to INFO at import (py-libp2p 0.8.1)
+    body = """
+    import libp2p.network.auto_connector
+    logging.getLogger("libp2p.network.auto_connector").info("AUTO_CONNECTOR_STATE: num_connections=0")
+    logging.getLogger("p2p_fast.x").info("ours at info")
+    """
+    lines = run("text", body)
+    assert len(lines) == 1 and "ours at info" in lines[0], lines
+
+
+def test_an_identify_push_to_a_peer_that_is_gone_is_a_warning() -> None:
+    body = """
+    logging.getLogger("libp2p.identity.identify_push.identify_push").error(
+        "Error pushing identify to peer %s: %s", "peer-c", "failed to open a stream to peer peer-c")
+    """
+    lines = run("text", body)
+    assert len(lines) == 1 and " WARNING libp2p.identity.identify_push.identify_push: Error pushing" in lines[0]
