@@ -62,11 +62,20 @@ def _libp2p_events() -> tuple[type[BaseException], ...]:
     return IOException, SwarmException, MuxedConnUnavailable, MuxedStreamError
 
 
-def is_network_event(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    """``exc`` is one of ``kinds``, or a group whose every leaf is."""
+def is_network_event(exc: BaseException, kinds: tuple[type[BaseException], ...], depth: int = 0) -> bool:
+    """``exc`` is one of ``kinds``, or a group whose every leaf is, and so is every exception it was raised from or
+    while handling: a ``SwarmException`` raised from a Noise ``InvalidTag`` (an authentication failure, a bug) keeps
+    its traceback."""
+    if depth > 8:
+        return True
     if isinstance(exc, BaseExceptionGroup):
-        return all(is_network_event(e, kinds) for e in exc.exceptions)
-    return isinstance(exc, kinds)
+        ok = all(is_network_event(e, kinds, depth + 1) for e in exc.exceptions)
+    else:
+        ok = isinstance(exc, kinds)
+    for linked in (exc.__cause__, exc.__context__):
+        if ok and linked is not None and linked is not exc:
+            ok = is_network_event(linked, kinds, depth + 1)
+    return ok
 
 
 def _describe(exc: BaseException) -> str:

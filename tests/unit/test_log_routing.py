@@ -196,3 +196,20 @@ def test_an_identify_push_to_a_peer_that_is_gone_is_a_warning() -> None:
     """
     lines = run("text", body)
     assert len(lines) == 1 and " WARNING libp2p.identity.identify_push.identify_push: Error pushing" in lines[0]
+
+
+def test_a_network_error_raised_from_an_authentication_failure_keeps_its_traceback() -> None:
+    # the failure issue 12 is about must stay visible: InvalidTag under a connection error
+    body = """
+    from cryptography.exceptions import InvalidTag
+    from libp2p.network.exceptions import SwarmException
+    try:
+        try:
+            raise InvalidTag()
+        except InvalidTag as exc:
+            raise SwarmException("connection failed") from exc
+    except SwarmException:
+        swarm.warning("upgrade failed", exc_info=True)
+    """
+    text = "\\n".join(run("text", body))
+    assert "Traceback (most recent call last)" in text and "InvalidTag" in text
