@@ -46,6 +46,7 @@ RAISED_TOO: dict[str, tuple[str, ...]] = {
 PEER_WENT_AWAY: dict[str, str] = {
     "libp2p.host.autonat.autonat": "Error handling AutoNAT stream: ",  # AutoNAT._handle_stream
     "libp2p.identity.identify_push.identify_push": "Error pushing identify to peer ",  # push_identify_to_peer
+    "libp2p.identity.identify.identify": "Error sending identify response to ",  # identify's stream handler
 }
 _GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "connection reset", "broken pipe",
          "eof", "failed to open a stream")

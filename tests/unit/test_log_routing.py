@@ -213,3 +213,12 @@ def test_a_network_error_raised_from_an_authentication_failure_keeps_its_traceba
     """
     text = "\\n".join(run("text", body))
     assert "Traceback (most recent call last)" in text and "InvalidTag" in text
+
+
+def test_an_identify_answer_to_a_peer_that_closed_the_connection_is_a_warning() -> None:
+    body = """
+    logging.getLogger("libp2p.identity.identify.identify").error(
+        "Error sending identify response to %s: %s", "peer-d", "Write operation failed: connection closed after 0")
+    """
+    lines = run("text", body)
+    assert len(lines) == 1 and " WARNING libp2p.identity.identify.identify: Error sending identify" in lines[0]
