@@ -107,7 +107,10 @@ async def run_node(cfg: Any, console_mode: str) -> int:
 
                 return wrap(create_app(node), cfg.http.max_body_bytes)  # task routes included when the node has them
 
-            front = LazyFront(node, full_app, metrics_public=cfg.http.metrics_public)
+            from p2p_fast.app.api.fast_submit import PATH as SUBMIT_PATH, FastSubmit
+
+            fast = {("POST", SUBMIT_PATH): FastSubmit(lambda: node.tasks, node.api_token, cfg.http.max_body_bytes)}
+            front = LazyFront(node, full_app, metrics_public=cfg.http.metrics_public, fast=fast)
             await nursery.start(serve_http, front, http_sock)
             write_runtime_file(node, http_url)
             log.info("http listener on %s (healthz, readyz, metrics, /v1; dashboard: %s/ui)", http_url, http_url)

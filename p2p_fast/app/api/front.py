@@ -7,11 +7,14 @@ are answered here with the same bodies, status codes and content types as the Fa
 ``p2p_fast.app.api.app`` (which still define them, for the full app's OpenAPI schema and for the remote console); any
 other request, a ``/metrics`` scrape that needs the API token, and any non-GET method go to the full app, which
 ``build`` creates (importing FastAPI) the first time it is needed. Behaviour is the same, only paid for when used.
+
+``fast`` routes (method, path -> handler) are answered by their handler, which gets the full app too, for the
+requests it leaves to it: ``POST /v1/tasks/batch`` is ``api.fast_submit``, the client's submission path.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -35,10 +38,12 @@ async def _send(send: Any, status: int, body: bytes, content_type: bytes) -> Non
 class LazyFront:
     """ASGI app: ``/healthz``, ``/readyz`` and (when public) ``/metrics`` directly; the rest through ``build()``."""
 
-    def __init__(self, node: Any, build: Callable[[], Any], metrics_public: bool = True) -> None:
+    def __init__(self, node: Any, build: Callable[[], Any], metrics_public: bool = True,
+                 fast: dict[tuple[str, str], Callable[..., Awaitable[None]]] | None = None) -> None:
         self.node = node
         self._build = build
         self._app: Any = None
+        self._fast = fast or {}
         # With an API token and http.metrics_public false, /metrics needs the token: the full app checks it.
         self._metrics_here = metrics_public or getattr(node, "api_token", None) is None
 
@@ -56,6 +61,11 @@ class LazyFront:
         if kind == "lifespan" and self._app is None:
             await self._lifespan(receive, send)  # nothing to start or stop until the full app exists
             return
+        if kind == "http" and self._fast:
+            handler = self._fast.get((scope.get("method"), scope.get("path")))
+            if handler is not None:
+                await handler(scope, receive, send, self.app)
+                return
         if kind == "http" and scope.get("method") == "GET":
             path = scope.get("path") or ""
             if path == "/healthz":

@@ -9,8 +9,6 @@ unknown one 404. Everything runs on the node's own trio loop.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +16,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from p2p_fast.app.api.fast_submit import MAX_BATCH, build_spec
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.journal import FINAL_STATES, STATES
 from p2p_fast.protocols.tasks.packages import NAME_RE as PACKAGE_NAME_RE
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from p2p_fast.protocols.tasks.service import TaskService
 
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-MAX_BATCH = 10000
 MAX_WAIT_S = 60.0
 MAX_OFFSET = 10**12  # SQLite integers are 64-bit: a larger offset was a 500 (found by schemathesis)
 
@@ -41,7 +39,8 @@ def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
 
 
 class TaskSubmit(BaseModel):
-    """One task. ``payload`` is text (UTF-8), or base64 with ``payload_encoding: "base64"``."""
+    """One task. ``payload`` is text (UTF-8), or base64 with ``payload_encoding: "base64"``. What this model and
+    ``TaskBatch`` accept, ``api.fast_submit`` accepts too (it answers plainly valid batches without this app)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     type: str = Field(min_length=1, max_length=64, description="task type: echo, compute, storage, sleep or a plugin")
@@ -54,14 +53,8 @@ class TaskSubmit(BaseModel):
                                    description="distinct workers that run the task; the majority result is accepted")
 
     def spec(self) -> TaskSpec:
-        if self.payload_encoding == "base64":
-            try:
-                payload = base64.b64decode(self.payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise TaskSpecError("payload is not valid base64") from None
-        else:
-            payload = self.payload.encode("utf-8")
-        return TaskSpec(self.type, payload, self.timeout_s, self.max_retries, self.reward, self.redundancy)
+        return build_spec(self.type, self.payload, self.payload_encoding, self.timeout_s, self.max_retries,
+                          self.reward, self.redundancy)
 
 
 class TaskBatch(BaseModel):
