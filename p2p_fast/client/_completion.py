@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from p2p_fast.client._http import Http, NodeError
+from p2p_fast.client._sse import SseEvent, SseParser
 
 if TYPE_CHECKING:
     from p2p_fast.client._core import Engine
@@ -33,6 +34,7 @@ SWEEP_S = 10.0
 FINAL = ("completed", "failed", "cancelled")
 MAX_PAUSE = 2.0
 READY_WAIT_S = 5.0
+READ_SIZE = 65536
 
 
 class Completion:
@@ -201,43 +203,37 @@ class Completion:
                 return stream_id, last_seq, False
             if resp.status != 200:
                 raise ValueError(f"GET /v1/events: HTTP {resp.status}: {resp.read(300)!r}")
-            event, data, seq = "", "", None
+            parser = SseParser(chunked=bool(resp.chunked))
+            fp = resp.fp  # the body's raw bytes, as they arrive (the parser undoes the chunking)
             while not self.stopping:
-                line = resp.readline()
-                if not line:
+                data = fp.read1(READ_SIZE) if fp is not None else b""
+                if not data:
                     raise ValueError("the event stream ended")
-                line = line.rstrip(b"\r\n")
-                if line:
-                    field, _, value = line.decode("utf-8", "replace").partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if field == "event":
-                        event = value
-                    elif field == "data":
-                        data = value
-                    elif field == "id":
-                        seq = int(value)
-                    continue
-                if not event:
-                    continue  # a comment (keepalive)
-                if event == "hello":
-                    hello = json.loads(data)
-                    if stream_id is None or hello["stream"] != stream_id or hello.get("gap") or last_seq is None:
-                        self._resync()  # a restart, a first start, or events lost: look everything up
-                        last_seq = hello["seq"]
-                    stream_id = hello["stream"]
-                    self.streaming = True
-                    self.ready.set()
-                elif event == "overflow":
-                    raise ValueError("the node dropped this subscriber (overflow)")
-                elif event == "task":
-                    if seq is not None:
-                        last_seq = seq
-                    self._on_task(json.loads(data))
-                event, data, seq = "", "", None
+                for ev in parser.feed(data):
+                    stream_id, last_seq = self._on_event(ev, stream_id, last_seq)
+                if parser.ended:
+                    raise ValueError("the event stream ended")
             return stream_id, last_seq, True
         finally:
             self._stream_sock = None
             conn.close()
+
+    def _on_event(self, ev: SseEvent, stream_id: str | None, last_seq: int | None) -> tuple[str | None, int | None]:
+        if ev.event == "hello":
+            hello = json.loads(ev.data)
+            if stream_id is None or hello["stream"] != stream_id or hello.get("gap") or last_seq is None:
+                self._resync()  # a restart, a first start, or events lost: look everything up
+                last_seq = hello["seq"]
+            stream_id = hello["stream"]
+            self.streaming = True
+            self.ready.set()
+        elif ev.event == "overflow":
+            raise ValueError("the node dropped this subscriber (overflow)")
+        elif ev.event == "task":
+            if ev.id is not None:
+                last_seq = int(ev.id)
+            self._on_task(json.loads(ev.data))
+        return stream_id, last_seq
 
     def _resync(self) -> None:
         with self.lock:
