@@ -3,8 +3,11 @@
 ``submit`` only encodes the task, checks its size and appends it to a deque (a few µs): the sender thread takes
 everything queued, splits it into batches that fit ``http.max_body_bytes`` and the node's batch limit, and posts
 them (``POST /v1/tasks/batch``); while one batch is on the wire the next one fills up, so a burst costs few requests
-and a lone task goes out at once. The completion thread resolves futures as the node finishes tasks (see
-``_completion``). Futures are plain ``concurrent.futures.Future`` objects, resolved exactly once.
+and a lone task goes out at once. Lone indeed: when the sender is idle on an open connection and nothing is queued,
+``submit`` writes the request itself (one ``send``, ~20 µs) and leaves the answer to the sender thread; waking that
+thread first cost every sequential round trip a thread switch before the task left. The completion thread resolves
+futures as the node finishes tasks (see ``_completion``). Futures are plain ``concurrent.futures.Future`` objects,
+resolved exactly once.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE, decode_result, encode, pickle_function
-from p2p_fast.client._http import Http, NodeError
+from p2p_fast.client._http import Http, NodeError, Sent
 
 log = logging.getLogger(__name__)
 OPTION_KEYS = ("timeout_s", "max_retries", "reward")
 JSON_OVERHEAD = 160  # bytes of JSON around one task's payload in a batch, with room for options
 BATCH_ENVELOPE = 64
+BATCH_PATH = "/v1/tasks/batch"
 FINAL = ("completed", "failed", "cancelled")
 EARLY_KEEP = 50_000
+DIRECT_MAX = 64 * 1024  # a task this small is written by the caller when the sender is idle (fits a socket buffer)
+IDLE, CALLER, SENDER = "idle", "caller", "sender"  # who has the sender's connection
 
 
 class TaskFailed(Exception):
@@ -96,6 +102,10 @@ class Engine:
         self._fn_cache: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self.sent = 0
         self.batches = 0
+        self.direct = 0  # submissions written by the caller's thread
+        self.http = Http(api, token, timeout)  # the sender's connection (see the module doc)
+        self.conn_owner = SENDER
+        self._direct: tuple[list[Pending], Sent] | None = None
         from p2p_fast.client._completion import Completion
 
         self.completion = Completion(self, events)
@@ -151,6 +161,24 @@ class Engine:
     def enqueue(self, p: Pending) -> None:
         if self.closed:
             raise RuntimeError("the client is closed")
+        if self.conn_owner == IDLE and not self.queue and p.size <= DIRECT_MAX and self.http.connected:
+            with self.lock:
+                mine = self.conn_owner == IDLE and not self.queue
+                if mine:
+                    self.conn_owner = CALLER
+            if mine:
+                sent = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
+                try:
+                    sent = self.http.send("POST", BATCH_PATH, {"tasks": [p.spec]})
+                finally:  # whatever happened, the sender gets the connection back, and the answer (or error) to read
+                    if sent.error is not None:
+                        self.http.close()
+                    with self.lock:
+                        self._direct = ([p], sent)
+                        self.conn_owner = SENDER
+                    self.wake.set()
+                self.direct += 1
+                return
         self.queue.append(p)
         if not self.wake.is_set():
             self.wake.set()
@@ -171,24 +199,35 @@ class Engine:
         return batch
 
     def _send_loop(self) -> None:
-        http = Http(self.api, self.token, self.timeout)
+        http = self.http
         try:
             while True:
-                if not self.queue:
+                with self.lock:
+                    direct, self._direct = self._direct, None
+                    if direct is None and self.conn_owner != CALLER:
+                        self.conn_owner = SENDER if self.queue else IDLE
+                    owner = self.conn_owner
+                if direct is not None:
+                    self._answered(http, *direct)
+                    continue
+                if owner != SENDER:  # idle, or a caller is writing (it wakes us when its request is out)
+                    if owner == IDLE and self.closed:
+                        return
                     self.wake.wait()
                     self.wake.clear()
-                    if self.closed and not self.queue:
-                        return
                     continue
                 batch = self._take_batch()
                 if batch:
-                    self._post(http, batch)
+                    self._answered(http, batch, http.send("POST", BATCH_PATH, {"tasks": [p.spec for p in batch]}))
         finally:
+            with self.lock:
+                self.conn_owner = SENDER  # nobody writes on it any more
             http.close()
 
-    def _post(self, http: Http, batch: list[Pending]) -> None:
+    def _answered(self, http: Http, batch: list[Pending], sent: Sent) -> None:
+        """Read the node's answer to the request ``sent`` for ``batch``; map the ids or fail the futures."""
         try:
-            doc = http.request("POST", "/v1/tasks/batch", {"tasks": [p.spec for p in batch]})
+            doc = http.receive(sent)
             ids = doc["ids"]
         except Exception as exc:  # the node refused the batch (all or none) or is unreachable
             err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")

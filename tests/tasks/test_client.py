@@ -102,6 +102,23 @@ def test_map_2000_in_order_and_as_completed_once(client: Client) -> None:
     assert gather(futures) == [i * i for i in range(300)]
 
 
+def test_lone_submissions_are_written_by_the_caller(client: Client) -> None:
+    """One task at a time: each is written by the submitting thread (no wait for the sender thread to wake), its
+    answer read by the sender; the futures resolve as always."""
+    engine = client._engine
+    client.submit(square, 0).result(timeout=30)  # the sender's connection is open
+    before = engine.direct
+    for i in range(20):
+        wait_until(lambda: engine.conn_owner == "idle", 10, "the sender to be idle")
+        fut = client.submit(square, i)
+        assert fut.result(timeout=30) == i * i and len(fut.task_id) == 32  # type: ignore[attr-defined]
+    assert engine.direct - before == 20
+    # A burst still goes through the queue, in batches.
+    batches = engine.batches
+    assert gather([client.submit(square, i) for i in range(300)], timeout=60) == [i * i for i in range(300)]
+    assert engine.batches - batches < 300
+
+
 def test_function_exception_comes_back_with_its_traceback(client: Client) -> None:
     fut = client.submit(boom, 3)
     with pytest.raises(TaskFailed) as info:
@@ -317,7 +334,12 @@ def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
         sub.start().wait_started()
         assert gather(futures, timeout=120) == list(range(30))
         assert comp.reconnects >= 1 and comp.resyncs >= 2 and comp.streaming
+        # Written by this thread on the sender's kept-alive connection, which the restart closed: sent again on a
+        # fresh one by the sender, which reads the answer.
+        wait_until(lambda: c._engine.conn_owner == "idle", 10, "the sender to be idle")
+        direct = c._engine.direct
         assert c.submit(square, 5).result(timeout=30) == 25
+        assert c._engine.direct == direct + 1
     wait_until(lambda: len(resolved) == 30, 10, "every done callback")
     assert set(resolved.values()) == {1}
     sub.stop()
