@@ -40,3 +40,16 @@ def test_probes_and_metrics_without_fastapi_then_the_full_api(cluster):
     assert httpx.get(boot.http + "/nope", timeout=10).json()["error"] == "Not Found"
     assert httpx.post(boot.http + "/healthz", timeout=10).status_code == 405
 
+
+
+def test_a_keep_alive_connection_is_not_recycled_after_a_thousand_requests(cluster):
+    # hypercorn's default (1000 requests per connection) made a client submitting one task at a time reconnect
+    # every 1000 tasks, a TCP handshake in the middle of a round trip
+    boot = cluster.start("boot", node_config("bootstrap"))
+    with httpx.Client(base_url=boot.http, timeout=10) as client:
+        closing = 0
+        for _ in range(1100):
+            r = client.get("/healthz")
+            assert r.status_code == 200
+            closing += r.headers.get("connection", "").lower() == "close"
+    assert closing == 0

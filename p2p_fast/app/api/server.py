@@ -4,6 +4,9 @@ Why hypercorn + FastAPI: the node runs on trio (py-libp2p does), so the server m
 worker, and FastAPI/Starlette run on anyio, which drives trio. Handlers therefore call the node directly, with no
 thread hop or second event loop. We bind the socket ourselves and hand hypercorn the file descriptor: that gives a
 clear error when the port is taken and tells us the real port when ``:0`` asked for a free one.
+
+A keep-alive connection serves up to ``KEEP_ALIVE_MAX_REQUESTS`` requests (hypercorn's default, 1000, made a client
+that submits one task at a time reconnect every 1000 tasks: a TCP handshake in the middle of a round trip).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 log = logging.getLogger(__name__)
+KEEP_ALIVE_MAX_REQUESTS = 1_000_000
 
 
 class HttpListenError(RuntimeError):
@@ -47,6 +51,7 @@ async def serve_http(app: Any, sock: socket.socket, *, task_status: Any = trio.T
     cfg.errorlog = logging.getLogger("p2p_fast.http")
     cfg.graceful_timeout = 1.0
     cfg.keep_alive_timeout = 30
+    cfg.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     shutdown = trio.Event()
     task_status.started()
     try:
