@@ -5,6 +5,8 @@ interpreter log every import to stderr): a node serving probes and metrics never
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import httpx
 
@@ -34,3 +36,14 @@ def test_a_node_serving_probes_imports_none_of_the_api_and_client_packages(clust
     status = httpx.get(boot.http + "/v1/status", timeout=30)
     assert status.status_code == 200 and status.json()["role"] == "bootstrap"
     assert {"fastapi", "pydantic"} <= _imported(boot)
+
+
+def test_the_entry_point_gives_the_garbage_collector_back_when_it_returns():
+    """``main`` pauses the collector for the start-up (``settle_gc`` resumes it once a node has started); a return
+    before that (here ``--help``, in this process as a caller of ``main`` would) leaves it running as it found it."""
+    code = ("import gc, json\nfrom p2p_fast.app import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(gc.isenabled()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "true"
