@@ -8,13 +8,21 @@ process's utime+stime when its runtime file appears (listening, HTTP up: the nod
 ``--settle`` seconds connected. With ``--status``, the bench then asks the node for ``GET /v1/status`` (which builds
 the FastAPI app behind the HTTP front) and reads VmRSS again 2 s later (``rss_v1_mib``): the memory of a node whose
 ``/v1`` API has been used. Prints the median and range of each, and the lean/stock ratio of the medians.
+
+Byte-code: an installed node (the wheel in the image, ``pip install``) has its modules compiled, so before the runs
+the bench compiles ``p2p_fast`` (``compileall``, into the ``__pycache__`` beside the sources, as ``pip`` does); a
+checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (this machine, the image's environment) otherwise compiles every one of
+its ~120 modules on every start, about 0.1 s. ``--no-compile`` leaves the sources as they are (the figures before
+2026-12-06 14:00 in bench/RESULTS.md were taken so).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +43,11 @@ def main() -> None:
     ap.add_argument("--lean-only", action="store_true", help="runs with lean imports only (no stock comparison)")
     ap.add_argument("--status", action="store_true",
                     help="after the idle RSS, GET /v1/status and read RSS again 2 s later (rss_v1_mib)")
+    ap.add_argument("--no-compile", action="store_true", help="do not compile p2p_fast's byte-code before the runs")
     args = ap.parse_args()
+    if not args.no_compile:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "p2p_fast")], env=env, check=True)
     work = Path(tempfile.mkdtemp(prefix="p2p-startup-"))
     cluster = Cluster(work)
     figures: dict[str, dict[str, list[float]]] = {lean: {"cpu_s": [], "rss_mib": [], "rss_v1_mib": []}
