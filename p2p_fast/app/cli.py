@@ -204,6 +204,9 @@ def _main(argv: Sequence[str] | None) -> int:
     from p2p_fast.stack.patches import prepare_imports
 
     prepare_imports()  # before anything imports py-libp2p (the other patches are applied when the host is built)
+    from p2p_fast.app.api import lean_http
+
+    lean_http.install()  # the same for hypercorn's HTTP/2 and WebSocket and FastAPI's OpenAPI models
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
         from p2p_fast.app.doctor import main as doctor_main
