@@ -1,7 +1,8 @@
-"""What a running ``p2p-node`` has imported, read from the process itself (``PYTHONPROFILEIMPORTTIME`` makes the
-interpreter log every ``import`` statement's module to stderr; ``importlib.import_module``, which the stand-ins of
-``lean_imports`` load the real modules with, is not logged, so the lists name modules those import in turn): a node serving probes and metrics never loads the packages it does not use
-(issue 12, start-up CPU and memory per node), and each loads when a request needs it."""
+"""What a running ``p2p-node`` has imported, read from the process itself: a node serving probes and metrics never
+loads the packages it does not use (issue 12, start-up CPU and memory per node), and each loads when a request needs
+it. ``PYTHONPROFILEIMPORTTIME`` makes the interpreter log every ``import`` statement's module to stderr;
+``importlib.import_module``, with which the stand-ins of ``lean_imports`` load the real modules, is not logged, so the
+lists name modules that those import in turn."""
 
 from __future__ import annotations
 

@@ -146,7 +146,8 @@ def test_a_group_of_other_packages_stand_ins_gives_the_real_objects_when_used():
                "installed = lean_http.install()\n"
                "import hypercorn.trio, fastapi, fastapi.dependencies.utils as deps, hypercorn.protocol.h11 as h11\n"
                "before = {g: lean_imports.group_applied(g) for g in ('hypercorn', 'fastapi')}\n"
-               "heavy = sorted(m for m in ('h2.connection', 'wsproto', 'fastapi.security.api_key') if m in sys.modules)\n"
+               "heavy = sorted(m for m in ('h2.connection', 'wsproto', 'fastapi.security.api_key')\n"
+               "               if m in sys.modules)\n"
                "import fastapi.openapi.models as models\n"
                "member = models.APIKeyIn.query\n"  # a class attribute of a stand-in: the real enum member
                "after_attr = lean_imports.group_applied('fastapi')\n"
@@ -158,7 +159,8 @@ def test_a_group_of_other_packages_stand_ins_gives_the_real_objects_when_used():
                "from hypercorn.protocol.ws_stream import WSStream\n"
                "print(json.dumps({'installed': installed, 'before': before, 'heavy': heavy,\n"
                "                  'member': [type(member).__module__, member.value], 'after_attr': after_attr,\n"
-               "                  'model': [type(model).__name__, model.model_dump(mode='json', by_alias=True)['in']],\n"
+               "                  'model': [type(model).__name__,\n"
+               "                            model.model_dump(mode='json', by_alias=True)['in']],\n"
                "                  'scopes': [type(scopes) is SecurityScopes, scopes.scope_str,\n"
                "                             issubclass(SecurityScopes, deps.SecurityScopes)],\n"
                "                  'ws': [h11.WSStream is WSStream, WSStream.__module__, handle is WSStream.handle,\n"
@@ -177,9 +179,10 @@ def test_a_group_of_other_packages_stand_ins_gives_the_real_objects_when_used():
 def test_a_group_is_not_installed_for_another_version_or_when_switched_off():
     code = ("import json, os\n"
             "from p2p_fast.stack.patches import lean_imports\n"
-            "other = lean_imports.install_group('g', 'hypercorn', ('0.0.1',), {'hypercorn.protocol.h2': ('H2Protocol',)})\n"
+            "table = {'hypercorn.protocol.h2': ('H2Protocol',)}\n"
+            "other = lean_imports.install_group('g', 'hypercorn', ('0.0.1',), table)\n"
             "os.environ['P2P_FAST_LEAN_IMPORTS'] = '0'\n"
-            "off = lean_imports.install_group('g', 'hypercorn', ('0.18.0',), {'hypercorn.protocol.h2': ('H2Protocol',)})\n"
+            "off = lean_imports.install_group('g', 'hypercorn', ('0.18.0',), table)\n"
             "import hypercorn.protocol.h2 as h2\n"
             "print(json.dumps([other, off, lean_imports.is_stand_in(h2)]))\n")
     assert _run(code) == [False, False, False]
