@@ -192,15 +192,15 @@ def settle_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     collecting = gc.isenabled()
-    gc.disable()  # until the node has started (settle_gc) or main returns
+    gc.disable()  # until the node has started (settle_gc), another command starts, or main returns
     try:
-        return _main(argv)
+        return _main(argv, collecting)
     finally:
         if collecting:
             gc.enable()
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, collecting: bool) -> int:
     from p2p_fast.stack.patches import prepare_imports
 
     prepare_imports()  # before anything imports py-libp2p (the other patches are applied when the host is built)
@@ -211,6 +211,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if argv[:1] == ["doctor"]:
         from p2p_fast.app.doctor import main as doctor_main
 
+        if collecting:
+            gc.enable()  # the pause is for a node's start-up only
         return doctor_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
@@ -232,6 +234,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if url is not None:
             from p2p_fast.app.api.token import load_api_token
 
+            if collecting:
+                gc.enable()  # a console session of any length: collect as usual
             return trio.run(run_remote_console, url, console_mode, load_api_token(cfg))
         return trio.run(run_node, cfg, console_mode)
     except (NodeStartError, HttpListenError, IdentityError, RemoteError) as exc:
