@@ -3,6 +3,10 @@
 In a pod, ``echo "task compute x" | p2p-node --config /app/config.yaml`` runs beside the pod's node, whose data dir
 (and so identity) is locked. Rather than fail, the second process finds the running node through
 ``<data_dir>/node.json`` and drives it: same commands, same output, the work done by the real node.
+
+httpx is imported where a request is made, not at module level: every ``p2p-node`` imports this module (for
+:class:`RemoteError` and :func:`running_node_url`) and httpx, with the command line it loads (rich, click, pygments),
+is about 7 MiB and 0.05 s of CPU that a node never needs (bench/RESULTS.md, "Start-up CPU and RSS").
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 
 LONG_POLL_S = 20.0  # below the client's 30 s timeout and the API's own cap
@@ -75,6 +81,8 @@ class RemoteNode:
         return self
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
         try:
             r = await self.client.request(method, self.base_url + path, **kw)
         except httpx.HTTPError as exc:
@@ -88,6 +96,8 @@ class RemoteNode:
         return doc
 
     async def ready(self) -> bool:
+        import httpx
+
         try:
             r = await self.client.get(self.base_url + "/readyz")
         except httpx.HTTPError:

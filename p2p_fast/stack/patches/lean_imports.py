@@ -32,6 +32,12 @@ such a key needs them), the private-network connection (pycryptodome's Salsa20: 
 one), SECIO (pycryptodome's AES, fastecdsa: only ``new_host`` without security options names it) and Bitswap's
 package (22 modules; the DHT needs only its CID helpers). A class stand-in forwards its class attributes, such as ``RSAPublicKey.from_bytes``, and
 ``isinstance`` to the real class).
+
+Other layers use the same mechanism for the packages they own through :func:`install_group`: a named group of
+stand-ins with the versions of its distribution it was written for, loaded for real (the whole group) when one of
+them is used (``p2p_fast.app.api.lean_http``: hypercorn's HTTP/2 and WebSocket protocols, FastAPI's OpenAPI models).
+A group's class stand-ins load the real class on any class attribute access (``APIKeyIn.query`` must be the real
+enum member), where py-libp2p's forward the call (py-libp2p reads ``from_bytes`` at import time).
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ STAND_INS: dict[str, tuple[str, ...]] = {
 LAZY_INSTANCES = frozenset({"DNSResolver"})
 # Stand-ins for packages keep the real package's path, so a direct import of one of its submodules still works.
 PACKAGES = frozenset({"multiaddr.resolvers", "libp2p.bitswap"})
+# Groups installed by other layers (install_group): group name -> its table (module -> names), like STAND_INS.
+_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {}
 _MARK = "__p2p_fast_stand_in__"
 _FORWARDS = "__p2p_fast_forwards__"  # on a forwarder: (module, name) of the real object it stands for
 
@@ -73,17 +81,23 @@ def is_stand_in(module: Any) -> bool:
     return bool(getattr(module, _MARK, False))
 
 
-def load_real() -> None:
-    """Replace every stand-in by the real module (idempotent)."""
-    stand_ins = {name: sys.modules.pop(name) for name in STAND_INS if is_stand_in(sys.modules.get(name))}
-    for name in STAND_INS:
+def load_real(group: str | None = None) -> None:
+    """Replace every stand-in of py-libp2p's table (or of ``group``) by the real module (idempotent)."""
+    table = STAND_INS if group is None else _GROUPS.get(group, {})
+    stand_ins = {name: sys.modules.pop(name) for name in table if is_stand_in(sys.modules.get(name))}
+    for name in table:
         if name in stand_ins:
             importlib.import_module(name)
 
 
+def _group_of(module: str) -> str | None:
+    """The group whose table holds ``module``; None for py-libp2p's own table."""
+    return next((group for group, table in _GROUPS.items() if module in table), None)
+
+
 def _real(module: str, name: str) -> Any:
     if is_stand_in(sys.modules.get(module)):
-        load_real()
+        load_real(_group_of(module))
     return getattr(importlib.import_module(module), name)
 
 
@@ -95,6 +109,8 @@ class _StandInClass(type):
         if attr.startswith("__"):
             raise AttributeError(attr)
         module, name = cls.__module__, cls.__name__
+        if _group_of(module) is not None:  # a group's class: the real attribute, whatever it is
+            return getattr(_real(module, name), attr)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return getattr(_real(module, name), attr)(*args, **kwargs)
@@ -162,13 +178,13 @@ def _module_getattr(module: str) -> Any:
     return __getattr__
 
 
-def _stand_in(module: str, names: tuple[str, ...]) -> types.ModuleType:
+def _stand_in(module: str, names: tuple[str, ...], package: bool = False) -> types.ModuleType:
     stub = types.ModuleType(module, f"p2p_fast.stack.patches.lean_imports stand-in for {module}")
     setattr(stub, _MARK, True)
     stub.__getattr__ = _module_getattr(module)  # type: ignore[attr-defined]
     for name in names:
         setattr(stub, name, _forwarder(module, name))
-    if module in PACKAGES:
+    if package or module in PACKAGES:
         top = importlib.util.find_spec(module.split(".")[0])  # a top-level spec: imports nothing
         if top is not None and top.submodule_search_locations:
             stub.__path__ = [os.path.join(top.submodule_search_locations[0], *module.split(".")[1:])]
@@ -203,6 +219,30 @@ def install() -> bool:
 
 
 apply = install
+
+
+def install_group(group: str, distribution: str, versions: tuple[str, ...], table: dict[str, tuple[str, ...]],
+                  packages: frozenset[str] = frozenset()) -> bool:
+    """Stand-ins for ``table`` (module -> the names imported from it elsewhere), as :func:`install` does for
+    py-libp2p, if ``distribution`` is installed at one of ``versions`` (the import sites the table names are specific
+    to them), lean imports are on, and none of the modules is loaded yet. True if it did. Using any stand-in of the
+    group loads all of the group's real modules. A stand-in for one of ``packages`` keeps the package's path, so its
+    other submodules import for real."""
+    if os.environ.get("P2P_FAST_LEAN_IMPORTS", "1") == "0" or any(m in sys.modules for m in table):
+        return False
+    try:
+        if version(distribution) not in versions:
+            return False
+    except PackageNotFoundError:
+        return False
+    _GROUPS[group] = dict(table)
+    for module, names in table.items():
+        sys.modules[module] = _stand_in(module, names, module in packages)
+    return True
+
+
+def group_applied(group: str) -> bool:
+    return any(is_stand_in(sys.modules.get(name)) for name in _GROUPS.get(group, {}))
 
 
 def revert() -> None:

@@ -133,3 +133,56 @@ def test_revert_gives_every_name_its_real_object_back():
     assert doc["forwarder_before"] is True  # applied: libp2p/__init__ took the stand-in's forwarder
     assert doc["stand_ins_left"] is False
     assert doc["same_class"] is True and doc["same_function"] is True
+
+
+def test_a_group_of_other_packages_stand_ins_gives_the_real_objects_when_used():
+    """``install_group`` (here ``p2p_fast.app.api.lean_http``'s hypercorn and FastAPI groups): the servers import
+    without the modules, and every name they took works as the real one (a class attribute is the real attribute,
+    ``isinstance``/``issubclass`` answer for the real class)."""
+    doc = _run("import json, sys\n"
+               "from p2p_fast.stack.patches import prepare_imports, lean_imports\n"
+               "prepare_imports()\n"
+               "from p2p_fast.app.api import lean_http\n"
+               "installed = lean_http.install()\n"
+               "import hypercorn.trio, fastapi, fastapi.dependencies.utils as deps, hypercorn.protocol.h11 as h11\n"
+               "before = {g: lean_imports.group_applied(g) for g in ('hypercorn', 'fastapi')}\n"
+               "heavy = sorted(m for m in ('h2.connection', 'wsproto', 'fastapi.security.api_key')\n"
+               "               if m in sys.modules)\n"
+               "import fastapi.openapi.models as models\n"
+               "member = models.APIKeyIn.query\n"  # a class attribute of a stand-in: the real enum member
+               "after_attr = lean_imports.group_applied('fastapi')\n"
+               "from fastapi.security import APIKeyQuery\n"
+               "model = APIKeyQuery(name='k').model\n"
+               "scopes = deps.SecurityScopes(scopes=['a', 'b'])\n"
+               "from fastapi.security.oauth2 import SecurityScopes\n"
+               "handle = h11.WSStream.handle\n"  # a class attribute: loads the group, gives the real method
+               "from hypercorn.protocol.ws_stream import WSStream\n"
+               "print(json.dumps({'installed': installed, 'before': before, 'heavy': heavy,\n"
+               "                  'member': [type(member).__module__, member.value], 'after_attr': after_attr,\n"
+               "                  'model': [type(model).__name__,\n"
+               "                            model.model_dump(mode='json', by_alias=True)['in']],\n"
+               "                  'scopes': [type(scopes) is SecurityScopes, scopes.scope_str,\n"
+               "                             issubclass(SecurityScopes, deps.SecurityScopes)],\n"
+               "                  'ws': [h11.WSStream is WSStream, WSStream.__module__, handle is WSStream.handle,\n"
+               "                         isinstance(object.__new__(WSStream), h11.WSStream)],\n"
+               "                  'left': {g: lean_imports.group_applied(g) for g in ('hypercorn', 'fastapi')}}))\n")
+    assert doc["installed"] == {"hypercorn": True, "fastapi": True}
+    assert doc["before"] == {"hypercorn": True, "fastapi": True} and doc["heavy"] == []
+    assert doc["member"] == ["fastapi.openapi.models", "query"] and doc["after_attr"] is False
+    assert doc["model"] == ["APIKey", "query"]
+    assert doc["scopes"] == [True, "a b", True]
+    # hypercorn.protocol.h11 still holds the forwarder; it answers for the real class.
+    assert doc["ws"] == [False, "hypercorn.protocol.ws_stream", True, True]
+    assert doc["left"] == {"hypercorn": False, "fastapi": False}
+
+
+def test_a_group_is_not_installed_for_another_version_or_when_switched_off():
+    code = ("import json, os\n"
+            "from p2p_fast.stack.patches import lean_imports\n"
+            "table = {'hypercorn.protocol.h2': ('H2Protocol',)}\n"
+            "other = lean_imports.install_group('g', 'hypercorn', ('0.0.1',), table)\n"
+            "os.environ['P2P_FAST_LEAN_IMPORTS'] = '0'\n"
+            "off = lean_imports.install_group('g', 'hypercorn', ('0.18.0',), table)\n"
+            "import hypercorn.protocol.h2 as h2\n"
+            "print(json.dumps([other, off, lean_imports.is_stand_in(h2)]))\n")
+    assert _run(code) == [False, False, False]
