@@ -48,8 +48,8 @@ PEER_WENT_AWAY: dict[str, str] = {
     "libp2p.identity.identify_push.identify_push": "Error pushing identify to peer ",  # push_identify_to_peer
     "libp2p.identity.identify.identify": "Error sending identify response to ",  # identify's stream handler
 }
-_GONE = ("", "stream is reset", "stream reset", "stream is closed", "connection closed", "connection reset", "broken pipe",
-         "eof", "failed to open a stream")
+_GONE = ("stream is reset", "stream reset", "stream is closed", "connection closed", "connection reset", "broken pipe",
+         "eof", "failed to open a stream")  # in the handler's message, lowercased; an empty one (StreamEOF) too
 
 
 def _libp2p_events() -> tuple[type[BaseException], ...]:
@@ -67,8 +67,8 @@ def is_network_event(exc: BaseException, kinds: tuple[type[BaseException], ...],
     """``exc`` is one of ``kinds``, or a group whose every leaf is, and so is every exception it was raised from or
     while handling: a ``SwarmException`` raised from a Noise ``InvalidTag`` (an authentication failure, a bug) keeps
     its traceback."""
-    if depth > 8:
-        return True
+    if depth > 8:  # a chain this long is not a plain network event: keep its traceback
+        return False
     if isinstance(exc, BaseExceptionGroup):
         ok = all(is_network_event(e, kinds, depth + 1) for e in exc.exceptions)
     else:
@@ -107,7 +107,7 @@ class NetworkNoise(logging.Filter):
         gone = PEER_WENT_AWAY.get(record.name)
         if gone and record.levelno > logging.WARNING and isinstance(record.msg, str) and record.msg.startswith(gone):
             detail = record.getMessage()[len(gone):].strip().lower()
-            if detail in _GONE or any(word in detail for word in _GONE[1:]):
+            if not detail or any(word in detail for word in _GONE):
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
         kinds = self.kinds()
         if record.exc_info and record.exc_info[1] is not None and is_network_event(record.exc_info[1], kinds):
