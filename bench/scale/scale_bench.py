@@ -157,6 +157,14 @@ def log_counts(nodes: list[NodeProcess]) -> dict[str, int]:
     return counts
 
 
+def late_arrivals(arrived: dict[tuple[str, str], float], ready: dict[str, float | None],
+                  count: int = 8) -> list[str]:
+    """The last ``count`` (view, worker) pairs to appear, as ``view<-worker at T s (worker ready at R s)``: what held
+    convergence up, and whether it was a late node or a record that took long to travel."""
+    last = sorted(arrived.items(), key=lambda kv: kv[1])[-count:]
+    return [f"{view}<-{worker} at {t} s (ready at {ready.get(worker)} s)" for (view, worker), t in last]
+
+
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
               tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
               profile: bool = False, profile_rate: int = 50, settings: dict[str, Any] | None = None,
@@ -207,11 +215,16 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             except httpx.HTTPError:
                 return False
             seen = set(doc["network"].get("compute", []))
+            now = round(time.monotonic() - t0, 1)
+            for w in workers:
+                if w.peer_id in seen:
+                    arrived.setdefault((node.name, w.name), now)
             missing[node.name] = sorted(w.name for w in workers if w.peer_id not in seen and w is not node)
             return not missing[node.name]
 
         todo = list(sampled)
         missing: dict[str, list[str]] = {}
+        arrived: dict[tuple[str, str], float] = {}  # (view, worker) -> when the view first held the worker
 
         def converged() -> bool:
             todo[:] = [s for s in todo if not view_complete(s)]
@@ -223,6 +236,8 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         except TimeoutError:
             out["not_converged"] = len(todo)
             out["views_missing"] = {s.name: missing.get(s.name) for s in todo}  # which workers each view lacks
+        out["late_arrivals"] = late_arrivals(arrived, {w.name: round(ready_at[i + 1], 1) if i + 1 in ready_at else None
+                                                  for i, w in enumerate(workers)})
 
         # Settled idle cost: wait, then CPU over a window (nothing driven meanwhile).
         time.sleep(settle)
