@@ -7,7 +7,8 @@ What one node sends and receives per second, term by term (parameters below, eac
 - presence refresh: every advertisement reaches every node, and each node refreshes every
   ``refresh_interval(hb, N) = max(3 hb, N / TARGET_RECEIVE_RATE)`` s (``p2p_fast.protocols.presence``), so a node
   receives ``N / refresh`` = at most ``TARGET_RECEIVE_RATE`` first copies a second, whatever N;
-- presence churn: join (1 + len(JOIN_REPEATS)) and goodbye (1) advertisements per session, network-wide: a node
+- presence churn: join (first, one retry while the mesh forms, one when it delivers, then len(JOIN_REPEATS)) and
+  goodbye (1) advertisements per session, network-wide: a node
   receives ``N x (adverts per session) / session length``: the one term that grows with N, through churn, not size;
 - GossipSub relaying: each first copy is forwarded to the D-1 other mesh peers, and each node receives about D copies
   of a message (first + duplicates, dropped by the seen cache);
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2p_fast.protocols.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refresh_interval  # noqa: E402
+
+JOIN_ADVERTS = 3 + len(JOIN_REPEATS)  # first, one retry (a mesh forming takes a heartbeat or two), at delivery, repeats
 from p2p_fast.protocols.tasks.service import PROVIDE_EVERY, provide_chance  # noqa: E402
 
 D = 6  # gossip.degree (config default)
@@ -57,7 +60,7 @@ def per_node(n: int, idle_per_conn_ms: float, session_s: float = SESSION_S) -> d
     conns = min(n - 1, CONNECTIONS_HIGH)
     refresh = refresh_interval(NODE_HEARTBEAT_S, n)
     first_copies_refresh = (n - 1) / refresh
-    first_copies_churn = (n - 1) * (2 + len(JOIN_REPEATS)) / session_s
+    first_copies_churn = (n - 1) * (JOIN_ADVERTS + 1) / session_s
     first = first_copies_refresh + first_copies_churn
     received = first * min(D, conns)  # the first copy and D-1 duplicates
     forwarded = first * max(min(D, conns) - 1, 0)

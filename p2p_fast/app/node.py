@@ -144,7 +144,8 @@ class Node(NodeViews):
                                                  room=lambda: len(host.get_connected_peers()) < max(1, target // 2))
                 self.presence = presence = Presence(
                     host, self.gossip, self.book, self, ads_topic=cfg.topic("capabilities"),
-                    sync_protocol=cfg.protocol_id("presence-sync"), heartbeat_interval=cfg.node.heartbeat_interval,
+                    sync_protocols=(cfg.protocol_id("presence-sync", "1.1.0"), cfg.protocol_id("presence-sync")),
+                    heartbeat_interval=cfg.node.heartbeat_interval,
                     sync_timeout=cfg.network.connection_timeout, shedder=self.shedder)
                 await presence.start()
                 await self.gossip.subscribe(cfg.topic("gossip"), self._on_gossip_text)

@@ -3,7 +3,10 @@
 Every advertisement reaches every node (GossipSub), so what bounds a node's presence load is how often each node
 advertises. A node publishes a ``CapabilityAdvertisement`` on ``<protocol_version>/capabilities``:
 
-- when it joins: once its topic has a peer, and again ``JOIN_REPEATS`` later (a mesh still forming may lose one);
+- when it joins: once its topic has a peer, then every ``JOIN_RETRY_S`` until it hears another node's advertisement
+  through gossip (its mesh delivers; at most ``JOIN_RETRY_FOR``), then at once and ``JOIN_REPEATS`` later. In a join
+  storm a node's first links can be stuck behind an overloaded peer for tens of seconds, and an advertisement
+  published into a mesh that does not deliver yet is lost until the next refresh, minutes later;
 - when what it advertises changes (capabilities, addresses, full <-> has free slots), at most once per
   ``node.heartbeat_interval``;
 - on a refresh every ``max(3 x node.heartbeat_interval, live network size / TARGET_RECEIVE_RATE)`` seconds, jittered
@@ -18,9 +21,13 @@ to them; an advertisement without a TTL (an older node) is live for the receiver
 interval, and older nodes advertise every third heartbeat.
 
 A joining node would wait a whole refresh interval to learn the nodes already there, so it pulls the live view from
-a connected peer over a stream (``presence-sync``): at most one pull per refresh interval, each from a peer not asked
-before. Pulled records carry their remaining TTL and are second-hand: they never replace a live record heard from its
-node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers (task candidates) ask for a bounded
+a connected peer over a stream (``presence-sync``), each pull from a peer not asked in this round. While pulls keep
+adding records (the network is still growing) the next one comes ``SYNC_FIRST_GAP`` later, the gap doubling up to
+the refresh interval; a pull that adds nothing sets the gap to the refresh interval, the steady state. On
+``presence-sync/1.1.0`` the puller first sends its own advertisement (push-pull): the peer it asks learns it
+first-hand over the authenticated stream, so a joining node is in the view of its first contact (often the
+bootstrap) before its gossip reaches anyone. Pulled records carry their remaining TTL and are second-hand: they never
+replace a live record heard from its node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers (task candidates) ask for a bounded
 sample. Message rates: docs/protocol.md, "Finding workers"; at 1,000-100,000 nodes: docs/scale.md.
 """
 
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import trio
 from libp2p.abc import IHost
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
 from p2p_fast.core import metrics
@@ -54,7 +62,12 @@ MISSED_HEARTBEATS_BEFORE_DEAD = 3  # advertisements without a TTL (older nodes):
 MISSED_REFRESHES_BEFORE_DEAD = 3
 SHED_REFRESH_AT_MOST = 1.5  # x the nominal refresh interval: the longest a node under CPU pressure stays silent
 TARGET_RECEIVE_RATE = 2.0  # refresh advertisements a node receives per second from the whole network, at most
-JOIN_REPEATS = (2.0, 10.0)  # seconds after the first advertisement, repeated while meshes form
+JOIN_RETRY_S = 3.0  # the join advertisement again this often until another node's advertisement arrives by gossip
+JOIN_RETRY_FOR = 60.0  # then give up confirming and go on with the repeats (a lone node hears nobody)
+JOIN_REPEATS = (2.0, 10.0, 30.0)  # seconds after the mesh delivered, repeated while meshes form
+SYNC_FIRST_GAP = 5.0  # seconds between the first pulls while they add records; doubles up to the refresh interval
+MAX_PUSH_BYTES = 64 * 1024  # the puller's own advertisement on presence-sync/1.1.0
+PUSH_READ_TIMEOUT = 5.0
 MAX_RECORDS = 5000
 MAX_SYNC_RECORDS = 2000
 MAX_SYNC_BYTES = 2 * 1024 * 1024
@@ -230,6 +243,48 @@ def may_skip_refresh(now: float, last_publish: float, nominal: float) -> bool:
     return now - last_publish < SHED_REFRESH_AT_MOST * nominal
 
 
+async def _read_or_eof(stream: Any, n: int) -> bytes:
+    """``stream.read``, with the end of the stream as ``b""``: py-libp2p raises ``StreamEOF`` there, and a pull
+    that ended that way was taken for a failed one (its records were kept but the pull counted as failed)."""
+    try:
+        return await stream.read(n)
+    except StreamEOF:
+        return b""
+
+
+def next_sync_gap(gap: float, added: int, refresh: float) -> float:
+    """Seconds from a pull to the next: short and doubling while pulls add records (a growing network), the refresh
+    interval once one adds nothing."""
+    return min(max(2 * gap, SYNC_FIRST_GAP), refresh) if added else refresh
+
+
+class JoinSchedule:
+    """When a joining node advertises (module doc): once its topic has a peer; every ``JOIN_RETRY_S`` until gossip
+    brings it another node's advertisement (proof that its mesh delivers) or ``JOIN_RETRY_FOR`` passed; then at once
+    and ``JOIN_REPEATS`` later."""
+
+    def __init__(self) -> None:
+        self.joined_at: float | None = None
+        self.confirmed_at: float | None = None
+        self._repeats = list(JOIN_REPEATS)
+
+    def due(self, now: float, topic_has_peer: bool, heard_others: bool, last_publish: float) -> bool:
+        if self.joined_at is None:
+            if topic_has_peer:
+                self.joined_at = now
+                return True
+            return False
+        if self.confirmed_at is None:
+            if heard_others or now - self.joined_at >= JOIN_RETRY_FOR:
+                self.confirmed_at = now
+                return True
+            return now - last_publish >= JOIN_RETRY_S
+        if self._repeats and now >= self.confirmed_at + self._repeats[0]:
+            self._repeats.pop(0)
+            return True
+        return False
+
+
 class AdvertisementSource(Protocol):
     """What presence needs from the node it speaks for (the application implements it)."""
 
@@ -248,15 +303,16 @@ class Presence:
     load shedder that may skip a refresh."""
 
     def __init__(self, host: IHost, gossip: Gossip, book: PeerBook, source: AdvertisementSource, *, ads_topic: str,
-                 sync_protocol: str, heartbeat_interval: float, sync_timeout: float,
+                 sync_protocols: tuple[str, str], heartbeat_interval: float, sync_timeout: float,
                  shedder: Shedder | None = None) -> None:
+        """``sync_protocols``: the push-pull id (``presence-sync/1.1.0``) and the pull-only one (``1.0.0``)."""
         self.host = host
         self.gossip = gossip
         self.book = book
         self.source = source
         self.shedder = shedder
         self.ads_topic = ads_topic
-        self.sync_protocol = sync_protocol
+        self.sync_push_protocol, self.sync_protocol = sync_protocols
         self.heartbeat_interval = heartbeat_interval
         self.sync_timeout = sync_timeout
         self._wake = trio.Event()
@@ -264,12 +320,21 @@ class Presence:
         self._last_publish = -math.inf
         self._last_sync = -math.inf
         self._asked: set[ID] = set()
+        self._sync_gap = 0.0  # seconds from the last pull to the next one (module doc)
+        self._sync_failures = 0  # in a row
+        self.heard = 0  # advertisements from other nodes received by gossip: our mesh delivers
         self.published = 0
         self.synced = 0
+        self.pushed_in = 0  # pullers' own advertisements taken first-hand (presence-sync/1.1.0)
 
     async def start(self) -> None:
         await self.gossip.subscribe(self.ads_topic, self._on_ad)
+        self.serve_sync()
+
+    def serve_sync(self) -> None:
+        """Answer pulls of the live view, both versions."""
         self.host.set_stream_handler(self.sync_protocol, self._serve_sync)
+        self.host.set_stream_handler(self.sync_push_protocol, self._serve_push_sync)
 
     def poke(self) -> None:
         """New direct peers: look at once whether to pull the live view from one of them."""
@@ -300,13 +365,18 @@ class Presence:
     async def _on_ad(self, sender: ID, data: bytes) -> None:
         msg = self._accept(self.ads_topic, CapabilityAdvertisement, sender, data)
         if msg is not None:
+            self.heard += 1
             self.book.on_advertisement(msg)
 
     # -- publishing -------------------------------------------------------------------------------------------------
-    async def _publish(self, ttl_s: float) -> None:
+    def _own_ad(self, ttl_s: float) -> CapabilityAdvertisement:
         ad = self.source.advertisement()
         ad.ttl_s = ttl_s
         ad.sent_at = time.time()
+        return ad
+
+    async def _publish(self, ttl_s: float) -> None:
+        ad = self._own_ad(ttl_s)
         try:
             await self.gossip.publish(self.ads_topic, encode(ad))
             self.published += 1
@@ -321,19 +391,12 @@ class Presence:
 
     async def run(self) -> None:
         tick = min(1.0, self.heartbeat_interval)
-        joined_at: float | None = None
-        repeats = list(JOIN_REPEATS)
+        join = JoinSchedule()
         next_refresh = math.inf
         while True:
             now = trio.current_time()
-            due = False
-            if joined_at is None:
-                if self.gossip.topic_peers(self.ads_topic) > 0:
-                    joined_at = now
-                    due = True
-            elif repeats and now >= joined_at + repeats[0]:
-                repeats.pop(0)
-                due = True
+            due = join.due(now, self.gossip.topic_peers(self.ads_topic) > 0, self.heard > 0, self._last_publish)
+            joined_at = join.joined_at
             if now >= next_refresh:
                 if not may_skip_refresh(now, self._last_publish, self.refresh_interval()) or self.shedder is None \
                         or self.shedder.allow("advert-refresh"):
@@ -357,30 +420,47 @@ class Presence:
 
     # -- the live view over a stream ----------------------------------------------------------------------------------
     async def _maybe_sync(self, now: float) -> None:
-        if now - self._last_sync < self.refresh_interval():
+        if now - self._last_sync < min(self._sync_gap, self.refresh_interval()):
             return
-        peers = [p for p in self.host.get_connected_peers() if p not in self._asked]
+        connected = self.host.get_connected_peers()
+        peers = [p for p in connected if p not in self._asked]
+        if not peers:  # every peer asked once: a new round
+            self._asked.clear()
+            peers = connected
         if not peers:
             return
         peer = random.choice(peers)
         self._asked.add(peer)
         self._last_sync = now
+        added = 0
         with trio.move_on_after(min(10.0, self.sync_timeout)):
             try:
-                self.synced += await self.pull(peer)
+                added = await self.pull(peer)
             except Exception as exc:  # a peer without the protocol, or gone: ask another one next time
                 log.debug("presence sync from %s failed: %s", peer, exc)
-                self._last_sync = -math.inf if len(self._asked) < 3 else now
+                self._sync_failures += 1
+                if self._sync_failures < 3:  # at once, from another peer
+                    self._last_sync = -math.inf
+                else:
+                    self._sync_gap = max(self._sync_gap, SYNC_FIRST_GAP)
+                return
+        self._sync_failures = 0
+        self.synced += added
+        self._sync_gap = next_sync_gap(self._sync_gap, added, self.refresh_interval())
 
     async def pull(self, peer: ID) -> int:
-        """Ask ``peer`` for its live view; returns how many records it added to ours."""
-        stream = await self.host.new_stream(peer, [self.sync_protocol])
+        """Ask ``peer`` for its live view (sending ours first where it speaks push-pull); returns how many records
+        it added to ours."""
+        stream = await self.host.new_stream(peer, [self.sync_push_protocol, self.sync_protocol])
         decoder = FrameDecoder(64 * 1024)
         added = total = 0
         own = str(self.host.get_id())
         try:
+            if stream.get_protocol() == self.sync_push_protocol:
+                body = encode(self._own_ad(MISSED_REFRESHES_BEFORE_DEAD * self.refresh_interval()))
+                await stream.write(encode_uvarint(len(body)) + body)
             while total < MAX_SYNC_BYTES:
-                chunk = await stream.read(64 * 1024)
+                chunk = await _read_or_eof(stream, 64 * 1024)
                 if not chunk:
                     break
                 total += len(chunk)
@@ -400,6 +480,47 @@ class Presence:
         finally:
             await stream.close()
         return added
+
+    async def _serve_push_sync(self, stream: Any) -> None:
+        """Push-pull: the puller's own advertisement first (one frame), then our view as on 1.0.0."""
+        try:
+            with trio.move_on_after(PUSH_READ_TIMEOUT):
+                ad = await self._read_pushed(stream)
+                if ad is not None:
+                    self.pushed_in += 1
+                    self.book.on_advertisement(ad)
+        except Exception:
+            await stream.reset()
+            raise
+        await self._serve_sync(stream)
+
+    async def _read_pushed(self, stream: Any) -> CapabilityAdvertisement | None:
+        """The one frame a puller sends: its advertisement, describing the peer at the other end of the
+        authenticated stream (anything else is dropped, counted and logged)."""
+        decoder = FrameDecoder(MAX_PUSH_BYTES)
+        frames: list[bytes] = []
+        while not frames:
+            chunk = await _read_or_eof(stream, MAX_PUSH_BYTES)
+            if not chunk:
+                return None
+            try:
+                frames = decoder.feed(chunk)
+            except ExtFrameError as exc:
+                metrics.MESSAGES_REJECTED.labels(self.sync_push_protocol, "framing").inc()
+                log.warning("presence sync: bad framing from %s (%s)", stream.muxed_conn.peer_id, exc)
+                return None
+        remote = str(stream.muxed_conn.peer_id)
+        try:
+            msg = decode(frames[0])
+        except DecodeError as exc:
+            metrics.MESSAGES_REJECTED.labels(self.sync_push_protocol, exc.reason).inc()
+            log.warning("presence sync: dropped the advertisement pushed by %s: %s", remote, exc)
+            return None
+        if not isinstance(msg, CapabilityAdvertisement) or msg.peer_id != remote:
+            metrics.MESSAGES_REJECTED.labels(self.sync_push_protocol, "wrong-sender-or-type").inc()
+            log.warning("presence sync: %s pushed something other than its own advertisement", remote)
+            return None
+        return msg
 
     async def _serve_sync(self, stream: Any) -> None:
         try:

@@ -179,3 +179,41 @@ def test_a_refresh_is_shed_under_cpu_pressure_only_while_the_last_one_is_recent(
     assert not may_skip_refresh(now=1000.0, last_publish=-math.inf, nominal=nominal)  # never published
     # receivers keep the record for MISSED_REFRESHES_BEFORE_DEAD x nominal: a node that sheds still refreshes in time
     assert SHED_REFRESH_AT_MOST + 1.0 < MISSED_REFRESHES_BEFORE_DEAD
+
+
+def test_a_joining_node_repeats_its_advertisement_until_its_mesh_delivers_then_on_schedule():
+    from p2p_fast.protocols.presence import JOIN_REPEATS, JOIN_RETRY_FOR, JOIN_RETRY_S, JoinSchedule
+
+    def publishes(heard_at: float | None, until: float) -> list[float]:
+        join, last, out, t = JoinSchedule(), -math.inf, [], 0.0
+        while t <= until:
+            if join.due(t, topic_has_peer=t >= 5.0, heard_others=heard_at is not None and t >= heard_at,
+                        last_publish=last):
+                out.append(t)
+                last = t
+            t = round(t + 1.0, 1)
+        return out
+
+    # Nobody in the topic yet: nothing. A mesh that delivers from the start: join, at once again, then the repeats.
+    assert publishes(heard_at=None, until=4.0) == []
+    assert publishes(heard_at=5.0, until=200.0) == [5.0, 6.0] + [6.0 + r for r in JOIN_REPEATS]
+    # Links stuck behind an overloaded peer for 20 s: every JOIN_RETRY_S meanwhile, the full schedule once heard.
+    stuck = publishes(heard_at=25.0, until=200.0)
+    assert stuck[:2] == [5.0, 5.0 + JOIN_RETRY_S]
+    assert all(b - a == JOIN_RETRY_S for a, b in zip(stuck, stuck[1:]) if b < 25.0)
+    assert [t for t in stuck if t >= 25.0] == [25.0] + [25.0 + r for r in JOIN_REPEATS]
+    # A node alone in its topic for good stops retrying after JOIN_RETRY_FOR.
+    alone = publishes(heard_at=None, until=1000.0)
+    assert max(alone) == 5.0 + JOIN_RETRY_FOR + JOIN_REPEATS[-1]
+    assert len(alone) <= JOIN_RETRY_FOR / JOIN_RETRY_S + 2 + len(JOIN_REPEATS)
+
+
+def test_pulls_come_fast_while_they_add_records_and_at_the_refresh_interval_once_they_do_not():
+    from p2p_fast.protocols.presence import SYNC_FIRST_GAP, next_sync_gap
+
+    refresh, gap, gaps = 90.0, 0.0, []
+    for _ in range(6):  # a growing network: every pull adds something
+        gap = next_sync_gap(gap, added=3, refresh=refresh)
+        gaps.append(gap)
+    assert gaps == [SYNC_FIRST_GAP, 2 * SYNC_FIRST_GAP, 4 * SYNC_FIRST_GAP, 8 * SYNC_FIRST_GAP, 80.0, refresh]
+    assert next_sync_gap(SYNC_FIRST_GAP, added=0, refresh=refresh) == refresh  # the view is complete: steady state
