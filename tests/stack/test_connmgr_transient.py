@@ -81,3 +81,36 @@ def test_a_peer_protected_while_the_trim_runs_is_not_closed():
         assert set(a.get_connected_peers()) == {c.get_id()}
 
     trio.run(_hosts_then, check)
+
+
+def test_a_trim_closes_its_victims_concurrently():
+    """One close awaits the muxer, every notifee and the socket; one after another, a loaded bootstrap took minutes
+    to close 54 peers and stayed above ``high`` all that time. The real close runs; the spy only counts how many are
+    in progress at once."""
+
+    async def check(a, b, c, d, e) -> None:
+        for h in (b, c, d, e):
+            await a.connect(info_from_p2p_addr(h.get_addrs()[0]))
+        network = a.get_network()
+        real_close = network.close_peer
+        state = {"now": 0, "most": 0}
+
+        async def counted_close(peer) -> None:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            try:
+                await trio.sleep(0)  # let the others start, as a close waiting on the network does
+                await real_close(peer)
+            finally:
+                state["now"] -= 1
+
+        network.close_peer = counted_close
+        try:
+            mgr = ConnManager(a, Limits(low=0, high=1, grace=0))
+            closed = await mgr.trim()
+        finally:
+            network.close_peer = real_close
+        assert len(closed) == 4 and a.get_connected_peers() == []
+        assert state["most"] == 4
+
+    trio.run(_hosts_then, check)
