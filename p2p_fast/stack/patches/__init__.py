@@ -66,6 +66,7 @@ PROCESS_WIDE: tuple[str, ...] = (
 #: per-instance patches: module -> the function that patches one instance (see the module doc)
 PER_INSTANCE: dict[str, str] = {
     "pubsub_seqno": "start_seqno_from_nanoseconds(pubsub)",
+    "pubsub_stream_retry": "retry_negotiation_failures(pubsub) -> undo",
     "pubsub_tasks": "spawn_pushes_in(pubsub, nursery)",
     "pubsub_overflow": "count_overflow(pubsub, topic)",
     "pubsub_message_ids": "constructor_kwargs() + replace_caches(pubsub, seen_ttl)",
