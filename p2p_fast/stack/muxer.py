@@ -167,17 +167,34 @@ class FastYamuxStream(YamuxStream):
             return
         async with self._send_lock:
             sent = 0
-            while sent < total:
-                if self.send_closed:
-                    raise MuxedStreamError("Stream is closed for sending")
-                if self.closed:
-                    raise MuxedStreamError("Stream is closed")
-                if self.send_window <= 0:
-                    await conn._wait_for_send_window(self)
-                    continue
-                n = min(self.send_window, MAX_FRAME_PAYLOAD, total - sent)
-                await self._send_data(bytes(data[sent:sent + n]))
-                sent += n
+            try:
+                while sent < total:
+                    if self.send_closed:
+                        raise MuxedStreamError("Stream is closed for sending")
+                    if self.closed:
+                        raise MuxedStreamError("Stream is closed")
+                    if self.send_window <= 0:
+                        await conn._wait_for_send_window(self)
+                        continue
+                    n = min(self.send_window, MAX_FRAME_PAYLOAD, total - sent)
+                    await self._send_data(bytes(data[sent:sent + n]))
+                    sent += n
+            except BaseException:
+                if 0 < sent < total:
+                    await self._reset_after_partial_write()
+                raise
+
+    async def _reset_after_partial_write(self) -> None:
+        """Part of a message went out and the rest never will (the caller's deadline, a window wait that timed
+        out): whatever is written next would be read as its rest, and a length-prefixed protocol would parse
+        garbage (GossipSub: "Error parsing message with type 'pubsub.pb.RPC'"). Reset the stream instead, shielded
+        from the cancellation that may be why we are here."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 1.0
+            try:
+                await self.reset()
+            except Exception as exc:
+                log.debug("yamux: resetting stream %d after a partial write failed: %r", self.stream_id, exc)
 
     async def _send_data(self, chunk: bytes) -> None:
         """One DATA frame, its length taken from the send window; given back if the frame was not written (the

@@ -188,3 +188,49 @@ def test_a_frame_write_that_cannot_finish_closes_the_connection(monkeypatch, cap
 def muxed_conn_closed(host, peer_id) -> bool:
     conns = host.get_network().get_connections(peer_id)
     return not conns or all(c.muxed_conn.event_shutting_down.is_set() or c.muxed_conn._write_broken for c in conns)
+
+
+def test_a_message_abandoned_part_way_resets_the_stream_instead_of_running_into_the_next():
+    """A write larger than the send window goes out in frames; if it is abandoned after some of them (its caller's
+    deadline, or the window wait timing out at a peer too loaded to read), the receiver holds the first part of a
+    message whose rest never comes. A later write on the same stream would be read as that rest: a length-prefixed
+    protocol (GossipSub RPCs) then parses garbage ("Error parsing message with type 'pubsub.pb.RPC'", a forged-looking
+    "invalid-signed-record"). The stream must be reset instead, so the reader sees a reset and never the next
+    message's bytes glued to half of the first."""
+
+    first = bytes([1]) * (1024 * 1024)  # four times the initial window: the write waits for window updates
+    second = bytes([2]) * 1000
+
+    async def main() -> None:
+        async with two_hosts() as (a, b):
+            got = bytearray()
+            reader_may_go = trio.Event()
+            outcome: dict[str, object] = {}
+
+            async def slow_reader(stream) -> None:
+                await reader_may_go.wait()  # a peer too busy to read: the sender's window runs out
+                try:
+                    await collect(stream, got)
+                except Exception as exc:  # a reset
+                    outcome["reader"] = type(exc).__name__
+
+            b.set_stream_handler(SINK, slow_reader)
+            stream = await a.new_stream(b.get_id(), [SINK])
+            with trio.move_on_after(1.0) as scope:
+                await stream.write(first)
+            assert scope.cancelled_caught  # abandoned part-way: the window is exhausted
+            reader_may_go.set()  # the peer reads again: window updates come back
+            try:
+                with trio.fail_after(10):
+                    await stream.write(second)
+                outcome["second_write"] = "sent"
+            except Exception as exc:
+                outcome["second_write"] = type(exc).__name__
+            with trio.fail_after(10):
+                while "reader" not in outcome and bytes([2]) not in got:
+                    await trio.sleep(0.02)
+            assert bytes([2]) not in got, "the next message's bytes followed half of the abandoned one"
+            assert 0 < len(got) < len(first) and outcome["reader"] == "StreamReset"
+            assert outcome["second_write"] != "sent"
+
+    trio.run(main)
