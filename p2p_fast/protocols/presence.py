@@ -3,8 +3,10 @@
 Every advertisement reaches every node (GossipSub), so what bounds a node's presence load is how often each node
 advertises. A node publishes a ``CapabilityAdvertisement`` on ``<protocol_version>/capabilities``:
 
-- when it joins: once its topic has a peer, then every ``JOIN_RETRY_S`` until it hears another node's advertisement
-  through gossip (its mesh delivers; at most ``JOIN_RETRY_FOR``), then at once and ``JOIN_REPEATS`` later. In a join
+- when it joins: once its topic has a peer, then again ``JOIN_RETRY_S`` later, the gap doubling, until it hears
+  another node's advertisement through gossip (its mesh delivers; at most ``JOIN_RETRY_FOR``), then at once and
+  ``JOIN_REPEATS`` later (the gap doubles because every retry reaches every node that does hear it: twenty isolated
+  nodes retrying every 3 s loaded the very network they waited for). In a join
   storm a node's first links can be stuck behind an overloaded peer for tens of seconds, and an advertisement
   published into a mesh that does not deliver yet is lost until the next refresh, minutes later;
 - when what it advertises changes (capabilities, addresses, full <-> has free slots), at most once per
@@ -62,7 +64,7 @@ MISSED_HEARTBEATS_BEFORE_DEAD = 3  # advertisements without a TTL (older nodes):
 MISSED_REFRESHES_BEFORE_DEAD = 3
 SHED_REFRESH_AT_MOST = 1.5  # x the nominal refresh interval: the longest a node under CPU pressure stays silent
 TARGET_RECEIVE_RATE = 2.0  # refresh advertisements a node receives per second from the whole network, at most
-JOIN_RETRY_S = 3.0  # the join advertisement again this often until another node's advertisement arrives by gossip
+JOIN_RETRY_S = 3.0  # the first gap between join retries (doubling) until another node's advertisement arrives
 JOIN_RETRY_FOR = 60.0  # then give up confirming and go on with the repeats (a lone node hears nobody)
 JOIN_REPEATS = (2.0, 10.0, 30.0)  # seconds after the mesh delivered, repeated while meshes form
 SYNC_FIRST_GAP = 5.0  # seconds between the first pulls while they add records; doubles up to the refresh interval
@@ -259,14 +261,15 @@ def next_sync_gap(gap: float, added: int, refresh: float) -> float:
 
 
 class JoinSchedule:
-    """When a joining node advertises (module doc): once its topic has a peer; every ``JOIN_RETRY_S`` until gossip
-    brings it another node's advertisement (proof that its mesh delivers) or ``JOIN_RETRY_FOR`` passed; then at once
-    and ``JOIN_REPEATS`` later."""
+    """When a joining node advertises (module doc): once its topic has a peer; then after ``JOIN_RETRY_S``, 2 x, 4 x
+    ... that, until gossip brings it another node's advertisement (proof that its mesh delivers) or
+    ``JOIN_RETRY_FOR`` passed; then at once and ``JOIN_REPEATS`` later."""
 
     def __init__(self) -> None:
         self.joined_at: float | None = None
         self.confirmed_at: float | None = None
         self._repeats = list(JOIN_REPEATS)
+        self._retry_gap = JOIN_RETRY_S
 
     def due(self, now: float, topic_has_peer: bool, heard_others: bool, last_publish: float) -> bool:
         if self.joined_at is None:
@@ -278,7 +281,10 @@ class JoinSchedule:
             if heard_others or now - self.joined_at >= JOIN_RETRY_FOR:
                 self.confirmed_at = now
                 return True
-            return now - last_publish >= JOIN_RETRY_S
+            if now - last_publish >= self._retry_gap:
+                self._retry_gap *= 2
+                return True
+            return False
         if self._repeats and now >= self.confirmed_at + self._repeats[0]:
             self._repeats.pop(0)
             return True
