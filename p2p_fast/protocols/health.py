@@ -3,8 +3,11 @@ slow but live peer for a dead one.
 
 Every ``interval`` (jittered) each connected peer is checked:
 
-- **Traffic is an answer.** If any frame arrived from the peer since the last check (gossip, a heartbeat, a Yamux
-  window update or RTT ping...), it is alive and is not pinged. On a busy network almost nobody is pinged, which is
+- **Traffic is an answer.** If stream data arrived from the peer since the last check (gossip, an answer, a
+  task...), it is alive and is not pinged. Only data counts: the peer's muxer answers RTT pings, acknowledges
+  streams and sends window updates on its own, and a connection whose other end no longer serves streams (seen in
+  100-node join storms: a worker's only link, to a bootstrap, carried muxer frames but no stream for six minutes)
+  would otherwise pass for alive forever. On a busy network almost nobody is pinged, which is
   also a cut in idle cost: a ping is a stream open, a negotiation and a round trip.
 - Otherwise it is pinged, under ``timeout`` doubled for every consecutive miss (up to ``MAX_TIMEOUT_FACTOR``
   times), so a peer slowed down by CPU overload gets longer to answer each time.
@@ -35,11 +38,12 @@ MAX_TIMEOUT_FACTOR = 4
 
 
 def frames_received(host: IHost, peer: ID) -> int | None:
-    """Frames received so far over all connections to ``peer`` (our muxer counts them), or None if unknown."""
+    """Stream data frames received so far over all connections to ``peer`` (our muxer counts them), or None if
+    unknown."""
     total = 0
     known = False
     for conn in host.get_network().get_connections(peer):
-        count = getattr(getattr(conn, "muxed_conn", None), "frames_received", None)
+        count = getattr(getattr(conn, "muxed_conn", None), "data_frames_received", None)
         if isinstance(count, int):
             total += count
             known = True

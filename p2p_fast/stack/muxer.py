@@ -221,6 +221,9 @@ class FastYamux(Yamux):
         self._window_waiters = 0
         self.frames_sent = 0
         self.frames_received = 0
+        # DATA frames with a payload: what the peer's application sent. Its muxer alone (pings, window updates,
+        # stream acknowledgements) keeps answering when the application does not (p2p_fast.protocols.health).
+        self.data_frames_received = 0
         self.data_read_timeout = _yamux_data_read_timeout()  # stock's setting, read once instead of per frame
         self._write_broken = False  # a frame write timed out part-way: nothing more may be written
 
@@ -390,6 +393,7 @@ class FastYamux(Yamux):
             stream.send_window += delta
             self._wake_writers()
         if body:
+            self.data_frames_received += 1
             buf = self.stream_buffers.get(sid)
             if buf is not None:
                 buf += body
