@@ -5,10 +5,10 @@ advertises. A node publishes a ``CapabilityAdvertisement`` on ``<protocol_versio
 
 - when it joins: once its topic has a peer, then again ``JOIN_RETRY_S`` later, the gap doubling, until it hears
   another node's advertisement through gossip (its mesh delivers; at most ``JOIN_RETRY_FOR``), then at once and
-  ``JOIN_REPEATS`` later (the gap doubles because every retry reaches every node that does hear it: twenty isolated
-  nodes retrying every 3 s loaded the very network they waited for). In a join
-  storm a node's first links can be stuck behind an overloaded peer for tens of seconds, and an advertisement
-  published into a mesh that does not deliver yet is lost until the next refresh, minutes later;
+  ``JOIN_REPEATS`` later. In a join storm a node's first links can be stuck behind an overloaded peer for tens of
+  seconds, and an advertisement published into a mesh that does not deliver yet is lost until the next refresh,
+  minutes later; the gap doubles because every retry reaches every node that does hear it (twenty isolated nodes
+  retrying every 3 s loaded the very network they waited for);
 - when what it advertises changes (capabilities, addresses, full <-> has free slots), at most once per
   ``node.heartbeat_interval``;
 - on a refresh every ``max(3 x node.heartbeat_interval, live network size / TARGET_RECEIVE_RATE)`` seconds, jittered
@@ -29,8 +29,8 @@ the refresh interval; a pull that adds nothing sets the gap to the refresh inter
 ``presence-sync/1.1.0`` the puller first sends its own advertisement (push-pull): the peer it asks learns it
 first-hand over the authenticated stream, so a joining node is in the view of its first contact (often the
 bootstrap) before its gossip reaches anyone. Pulled records carry their remaining TTL and are second-hand: they never
-replace a live record heard from its node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers (task candidates) ask for a bounded
-sample. Message rates: docs/protocol.md, "Finding workers"; at 1,000-100,000 nodes: docs/scale.md.
+replace a live record heard from its node. The book holds at most ``MAX_RECORDS`` peers, and callers that pick peers
+(task candidates) ask for a bounded sample. Message rates: docs/protocol.md, "Finding workers"; at 1,000-100,000 nodes: docs/scale.md.
 """
 
 from __future__ import annotations
