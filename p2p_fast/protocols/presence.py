@@ -254,10 +254,11 @@ async def _read_or_eof(stream: Any, n: int) -> bytes:
         return b""
 
 
-def next_sync_gap(gap: float, added: int, refresh: float) -> float:
-    """Seconds from a pull to the next: short and doubling while pulls add records (a growing network), the refresh
-    interval once one adds nothing."""
-    return min(max(2 * gap, SYNC_FIRST_GAP), refresh) if added else refresh
+def next_sync_gap(gap: float, added: int, refresh: float, failed: bool = False) -> float:
+    """Seconds from a pull to the next: short and doubling while pulls add records (a growing network) or fail (a
+    timed-out pull must not read as a complete view: a joining worker whose first pull, from a loaded bootstrap,
+    timed out then waited a whole refresh interval), the refresh interval once one succeeds adding nothing."""
+    return min(max(2 * gap, SYNC_FIRST_GAP), refresh) if added or failed else refresh
 
 
 class JoinSchedule:
@@ -439,17 +440,23 @@ class Presence:
         self._asked.add(peer)
         self._last_sync = now
         added = 0
-        with trio.move_on_after(min(10.0, self.sync_timeout)):
+        failed: str | None = None
+        with trio.move_on_after(min(10.0, self.sync_timeout)) as scope:
             try:
                 added = await self.pull(peer)
-            except Exception as exc:  # a peer without the protocol, or gone: ask another one next time
-                log.debug("presence sync from %s failed: %s", peer, exc)
-                self._sync_failures += 1
-                if self._sync_failures < 3:  # at once, from another peer
-                    self._last_sync = -math.inf
-                else:
-                    self._sync_gap = max(self._sync_gap, SYNC_FIRST_GAP)
-                return
+            except Exception as exc:  # a peer without the protocol, or gone
+                failed = f"{type(exc).__name__}: {exc}"
+        if scope.cancelled_caught:
+            failed = "no answer in time"
+        if failed is not None:
+            log.debug("presence sync from %s failed: %s", peer, failed)
+            self._sync_failures += 1
+            untried = any(p not in self._asked for p in self.host.get_connected_peers())
+            if self._sync_failures < 3 and untried:  # at once, from another peer
+                self._last_sync = -math.inf
+            else:  # not at once again: a pull its server was too slow for still cost the server the whole answer
+                self._sync_gap = next_sync_gap(self._sync_gap, added, self.refresh_interval(), failed=True)
+            return
         self._sync_failures = 0
         self.synced += added
         self._sync_gap = next_sync_gap(self._sync_gap, added, self.refresh_interval())

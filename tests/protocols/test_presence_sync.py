@@ -103,3 +103,25 @@ def test_a_pushed_advertisement_for_another_peer_is_refused_and_the_view_still_s
             assert metrics.MESSAGES_REJECTED.labels(PUSH, "wrong-sender-or-type")._value.get() == before + 1
 
     trio.run(main)
+
+
+def test_a_pull_that_gets_no_answer_in_time_is_retried_soon_not_after_a_refresh_interval():
+    """A loaded peer that does not answer within the pull's deadline: no proof of a complete view. Before, the
+    timed-out pull read as one that added nothing, and the next came a whole refresh interval (90 s) later."""
+    from p2p_fast.protocols.presence import SYNC_FIRST_GAP
+
+    async def main() -> None:
+        async with two_hosts() as (a, b):
+            async def too_slow(stream: Any) -> None:
+                await trio.sleep_forever()
+
+            b.set_stream_handler(PUSH, too_slow)
+            puller = Presence(a, None, PeerBook(30.0), _Source(str(a.get_id()), ("compute",)),  # type: ignore[arg-type]
+                              ads_topic="test-net/capabilities", sync_protocols=(PUSH, PLAIN),
+                              heartbeat_interval=30.0, sync_timeout=0.5)
+            with trio.fail_after(10):
+                await puller._maybe_sync(trio.current_time())
+            assert puller.synced == 0
+            assert puller._sync_gap == SYNC_FIRST_GAP < puller.refresh_interval()
+
+    trio.run(main)

@@ -217,3 +217,6 @@ def test_pulls_come_fast_while_they_add_records_and_at_the_refresh_interval_once
         gaps.append(gap)
     assert gaps == [SYNC_FIRST_GAP, 2 * SYNC_FIRST_GAP, 4 * SYNC_FIRST_GAP, 8 * SYNC_FIRST_GAP, 80.0, refresh]
     assert next_sync_gap(SYNC_FIRST_GAP, added=0, refresh=refresh) == refresh  # the view is complete: steady state
+    # a pull that failed or timed out is no proof of a complete view: soon again, backing off
+    assert next_sync_gap(0.0, added=0, refresh=refresh, failed=True) == SYNC_FIRST_GAP
+    assert next_sync_gap(SYNC_FIRST_GAP, added=0, refresh=refresh, failed=True) == 2 * SYNC_FIRST_GAP
