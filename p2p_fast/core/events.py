@@ -37,7 +37,7 @@ FINAL_TASK_EVENTS = frozenset(("completed", "failed", "cancelled"))
 
 
 class Event:
-    __slots__ = ("seq", "type", "data", "result", "_line", "_line_result")
+    __slots__ = ("seq", "type", "data", "result", "_line", "_line_result", "_json", "_json_result")
 
     def __init__(self, seq: int, type_: str, data: dict[str, Any], result: bytes | None) -> None:
         self.seq = seq
@@ -46,20 +46,32 @@ class Event:
         self.result = result
         self._line: bytes | None = None
         self._line_result: bytes | None = None
+        self._json: str | None = None
+        self._json_result: str | None = None
+
+    def json(self, with_result: bool) -> str:
+        """The event's document as one line of JSON (``result`` in base64 when asked and small), made once: what
+        the SSE frame carries and what the task lane (``app.api.lane``) sends."""
+        if with_result and self.result is not None:
+            if self._json_result is None:
+                doc = dict(self.data, result=base64.b64encode(self.result).decode())
+                self._json_result = json.dumps(doc, separators=(",", ":"), default=str)
+            return self._json_result
+        if self._json is None:
+            self._json = json.dumps(self.data, separators=(",", ":"), default=str)
+        return self._json
 
     def encode(self, with_result: bool) -> bytes:
         """The SSE frame: ``id``, ``event`` and one line of JSON (``result`` in base64 when asked and small)."""
         if with_result and self.result is not None:
             if self._line_result is None:
-                doc = dict(self.data, result=base64.b64encode(self.result).decode())
-                self._line_result = self._frame(doc)
+                self._line_result = self._frame(self.json(True))
             return self._line_result
         if self._line is None:
-            self._line = self._frame(self.data)
+            self._line = self._frame(self.json(False))
         return self._line
 
-    def _frame(self, doc: dict[str, Any]) -> bytes:
-        body = json.dumps(doc, separators=(",", ":"), default=str)
+    def _frame(self, body: str) -> bytes:
         return f"id: {self.seq}\nevent: {self.type}\ndata: {body}\n\n".encode()
 
 
