@@ -88,13 +88,14 @@ class HttpPoster:
         """A batch posted now needs no connect first."""
         return self.http.connected
 
-    def post(self, specs: list[dict[str, Any]]) -> Any:
+    def post(self, batch: list[Pending]) -> Any:
         """Write a batch (never raises: a failed write is kept for :meth:`answer`); returns what ``answer`` takes."""
-        return self.http.send("POST", BATCH_PATH, {"tasks": specs})
+        return self.http.send("POST", BATCH_PATH, {"tasks": [p.spec for p in batch]})
 
-    def answer(self, sent: Any) -> dict[str, Any]:
-        """The node's answer (``{"ids": [...]}``) to ``sent``; :class:`NodeError` when it refused or is gone."""
-        return self.http.receive(sent)  # type: ignore[no-any-return]
+    def answer(self, sent: Any) -> list[str] | None:
+        """The node's ids for the batch ``sent`` (None: given to ``accept`` already); :class:`NodeError` when the
+        node refused it or is gone."""
+        return self.http.receive(sent)["ids"]  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.http.close()
@@ -103,26 +104,29 @@ class HttpPoster:
 class LanePoster(HttpPoster):
     """Batches as ``submit`` frames on the task lane while it is open (``completion.lane``), over HTTP otherwise."""
 
-    def __init__(self, http: Http, completion: Any, timeout: float) -> None:
+    def __init__(self, http: Http, completion: Any, timeout: float,
+                 accept: Callable[[list[Pending], list[str]], None]) -> None:
         super().__init__(http)
         self.completion = completion
         self.timeout = timeout
+        self.accept = accept  # the engine's: match a batch's futures to its ids (the lane's reader calls it)
         self.on_lane = 0  # batches sent on the lane
 
     @property
     def ready(self) -> bool:
         return self.completion.lane is not None or self.http.connected
 
-    def post(self, specs: list[dict[str, Any]]) -> Any:
+    def post(self, batch: list[Pending]) -> Any:
         lane = self.completion.lane
         if lane is not None and not lane.closed:
             self.on_lane += 1
-            return lane.submit(specs)
-        return super().post(specs)
+            return lane.submit([p.spec for p in batch], lambda ids: self.accept(batch, ids))
+        return super().post(batch)
 
-    def answer(self, sent: Any) -> dict[str, Any]:
+    def answer(self, sent: Any) -> list[str] | None:
         if isinstance(sent, LaneTicket):
-            return sent.wait(self.timeout)
+            sent.wait(self.timeout)  # raises what went wrong; the reader gave the ids to accept
+            return None
         return super().answer(sent)
 
 
@@ -167,8 +171,8 @@ class Engine:
         # Not behind https: the lane is plain TCP, and the token travels on it.
         lane_port = self.limits.task_lane_port if lane and not http.https else None
         self.completion = Completion(self, events, lane_port)
-        self.poster = HttpPoster(http) if self.completion.lane_port is None else LanePoster(http, self.completion,
-                                                                                              timeout)
+        self.poster = HttpPoster(http) if self.completion.lane_port is None else \
+            LanePoster(http, self.completion, timeout, self.accept)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
         self.sender.start()
         self.completion.start()  # returns once the event stream is up (or known to be unavailable)
@@ -229,7 +233,7 @@ class Engine:
             if mine:
                 sent: Any = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
                 try:
-                    sent = self.poster.post([p.spec])
+                    sent = self.poster.post([p])
                 finally:  # whatever happened, the sender gets the connection back, and the answer (or error) to read
                     with self.lock:
                         self._direct = ([p], sent)
@@ -276,7 +280,7 @@ class Engine:
                     continue
                 batch = self._take_batch()
                 if batch:
-                    self._answered(poster, batch, poster.post([p.spec for p in batch]))
+                    self._answered(poster, batch, poster.post(batch))
         finally:
             with self.lock:
                 self.conn_owner = SENDER  # nobody writes on it any more
@@ -285,14 +289,18 @@ class Engine:
     def _answered(self, poster: HttpPoster, batch: list[Pending], sent: Any) -> None:
         """Read the node's answer to the batch ``sent``; map the ids or fail the futures."""
         try:
-            doc = poster.answer(sent)
-            ids = doc["ids"]
+            ids = poster.answer(sent)
         except Exception as exc:  # the node refused the batch (all or none) or is unreachable
             err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(err)
             return
+        if ids is not None:
+            self.accept(batch, ids)
+
+    def accept(self, batch: list[Pending], ids: list[str]) -> None:
+        """The node took ``batch`` as ``ids``: match the futures (and the events that came first) to them."""
         self.batches += 1
         self.sent += len(ids)
         early = []

@@ -32,14 +32,22 @@ class LaneDown(NodeError):
 class LaneTicket:
     """A submission written on the lane; :meth:`wait` gives the node's answer (``{"ids": [...]}``)."""
 
-    __slots__ = ("_done", "doc", "error")
+    __slots__ = ("_done", "doc", "error", "on_ids")
 
-    def __init__(self) -> None:
+    def __init__(self, on_ids: Callable[[list[str]], None] | None = None) -> None:
         self._done = threading.Event()
         self.doc: dict[str, Any] | None = None
         self.error: NodeError | None = None
+        # Called by the reader with the ids before it reads on: the events that came in the same write as the
+        # answer find their futures at once (no hop to the thread that waits for the ticket).
+        self.on_ids = on_ids
 
     def settle(self, doc: dict[str, Any] | None, error: NodeError | None = None) -> None:
+        if doc is not None and self.on_ids is not None:
+            try:
+                self.on_ids(doc["ids"])
+            except Exception as exc:  # an answer we cannot use: the waiting thread reports it
+                doc, error = None, NodeError(f"the node's answer on the task lane: {type(exc).__name__}: {exc}")
         self.doc, self.error = doc, error
         self._done.set()
 
@@ -85,10 +93,12 @@ class LaneConnection:
         self.sock.settimeout(SILENCE_S)
         return hello
 
-    def submit(self, specs: list[dict[str, Any]]) -> LaneTicket:
-        """Write one batch; its ticket fails with :class:`LaneDown` when the lane is (or goes) down first."""
+    def submit(self, specs: list[dict[str, Any]],
+               on_ids: Callable[[list[str]], None] | None = None) -> LaneTicket:
+        """Write one batch; its ticket fails with :class:`LaneDown` when the lane is (or goes) down first.
+        ``on_ids``: called by the reader thread with the node's ids, before it reads on."""
         data = _frame({"op": "submit", "tasks": specs})
-        ticket = LaneTicket()
+        ticket = LaneTicket(on_ids)
         with self.wlock:
             if self.closed:
                 ticket.settle(None, LaneDown(f"the task lane {self.where} is closed"))
