@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -76,8 +76,12 @@ class Event:
 
 
 class Subscriber:
-    def __init__(self, types: frozenset[str], results: bool, final_only: bool = False) -> None:
+    def __init__(self, types: frozenset[str], results: bool, final_only: bool = False,
+                 deliver: Callable[["Event"], None] | None = None) -> None:
         self.types = types
+        # Called with each event it takes, inside ``emit``, instead of queueing it (the task lane writes it to its
+        # socket right there: app/api/lane_writer.py). Must not block or raise; bounding what it keeps is its own job.
+        self.deliver = deliver
         self.results = results
         # Only the last event of each task (completed, failed, cancelled): what a client waiting for results reads;
         # a third of the task events, so a third of the JSON and socket writes for the node and for the client.
@@ -130,6 +134,9 @@ class EventBus:
         if self.subscribers:
             for sub in self.subscribers:
                 if type_ in sub.types and (not sub.final_only or sub.takes(ev)):
+                    if sub.deliver is not None:
+                        sub.deliver(ev)
+                        continue
                     try:
                         sub.send.send_nowait(ev)
                     except trio.WouldBlock:
@@ -150,10 +157,12 @@ class EventBus:
         sub.dropped.set()
 
     def subscribe(self, types: Iterable[str], since: int | None, results: bool,
-                  final_only: bool = False) -> tuple[Subscriber, list[Event], bool]:
+                  final_only: bool = False,
+                  deliver: Callable[[Event], None] | None = None) -> tuple[Subscriber, list[Event], bool]:
         """Register a subscriber; returns it, the history to replay first (events after ``since``) and whether
-        events the client asked for are gone (``gap``). Atomic: no event can fall between replay and live."""
-        sub = Subscriber(frozenset(types), results, final_only)
+        events the client asked for are gone (``gap``). Atomic: no event can fall between replay and live.
+        ``deliver``: see :class:`Subscriber`."""
+        sub = Subscriber(frozenset(types), results, final_only, deliver)
         replay: list[Event] = []
         gap = False
         if since is not None:

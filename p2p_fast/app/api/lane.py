@@ -16,12 +16,13 @@ The wire: frames of a 4-byte big-endian length and that many bytes of one JSON o
 * client -> node: ``{"op": "submit", "tasks": [...]}``, the body of ``POST /v1/tasks/batch`` with the same checks
   (``api.fast_submit``, and the ``TaskBatch`` model for a batch in doubt), limits and scheduling entry point
   (``submit_many``). Answered in order: ``{"op": "submitted", "ids": [...]}`` (held back up to ``ANSWER_DELAY_S``
-  to share a write with the next event, see ``TaskLane._pump``) or ``{"op": "refused", "status", "error",
+  to share a write with the next event, see ``TaskLane._submissions``) or ``{"op": "refused", "status", "error",
   "detail"}`` with the HTTP route's status and JSON; a refusal leaves the lane open.
 * node -> client: ``{"op": "event", "type": "task", "seq", "data"}`` for each final task event with its result
   inline (what ``GET /v1/events?types=task&results=1&final=1`` sends), after the history since ``since``;
-  ``{"op": "ping"}`` after ``KEEPALIVE_S`` of silence; ``{"op": "overflow"}`` and the end when the client fell
-  ``events.BUFFER`` events behind (it reconnects with ``since``, and on a gap looks its tasks up).
+  ``{"op": "ping"}`` after ``KEEPALIVE_S`` of silence. Events are written from inside the bus's ``emit``
+  (``lane_writer``); a client that leaves ``WRITE_LIMIT`` bytes unread loses its lane (it reconnects with
+  ``since``, and on a gap looks its tasks up).
 * A frame that is not one JSON object with a known ``op``, is larger than ``http.max_body_bytes`` plus
   ``ENVELOPE`` (``HELLO_MAX`` before the hello), or a hello that does not come within ``HELLO_TIMEOUT_S``: ``{"op":
   "error", "error": "bad frame", "detail": <why>}`` and that lane closes; the node and its other lanes go on.
@@ -38,7 +39,8 @@ from typing import Any, Callable
 import trio
 
 from p2p_fast.app.api.fast_submit import CODE_NEEDS_TOKEN, plain_batch, submit_specs
-from p2p_fast.core.events import OVERFLOW_GRACE, EventBus, Subscriber
+from p2p_fast.app.api.lane_writer import LaneOverflow, LaneWriter
+from p2p_fast.core.events import EventBus
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 
 log = logging.getLogger(__name__)
@@ -47,20 +49,11 @@ HELLO_MAX = 4096  # bytes a frame may have before the client said who it is
 HELLO_TIMEOUT_S = 10.0
 ENVELOPE = 256  # a submit frame's bytes beyond the batch body http.max_body_bytes limits
 KEEPALIVE_S = 15.0
-MAX_BATCH = 256  # events per socket write
-ANSWER_DELAY_S = 0.005  # how long an accepted batch's answer may wait for an event to ride with (see _pump)
+MAX_BATCH = 256  # replayed events per socket write
+WRITE_LIMIT = 8 * 1024 * 1024  # bytes a client may leave unread before its lane ends (it resumes with since)
+ANSWER_DELAY_S = 0.005  # how long an accepted batch's answer may wait for an event to ride with (see _submissions)
 READ_SIZE = 65536
 OPS = ("hello", "submit")
-
-
-class _Answer:
-    """An answer to a submit frame on its way to the pump (``urgent``: not held back for the next event)."""
-
-    __slots__ = ("data", "urgent")
-
-    def __init__(self, data: bytes, urgent: bool) -> None:
-        self.data = data
-        self.urgent = urgent
 
 
 class BadFrame(Exception):
@@ -141,27 +134,24 @@ class TaskLane:
 
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         self.open += 1
-        lock = trio.StrictFIFOLock()
-
-        async def write(data: bytes) -> None:
-            async with lock:
-                await stream.send_all(data)
-
+        writer = LaneWriter(stream, WRITE_LIMIT + self.max_frame, ANSWER_DELAY_S, KEEPALIVE_S, PING)
         try:
-            await self._lane(stream, write)
+            await self._lane(stream, writer)
         except BadFrame as exc:
             self.refused += 1
             log.info("task lane from %s closed: %s", _peer(stream), exc)
-            await _last_word(write, {"op": "error", "error": "bad frame", "detail": str(exc)})
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await _last_word(writer, {"op": "error", "error": "bad frame", "detail": str(exc)})
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away
+        except LaneOverflow as exc:
+            log.info("task lane from %s closed: %s", _peer(stream), exc)
         except Exception:  # never let one lane take the listener down
             log.exception("task lane from %s failed", _peer(stream))
         finally:
             self.open -= 1
             await stream.aclose()
 
-    async def _lane(self, stream: trio.SocketStream, write: Callable[[bytes], Any]) -> None:
+    async def _lane(self, stream: trio.SocketStream, writer: LaneWriter) -> None:
         reader = FrameReader(stream)
         hello = None
         with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -177,31 +167,48 @@ class TaskLane:
 
             self.refused += 1
             detail = refused(hello.get("token") is not None, "the API token in the hello's token")
-            await _last_word(write, {"op": "error", "error": "unauthorized", "detail": detail})
+            await _last_word(writer, {"op": "error", "error": "unauthorized", "detail": detail})
             return
         since = hello.get("since")
         if since is not None and (type(since) is not int or since < 0):
             raise BadFrame(f"the hello's since must be an event seq (an integer >= 0) or null, got {since!r}")
         bus = self.bus
-        sub, replay, gap = bus.subscribe(("task",), since, True, True)
+
+        def deliver(ev: Any) -> None:  # inside the bus's emit: see lane_writer
+            try:
+                writer.send(_event(ev))
+            except Exception:  # never into the dispatcher that emitted it
+                log.exception("task lane: an event could not be written")
+
+        sub, replay, gap = bus.subscribe(("task",), since, True, True, deliver)
         bad: BadFrame | None = None
         try:
-            await write(frame({"op": "hello", "stream": bus.stream, "seq": bus.seq, "oldest": bus.oldest, "gap": gap,
+            writer.send(frame({"op": "hello", "stream": bus.stream, "seq": bus.seq, "oldest": bus.oldest, "gap": gap,
                                "peer_id": self.own_id(), "max_frame": self.max_frame}))
+            for i in range(0, len(replay), MAX_BATCH):
+                writer.send(b"".join(_event(e) for e in replay[i:i + MAX_BATCH]))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, sub, replay, write, nursery.cancel_scope)
-                nursery.start_soon(self._hang_up_when_dropped, sub, nursery.cancel_scope)
+                nursery.start_soon(self._write, writer, nursery.cancel_scope)
                 try:
-                    await self._submissions(reader, write, sub.send)
+                    await self._submissions(reader, writer)
                 except BadFrame as exc:
                     bad = exc
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass  # the client went away
                 nursery.cancel_scope.cancel()  # the client closed its side (or broke it): nothing more to send it
-        except* (trio.BrokenResourceError, trio.ClosedResourceError):
-            bad = None  # the client went away: nobody to tell
         finally:
             bus.unsubscribe(sub)
         if bad is not None:
             raise bad
+        if writer.failed is not None:
+            raise writer.failed
+
+    @staticmethod
+    async def _write(writer: LaneWriter, done: trio.CancelScope) -> None:
+        try:
+            await writer.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LaneOverflow):
+            done.cancel()  # _lane raises writer.failed (or returns, for a closed socket)
 
     def _authorized(self, token: Any) -> bool:
         if self._token is None:
@@ -212,8 +219,15 @@ class TaskLane:
 
         return token_matches(self._token, token.encode())
 
-    async def _submissions(self, reader: FrameReader, write: Callable[[bytes], Any],
-                           send: trio.MemorySendChannel[Any]) -> None:
+    async def _submissions(self, reader: FrameReader, writer: LaneWriter) -> None:
+        """Read submit frames and answer each, in order. An accepted batch's answer is held for the next event
+        (``ANSWER_DELAY_S`` at most) and goes out in the same write. Why: written at once, it went out while the
+        tasks were on their way to a worker (trio runs a scheduler round's tasks in no set order, so before the
+        link's write half the time), and its send on loopback woke the client's reader, which took the CPU from the
+        node (measured: the task reached its worker ~0.3 ms later). Held, a lone task costs the client one wake-up
+        and the node one write. The client needs the ids before the events only to match them (it keeps events
+        that come first), and waits for the answer before its next batch: a burst's next batch waits a task's run
+        time, or ``ANSWER_DELAY_S``, once per batch. A refusal goes out at once."""
         while True:
             doc = await reader.next(self.max_frame)
             if doc is None:
@@ -223,13 +237,9 @@ class TaskLane:
             status, answer = await self._submit(doc)
             if status == 202:
                 self.submitted += 1
-                data, urgent = frame({"op": "submitted", "ids": answer["ids"]}), False
+                writer.hold(frame({"op": "submitted", "ids": answer["ids"]}))
             else:
-                data, urgent = frame({"op": "refused", "status": status, **answer}), True
-            try:
-                send.send_nowait(_Answer(data, urgent))  # through the pump: in order, with the events (see _pump)
-            except trio.WouldBlock:  # the client is thousands of events behind: it will be dropped anyway
-                await write(data)
+                writer.send(frame({"op": "refused", "status": status, **answer}))
 
     async def _submit(self, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """A submit frame as ``POST /v1/tasks/batch``: the status and JSON the route would answer."""
@@ -257,81 +267,19 @@ class TaskLane:
             return 403, {"error": CODE_NEEDS_TOKEN}
         return await submit_specs(service, checked)
 
-    @staticmethod
-    async def _pump(sub: Subscriber, replay: list[Any], write: Callable[[bytes], Any],
-                    done: trio.CancelScope) -> None:
-        """Write the events, and the answers to submissions, which come through the subscriber's channel too.
-
-        An accepted batch's answer waits for the next event (``ANSWER_DELAY_S`` at most) and goes out in the same
-        write. Why: written at once, it went out while the tasks were on their way to a worker (trio runs the
-        tasks of a scheduler round in no set order, so before the link's write, half the time), and its send on
-        loopback woke the client's reader, which took the CPU from the node (measured: the task reached its
-        worker ~0.3 ms later). Coalesced, a lone task costs the client one wake-up and the node one write. The
-        client needs the ids before the events only to match them (it keeps early events), and waits for the
-        answer before its next batch (a burst's next batch waits a task's run time, or ``ANSWER_DELAY_S``, once
-        per batch). A refusal goes out at once."""
-        for i in range(0, len(replay), MAX_BATCH):
-            await write(b"".join(_event(e) for e in replay[i:i + MAX_BATCH]))
-        receive = sub.receive
-        answers: list[bytes] = []
-        due: float | None = None  # when the answers must go out even without an event
-        while True:
-            events: list[bytes] = []
-            got = False
-            with trio.move_on_at(trio.current_time() + KEEPALIVE_S if due is None else due):
-                try:
-                    item = await receive.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                got = True
-            while got and len(events) < MAX_BATCH:
-                if type(item) is _Answer:
-                    answers.append(item.data)
-                    if item.urgent:
-                        due = -1.0
-                    elif due is None:
-                        due = trio.current_time() + ANSWER_DELAY_S
-                else:
-                    events.append(_event(item))
-                try:
-                    item = receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            if sub.overflowed:
-                break  # dropped by the bus: what was buffered is stale anyway
-            if events or (due is not None and trio.current_time() >= due):
-                data = b"".join(answers) + b"".join(events)  # the answers first: they come before their events
-                answers, due = [], None
-                await write(data)
-            elif not got:
-                await write(PING)
-        if sub.overflowed:
-            with trio.move_on_after(OVERFLOW_GRACE):
-                await write(frame({"op": "overflow", "reason": "subscriber fell behind the event buffer",
-                                   "resume": "reconnect with since; on gap, look the tasks up"}))
-        done.cancel()
-
-    @staticmethod
-    async def _hang_up_when_dropped(sub: Subscriber, done: trio.CancelScope) -> None:
-        """A client that stopped reading gets ``OVERFLOW_GRACE`` to read the overflow notice, then the lane ends
-        (a write to it may be blocked; cancelling it is enough here: the socket is ours)."""
-        await sub.dropped.wait()
-        await trio.sleep(OVERFLOW_GRACE)
-        done.cancel()
-
 
 def _event(ev: Any) -> bytes:
     return _raw_frame(b'{"op":"event","type":"%s","seq":%d,"data":%s}' % (ev.type.encode(), ev.seq,
                                                                          ev.json(True).encode()))
 
 
-async def _last_word(write: Callable[[bytes], Any], doc: dict[str, Any]) -> None:
+async def _last_word(writer: LaneWriter, doc: dict[str, Any]) -> None:
     """Tell the client why its lane ends, if it reads within a second."""
-    with trio.move_on_after(1):
-        try:
-            await write(frame(doc))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+    writer.send(frame(doc))
+    try:
+        await writer.flush(1.0)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
 
 
 def _peer(stream: trio.SocketStream) -> str:
