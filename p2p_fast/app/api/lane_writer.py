@@ -42,6 +42,7 @@ class LaneWriter:
         self.last_write = trio.current_time()
         self.direct = 0  # writes done by ``send`` itself (for tests and diagnostics)
         self._wake = trio.Event()
+        self._writing = trio.CancelScope()  # run's write in progress: a failure cancels it (it may wait for ever)
 
     def send(self, data: bytes) -> None:
         """Write ``data`` after everything before it (held answers first); never blocks, never raises (a failure
@@ -81,6 +82,7 @@ class LaneWriter:
         if self.failed is None:
             self.failed = exc
         self.queue, self.queued = [], 0
+        self._writing.cancel()  # a client that stopped reading holds that write for ever
         self._wake.set()
 
     async def run(self) -> None:
@@ -95,7 +97,8 @@ class LaneWriter:
                 self.queue, self.queued = [], 0
                 self.busy = True
                 try:
-                    await self.stream.send_all(data)
+                    with trio.CancelScope() as self._writing:
+                        await self.stream.send_all(data)
                 finally:
                     self.busy = False
                 self.last_write = trio.current_time()
