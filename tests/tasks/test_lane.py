@@ -258,3 +258,41 @@ def test_task_lane_config_is_strict() -> None:
                        ("task_lane: 'yes'", "task_lane"), ("task_lane_port: 1.5", "task_lane_port")):
         with pytest.raises(ConfigError, match=words):
             load_config_text(f"http: {{{bad}}}", "t.yaml")
+
+
+def test_a_client_that_stops_reading_loses_its_lane_and_resumes_with_since(net: dict[str, Any]) -> None:
+    """The node writes a lane's events from inside its event bus and keeps what the socket does not take; a client
+    that stops reading would make that grow without end, so past the lane's limit (8 MiB) the lane ends. The
+    client, reconnecting with the last event it read, gets the rest from the bus's history: nothing is lost."""
+    boot = net["boot"]
+    port = lane_port(boot)
+    assert port
+    lane = RawLane(port)
+    lane.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    assert lane.hello()["op"] == "hello"
+    n = 400
+    payload = secrets.token_hex(20_000)  # 40 kB: each completion event ~54 kB, 400 of them ~21 MB unread
+    for _ in range(n):
+        lane.send({"op": "submit", "tasks": [{"type": "echo", "payload": payload}]})
+    wait_until(lambda: "bytes unread" in boot.stderr(), 60, "the node to end the lane that is not read")
+    seen: dict[str, int] = {}
+    last = None
+    try:
+        while True:
+            doc = lane.read()
+            if doc["op"] == "event" and base64.b64decode(doc["data"]["result"]) == payload.encode():
+                seen[doc["data"]["id"]] = doc["seq"]
+                last = doc["seq"]
+    except (ConnectionError, OSError):
+        pass  # the end of what the node had written before it gave up
+    lane.close()
+    assert len(seen) < n and last is not None
+    again = RawLane(port)
+    hello = again.hello(since=last)
+    assert hello["gap"] is False
+    while len(seen) < n:
+        doc = again.read_op("event")
+        assert base64.b64decode(doc["data"]["result"]) == payload.encode()
+        seen[doc["data"]["id"]] = doc["seq"]
+    assert len(seen) == n
+    again.close()

@@ -49,7 +49,7 @@ HELLO_MAX = 4096  # bytes a frame may have before the client said who it is
 HELLO_TIMEOUT_S = 10.0
 ENVELOPE = 256  # a submit frame's bytes beyond the batch body http.max_body_bytes limits
 KEEPALIVE_S = 15.0
-MAX_BATCH = 256  # replayed events per socket write
+REPLAY_CHUNK = 1024 * 1024  # bytes of replayed history per write
 WRITE_LIMIT = 8 * 1024 * 1024  # bytes a client may leave unread before its lane ends (it resumes with since)
 ANSWER_DELAY_S = 0.005  # how long an accepted batch's answer may wait for an event to ride with (see _submissions)
 READ_SIZE = 65536
@@ -174,9 +174,14 @@ class TaskLane:
             raise BadFrame(f"the hello's since must be an event seq (an integer >= 0) or null, got {since!r}")
         bus = self.bus
 
+        live: list[bytes] | None = []  # events that came while the history was replayed (None: live now)
+
         def deliver(ev: Any) -> None:  # inside the bus's emit: see lane_writer
             try:
-                writer.send(_event(ev))
+                if live is None:
+                    writer.send(_event(ev))
+                else:
+                    live.append(_event(ev))
             except Exception:  # never into the dispatcher that emitted it
                 log.exception("task lane: an event could not be written")
 
@@ -185,10 +190,12 @@ class TaskLane:
         try:
             writer.send(frame({"op": "hello", "stream": bus.stream, "seq": bus.seq, "oldest": bus.oldest, "gap": gap,
                                "peer_id": self.own_id(), "max_frame": self.max_frame}))
-            for i in range(0, len(replay), MAX_BATCH):
-                writer.send(b"".join(_event(e) for e in replay[i:i + MAX_BATCH]))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, writer, nursery.cancel_scope)
+                await _replay(writer, replay)  # at the client's pace: history can be far more than the limit
+                pending, live = live, None
+                if pending:
+                    writer.send(b"".join(pending))
                 try:
                     await self._submissions(reader, writer)
                 except BadFrame as exc:
@@ -266,6 +273,22 @@ class TaskLane:
         if FUNCTION_TYPE in types and self._token is None:
             return 403, {"error": CODE_NEEDS_TOKEN}
         return await submit_specs(service, checked)
+
+
+async def _replay(writer: LaneWriter, events: list[Any]) -> None:
+    """Write ``events`` (the history after the hello's ``since``) in chunks of about ``REPLAY_CHUNK`` bytes, each
+    once the client has read all but ``REPLAY_CHUNK`` of what came before."""
+    chunk: list[bytes] = []
+    size = 0
+    for ev in events:
+        data = _event(ev)
+        chunk.append(data)
+        size += len(data)
+        if size >= REPLAY_CHUNK:
+            writer.send(b"".join(chunk))
+            chunk, size = [], 0
+            await writer.wait_below(REPLAY_CHUNK)
+    writer.send(b"".join(chunk))
 
 
 def _event(ev: Any) -> bytes:

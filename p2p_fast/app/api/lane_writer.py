@@ -43,6 +43,7 @@ class LaneWriter:
         self.direct = 0  # writes done by ``send`` itself (for tests and diagnostics)
         self._wake = trio.Event()
         self._writing = trio.CancelScope()  # run's write in progress: a failure cancels it (it may wait for ever)
+        self._progress = trio.Event()  # set (and replaced) each time run has written
 
     def send(self, data: bytes) -> None:
         """Write ``data`` after everything before it (held answers first); never blocks, never raises (a failure
@@ -101,6 +102,8 @@ class LaneWriter:
                         await self.stream.send_all(data)
                 finally:
                     self.busy = False
+                done, self._progress = self._progress, trio.Event()
+                done.set()
                 self.last_write = trio.current_time()
                 continue
             now = trio.current_time()
@@ -112,6 +115,12 @@ class LaneWriter:
                 continue
             with trio.move_on_at(min(self.held_until, self.last_write + self.keepalive)):
                 await self._wake.wait()
+
+    async def wait_below(self, level: int) -> None:
+        """Wait until at most ``level`` bytes are queued (``run`` must be running): for writing much (a replay)
+        at the pace the client reads it."""
+        while self.queued > level and self.failed is None:
+            await self._progress.wait()
 
     async def flush(self, timeout: float) -> None:
         """Wait until everything sent so far is written (``timeout`` at most): for the last words of a lane."""
