@@ -251,6 +251,26 @@ def test_a_node_with_the_lane_off_serves_the_client_over_http(tmp_path: Any) -> 
         cluster.close()
 
 
+def test_a_lane_port_in_use_is_a_clear_error(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "boot.yaml"
+        cfg.write_text(yaml.safe_dump(node_config("bootstrap", http={"listen": "127.0.0.1:0",
+                                                                      "task_lane_port": port})))
+        res = subprocess.run([sys.executable, "-m", "p2p_fast", "--config", str(cfg), "--data-dir",
+                              str(tmp_path / "d"), "--console", "off"], capture_output=True, timeout=60)
+    err = res.stderr.decode()
+    assert res.returncode == 1, err
+    assert f"task lane 127.0.0.1:{port}" in err and "http.task_lane_port" in err and "Traceback" not in err
+
+
 def test_task_lane_config_is_strict() -> None:
     cfg = load_config_text("http: {task_lane: false, task_lane_port: 9100}", "t.yaml")
     assert cfg.http.task_lane is False and cfg.http.task_lane_port == 9100
