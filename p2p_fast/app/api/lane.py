@@ -175,13 +175,18 @@ class TaskLane:
         bus = self.bus
 
         live: list[bytes] | None = []  # events that came while the history was replayed (None: live now)
+        held = [0]  # their bytes: bounded like the writer's queue
 
         def deliver(ev: Any) -> None:  # inside the bus's emit: see lane_writer
             try:
                 if live is None:
                     writer.send(_event(ev))
-                else:
-                    live.append(_event(ev))
+                elif writer.failed is None:
+                    data = _event(ev)
+                    live.append(data)
+                    held[0] += len(data)
+                    if held[0] > writer.limit:
+                        writer.abort(LaneOverflow(f"{held[0]} bytes of events came during the replay"))
             except Exception:  # never into the dispatcher that emitted it
                 log.exception("task lane: an event could not be written")
 

@@ -79,6 +79,10 @@ class LaneWriter:
             self.held_until = trio.current_time() + self.delay
             self._wake.set()
 
+    def abort(self, exc: BaseException) -> None:
+        """End the lane with ``exc`` (what :meth:`run` raises); nothing more is written."""
+        self._fail(exc)
+
     def _fail(self, exc: BaseException) -> None:
         if self.failed is None:
             self.failed = exc
