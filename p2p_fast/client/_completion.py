@@ -276,8 +276,19 @@ class Completion:
                         log.info("the node no longer offers the task lane: using its event stream")
                         self._events()
                         return
+                try:
+                    lane = LaneConnection(host, self.lane_port, engine.token, engine.timeout)
+                except OSError as exc:
+                    if not first:
+                        raise
+                    # Never reached: the node's API is behind something that forwards its port only (a
+                    # Kubernetes Service, a proxy). The event stream goes through the API's port.
+                    log.info("cannot reach the node's task lane at %s:%s (%s): using HTTP and its event stream",
+                             host, self.lane_port, exc)
+                    self.lane_port = None
+                    self._events()
+                    return
                 first = False
-                lane = LaneConnection(host, self.lane_port, engine.token, engine.timeout)
                 try:
                     hello = lane.open(last_seq[0])
                 except BaseException:

@@ -23,6 +23,7 @@ _LEN = struct.Struct(">I")
 READ_SIZE = 65536
 SILENCE_S = 45.0  # the node pings every 15 s; three pings missed: the connection is dead
 MAX_FRAME = 256 * 1024 * 1024  # larger is not a frame of ours
+CONNECT_TIMEOUT_S = 5.0
 
 
 class LaneDown(NodeError):
@@ -72,7 +73,9 @@ class LaneConnection:
         self.where = f"{host}:{port}"
         self.token = token
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        # A port nobody forwards may drop the connect silently: a short wait, then HTTP (``Completion``).
+        self.sock = socket.create_connection((host, port), timeout=min(timeout, CONNECT_TIMEOUT_S))
+        self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.wlock = threading.Lock()

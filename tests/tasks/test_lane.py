@@ -316,3 +316,71 @@ def test_a_client_that_stops_reading_loses_its_lane_and_resumes_with_since(net: 
         seen[doc["data"]["id"]] = doc["seq"]
     assert len(seen) == n
     again.close()
+
+
+class PortForward:
+    """Forwards 127.0.0.2:<port> to one port of 127.0.0.1, as a Kubernetes Service or a proxy forwards a node's
+    API port and nothing else (threads, real sockets)."""
+
+    def __init__(self, target: int) -> None:
+        import threading
+
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.2", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.threads: list[Any] = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                t = threading.Thread(target=self._pipe, args=(src, dst), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for t in self.threads[1:]:
+            t.join(timeout=10)  # each ends when its side hung up (the client closed)
+        for s in self.socks:
+            s.close()
+
+
+def test_a_client_that_cannot_reach_the_lane_uses_http_and_the_event_stream(net: dict[str, Any]) -> None:
+    """The API is reached through a forward of its port only: the lane the node advertises (same host as the API,
+    another port) is not reachable there. The client says so once and uses HTTP and the event stream."""
+    boot = net["boot"]
+    forward = PortForward(int(boot.http.rsplit(":", 1)[1]))
+    try:
+        with Client(f"http://127.0.0.2:{forward.port}", token=TOKEN) as c:
+            comp = c._engine.completion
+            wait_until(lambda: comp.streaming, 20, "the client's event stream")
+            assert comp.lane_port is None and comp.lane is None
+            assert [c.submit("echo", f"via http {i}").result(timeout=30) for i in range(5)] == \
+                [f"via http {i}".encode() for i in range(5)]
+            assert comp.polls == 0  # pushed by the event stream, not long-polled
+    finally:
+        forward.close()
