@@ -80,7 +80,8 @@ def write_runtime_file(node: Node, http_url: str) -> str:
     """``<data_dir>/node.json``: where a running node listens, for p2p-ctl, scripts and tests."""
     path = os.path.join(node.data_dir, "node.json")
     doc = {"pid": os.getpid(), "peer_id": str(node.peer_id), "role": node.role,
-           "listen_addrs": [str(a) for a in node.listen_addrs()], "http": http_url}
+           "listen_addrs": [str(a) for a in node.listen_addrs()], "http": http_url,
+           "task_lane_port": node.task_lane_port}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
@@ -98,6 +99,15 @@ async def run_node(cfg: Any, console_mode: str) -> int:
     http_sock = bind_socket(cfg.http.listen)
     host, port = http_sock.getsockname()[:2]
     http_url = f"http://{host}:{port}"
+    lane_sock = None
+    if cfg.http.task_lane:  # on the HTTP API's host: whoever reaches the API reaches the lane
+        try:
+            lane_sock = bind_socket(f"{cfg.http.listen.rpartition(':')[0]}:{cfg.http.task_lane_port}", "task lane",
+                                    "set http.task_lane_port to a free port (0 picks one) or http.task_lane: false")
+        except BaseException:
+            http_sock.close()
+            raise
+        node.task_lane_port = lane_sock.getsockname()[1]
     exit_code = 0
 
     async def serve(stop_scope: trio.CancelScope) -> None:
@@ -113,6 +123,12 @@ async def run_node(cfg: Any, console_mode: str) -> int:
             fast = {("POST", SUBMIT_PATH): FastSubmit(lambda: node.tasks, node.api_token, cfg.http.max_body_bytes)}
             front = LazyFront(node, full_app, metrics_public=cfg.http.metrics_public, fast=fast)
             await nursery.start(serve_http, front, http_sock)
+            if lane_sock is not None:
+                from p2p_fast.app.api.lane import TaskLane
+
+                lane = TaskLane(lambda: node.tasks, node.events, node.api_token, cfg.http.max_body_bytes,
+                                lambda: str(node.peer_id))
+                await nursery.start(lane.serve, lane_sock)
             write_runtime_file(node, http_url)
             settle_gc()
             log.info("http listener on %s (healthz, readyz, metrics, /v1; dashboard: %s/ui)", http_url, http_url)
@@ -147,6 +163,8 @@ async def run_node(cfg: Any, console_mode: str) -> int:
             await serve(stop_scope)
     finally:
         http_sock.close()
+        if lane_sock is not None:
+            lane_sock.close()
     return exit_code
 
 

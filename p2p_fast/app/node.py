@@ -83,6 +83,7 @@ class Node(NodeViews):
         self.failure: str | None = None
         self.private_network = False
         self.api_token: str | None = None  # the HTTP API's bearer token (http.token_file, P2P_API_TOKEN)
+        self.task_lane_port: int | None = None  # where the task lane listens (app.api.lane), set by the CLI
         self.events = EventBus()  # what GET /v1/events streams; a new stream id per process
         self.book.on_identified = self._on_identified
 

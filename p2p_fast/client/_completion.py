@@ -1,4 +1,9 @@
-"""How the client learns that tasks finished: pushed by the node's event stream, with lookups as the safety net.
+"""How the client learns that tasks finished: pushed by the node, with lookups as the safety net.
+
+A node that offers the task lane (``_lane``; ``task_lane_port`` in ``GET /v1/tasks/limits``) pushes the final task
+events on it, the same documents as the event stream below, with the same resume rules: a reader thread connects,
+says the last event seq it saw, and on the node's hello resyncs when the ``stream`` is new or there is a ``gap``. A
+lane the node refuses (a wrong token) is given up for the event stream. Otherwise:
 
 ``GET /v1/events?types=task&results=1&final=1`` (docs/events.md) pushes every final transition with the result inline (up to
 64 KiB). A reader thread resolves the futures from it. It resumes after a broken connection with ``Last-Event-ID``;
@@ -22,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from p2p_fast.client._http import Http, NodeError
+from p2p_fast.client._lane import LaneConnection
 from p2p_fast.client._sse import SseEvent, SseParser
 
 if TYPE_CHECKING:
@@ -38,9 +44,11 @@ READ_SIZE = 65536
 
 
 class Completion:
-    def __init__(self, engine: "Engine", events: bool = True) -> None:
+    def __init__(self, engine: "Engine", events: bool = True, lane_port: int | None = None) -> None:
         self.engine = engine
         self.use_events = events
+        self.lane_port = lane_port if events else None
+        self.lane: LaneConnection | None = None  # the task lane, while it is open
         self.streaming = False  # the event stream is connected now
         self.more = threading.Event()
         self.ready = threading.Event()
@@ -54,7 +62,9 @@ class Completion:
         self.resyncs = 0
         self._stream_sock: Any = None
         self.threads = [threading.Thread(target=self._helper, name="p2p-client-lookup", daemon=True)]
-        if events:
+        if self.lane_port is not None:
+            self.threads.append(threading.Thread(target=self._lane_events, name="p2p-client-lane", daemon=True))
+        elif events:
             self.threads.append(threading.Thread(target=self._events, name="p2p-client-events", daemon=True))
 
     def start(self) -> None:
@@ -74,6 +84,9 @@ class Completion:
     def stop(self) -> None:
         self.stopping = True
         self.more.set()
+        lane = self.lane
+        if lane is not None:
+            lane.close()  # wakes its reader
         sock = self._stream_sock
         if sock is not None:
             try:
@@ -218,15 +231,20 @@ class Completion:
             self._stream_sock = None
             conn.close()
 
+    def _on_hello(self, hello: dict[str, Any], stream_id: str | None,
+                  last_seq: int | None) -> tuple[str | None, int | None]:
+        """The node's hello (event stream or lane): resync after a restart, a first start or lost events."""
+        if stream_id is None or hello["stream"] != stream_id or hello.get("gap") or last_seq is None:
+            self._resync()  # a restart, a first start, or events lost: look everything up
+            last_seq = hello["seq"]
+        stream_id = hello["stream"]
+        self.streaming = True
+        self.ready.set()
+        return stream_id, last_seq
+
     def _on_event(self, ev: SseEvent, stream_id: str | None, last_seq: int | None) -> tuple[str | None, int | None]:
         if ev.event == "hello":
-            hello = json.loads(ev.data)
-            if stream_id is None or hello["stream"] != stream_id or hello.get("gap") or last_seq is None:
-                self._resync()  # a restart, a first start, or events lost: look everything up
-                last_seq = hello["seq"]
-            stream_id = hello["stream"]
-            self.streaming = True
-            self.ready.set()
+            stream_id, last_seq = self._on_hello(json.loads(ev.data), stream_id, last_seq)
         elif ev.event == "overflow":
             raise ValueError("the node dropped this subscriber (overflow)")
         elif ev.event == "task":
@@ -234,6 +252,89 @@ class Completion:
                 last_seq = int(ev.id)
             self._on_task(json.loads(ev.data))
         return stream_id, last_seq
+
+    # -- the task lane reader ---------------------------------------------------------------------------------------
+    def _lane_events(self) -> None:
+        """Keep the lane open: connect, hello, read until it breaks, again (with the last seq seen) until stopped."""
+        engine = self.engine
+        host = Http(engine.api, engine.token, engine.timeout).host
+        stream_id: str | None = None
+        last_seq: list[int | None] = [None]
+        pause = 0.1
+        assert self.lane_port is not None
+
+        def on_event(doc: dict[str, Any]) -> None:
+            last_seq[0] = doc["seq"]
+            self._on_task(doc["data"])
+
+        first = True
+        while not self.stopping:
+            try:
+                if not first:  # a restarted node may listen on another port (http.task_lane_port 0): ask again
+                    self.lane_port = self._lane_port_now()
+                    if self.lane_port is None:
+                        log.info("the node no longer offers the task lane: using its event stream")
+                        self._events()
+                        return
+                try:
+                    lane = LaneConnection(host, self.lane_port, engine.token, engine.timeout)
+                except OSError as exc:
+                    if not first:
+                        raise
+                    # Never reached: the node's API is behind something that forwards its port only (a
+                    # Kubernetes Service, a proxy). The event stream goes through the API's port.
+                    log.info("cannot reach the node's task lane at %s:%s (%s): using HTTP and its event stream",
+                             host, self.lane_port, exc)
+                    self.lane_port = None
+                    self._events()
+                    return
+                first = False
+                try:
+                    hello = lane.open(last_seq[0])
+                except BaseException:
+                    lane.close()
+                    raise
+                self.lane = lane
+                if self.stopping:
+                    lane.close()
+                    return
+                stream_id, last_seq[0] = self._on_hello(hello, stream_id, last_seq[0])
+                pause = 0.1
+                lane.run(on_event)
+            except NodeError as exc:
+                if exc.status == 401:  # the node refuses our token here: HTTP will say so on every request too
+                    log.error("the node refused the task lane (%s): using HTTP and its event stream", exc)
+                    self.lane_port = None
+                    self.streaming = False
+                    self.lane = None
+                    self._events()
+                    return
+                log.debug("task lane broke: %s", exc)
+            except (OSError, ValueError) as exc:
+                if self.stopping:
+                    return
+                log.debug("task lane broke: %s", exc)
+            except Exception:  # a frame we did not expect: reconnect (and resync) rather than die
+                log.exception("task lane reader failed; reconnecting")
+                stream_id = None
+            finally:
+                self.lane = None
+                self.streaming = False
+            if self.stopping:
+                return
+            self.reconnects += 1
+            self.more.set()  # while disconnected, the helper long-polls
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+
+    def _lane_port_now(self) -> int | None:
+        from p2p_fast.client._core import Limits
+
+        http = Http(self.engine.api, self.engine.token, self.engine.timeout)
+        try:
+            return Limits.from_node(http).task_lane_port
+        finally:
+            http.close()
 
     def _resync(self) -> None:
         with self.lock:

@@ -1,9 +1,10 @@
 """The client's engine: a submit queue drained by one sender thread, and one completion thread.
 
 ``submit`` only encodes the task, checks its size and appends it to a deque (a few µs): the sender thread takes
-everything queued, splits it into batches that fit ``http.max_body_bytes`` and the node's batch limit, and posts
-them (``POST /v1/tasks/batch``); while one batch is on the wire the next one fills up, so a burst costs few requests
-and a lone task goes out at once. Lone indeed: when the sender is idle on an open connection and nothing is queued,
+everything queued, splits it into batches that fit ``http.max_body_bytes`` and the node's batch limit, and sends
+them: as ``submit`` frames on the node's task lane when it offers one (``_lane``: no HTTP request per batch), else
+(and while the lane is down) as ``POST /v1/tasks/batch``. While one batch is on the wire the next one fills up, so
+a burst costs few batches and a lone task goes out at once. Lone indeed: when the sender is idle on an open connection and nothing is queued,
 ``submit`` writes the request itself (one ``send``, ~20 µs) and leaves the answer to the sender thread; waking that
 thread first cost every sequential round trip a thread switch before the task left. The completion thread resolves
 futures as the node finishes tasks (see ``_completion``). Futures are plain ``concurrent.futures.Future`` objects,
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE, decode_result, encode, pickle_function
 from p2p_fast.client._http import Http, NodeError, Sent
+from p2p_fast.client._lane import LaneTicket
 
 log = logging.getLogger(__name__)
 OPTION_KEYS = ("timeout_s", "max_retries", "reward")
@@ -60,6 +62,7 @@ class Limits:
     max_body_bytes: int = 1024 * 1024
     max_payload_bytes: int = 1024 * 1024
     max_batch: int = 10000
+    task_lane_port: int | None = None  # where the node's task lane listens (None: it has none)
 
     @classmethod
     def from_node(cls, http: Http) -> "Limits":
@@ -69,7 +72,62 @@ class Limits:
             if exc.status != 404:
                 raise
             return cls()  # an older node: its defaults
-        return cls(int(doc["max_body_bytes"]), int(doc["max_payload_bytes"]), int(doc["max_batch"]))
+        lane = doc.get("task_lane_port")
+        return cls(int(doc["max_body_bytes"]), int(doc["max_payload_bytes"]), int(doc["max_batch"]),
+                   int(lane) if lane else None)
+
+
+class HttpPoster:
+    """Batches as ``POST /v1/tasks/batch`` on one keep-alive connection (used by one thread at a time)."""
+
+    def __init__(self, http: Http) -> None:
+        self.http = http
+
+    @property
+    def ready(self) -> bool:
+        """A batch posted now needs no connect first."""
+        return self.http.connected
+
+    def post(self, batch: list[Pending]) -> Any:
+        """Write a batch (never raises: a failed write is kept for :meth:`answer`); returns what ``answer`` takes."""
+        return self.http.send("POST", BATCH_PATH, {"tasks": [p.spec for p in batch]})
+
+    def answer(self, sent: Any) -> list[str] | None:
+        """The node's ids for the batch ``sent`` (None: given to ``accept`` already); :class:`NodeError` when the
+        node refused it or is gone."""
+        return self.http.receive(sent)["ids"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class LanePoster(HttpPoster):
+    """Batches as ``submit`` frames on the task lane while it is open (``completion.lane``), over HTTP otherwise."""
+
+    def __init__(self, http: Http, completion: Any, timeout: float,
+                 accept: Callable[[list[Pending], list[str]], None]) -> None:
+        super().__init__(http)
+        self.completion = completion
+        self.timeout = timeout
+        self.accept = accept  # the engine's: match a batch's futures to its ids (the lane's reader calls it)
+        self.on_lane = 0  # batches sent on the lane
+
+    @property
+    def ready(self) -> bool:
+        return self.completion.lane is not None or self.http.connected
+
+    def post(self, batch: list[Pending]) -> Any:
+        lane = self.completion.lane
+        if lane is not None and not lane.closed:
+            self.on_lane += 1
+            return lane.submit([p.spec for p in batch], lambda ids: self.accept(batch, ids))
+        return super().post(batch)
+
+    def answer(self, sent: Any) -> list[str] | None:
+        if isinstance(sent, LaneTicket):
+            sent.wait(self.timeout)  # raises what went wrong; the reader gave the ids to accept
+            return None
+        return super().answer(sent)
 
 
 @dataclass
@@ -85,13 +143,16 @@ class Pending:
 class Engine:
     """Shared by :class:`~p2p_fast.client.Client` and :class:`~p2p_fast.client.AsyncClient`."""
 
-    def __init__(self, api: str, token: str | None, timeout: float, events: bool = True) -> None:
+    def __init__(self, api: str, token: str | None, timeout: float, events: bool = True, lane: bool = True) -> None:
         self.api = api
         self.token = token
         self.timeout = timeout
-        http = Http(api, token, timeout)
-        self.limits = Limits.from_node(http)
-        http.close()
+        http = Http(api, token, timeout)  # the sender's connection, once the limits are read
+        try:
+            self.limits = Limits.from_node(http)
+        except BaseException:
+            http.close()
+            raise
         self.queue: collections.deque[Pending] = collections.deque()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -103,12 +164,15 @@ class Engine:
         self.sent = 0
         self.batches = 0
         self.direct = 0  # submissions written by the caller's thread
-        self.http = Http(api, token, timeout)  # the sender's connection (see the module doc)
-        self.conn_owner = SENDER
-        self._direct: tuple[list[Pending], Sent] | None = None
+        self.conn_owner = SENDER  # who writes batches now (see the module doc)
+        self._direct: tuple[list[Pending], Any] | None = None
         from p2p_fast.client._completion import Completion
 
-        self.completion = Completion(self, events)
+        # Not behind https: the lane is plain TCP, and the token travels on it.
+        lane_port = self.limits.task_lane_port if lane and not http.https else None
+        self.completion = Completion(self, events, lane_port)
+        self.poster = HttpPoster(http) if self.completion.lane_port is None else \
+            LanePoster(http, self.completion, timeout, self.accept)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
         self.sender.start()
         self.completion.start()  # returns once the event stream is up (or known to be unavailable)
@@ -161,18 +225,16 @@ class Engine:
     def enqueue(self, p: Pending) -> None:
         if self.closed:
             raise RuntimeError("the client is closed")
-        if self.conn_owner == IDLE and not self.queue and p.size <= DIRECT_MAX and self.http.connected:
+        if self.conn_owner == IDLE and not self.queue and p.size <= DIRECT_MAX and self.poster.ready:
             with self.lock:
                 mine = self.conn_owner == IDLE and not self.queue
                 if mine:
                     self.conn_owner = CALLER
             if mine:
-                sent = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
+                sent: Any = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
                 try:
-                    sent = self.http.send("POST", BATCH_PATH, {"tasks": [p.spec]})
+                    sent = self.poster.post([p])
                 finally:  # whatever happened, the sender gets the connection back, and the answer (or error) to read
-                    if sent.error is not None:
-                        self.http.close()
                     with self.lock:
                         self._direct = ([p], sent)
                         self.conn_owner = SENDER
@@ -199,7 +261,7 @@ class Engine:
         return batch
 
     def _send_loop(self) -> None:
-        http = self.http
+        poster = self.poster
         try:
             while True:
                 with self.lock:
@@ -208,7 +270,7 @@ class Engine:
                         self.conn_owner = SENDER if self.queue else IDLE
                     owner = self.conn_owner
                 if direct is not None:
-                    self._answered(http, *direct)
+                    self._answered(poster, *direct)
                     continue
                 if owner != SENDER:  # idle, or a caller is writing (it wakes us when its request is out)
                     if owner == IDLE and self.closed:
@@ -218,23 +280,27 @@ class Engine:
                     continue
                 batch = self._take_batch()
                 if batch:
-                    self._answered(http, batch, http.send("POST", BATCH_PATH, {"tasks": [p.spec for p in batch]}))
+                    self._answered(poster, batch, poster.post(batch))
         finally:
             with self.lock:
                 self.conn_owner = SENDER  # nobody writes on it any more
-            http.close()
+            poster.close()
 
-    def _answered(self, http: Http, batch: list[Pending], sent: Sent) -> None:
-        """Read the node's answer to the request ``sent`` for ``batch``; map the ids or fail the futures."""
+    def _answered(self, poster: HttpPoster, batch: list[Pending], sent: Any) -> None:
+        """Read the node's answer to the batch ``sent``; map the ids or fail the futures."""
         try:
-            doc = http.receive(sent)
-            ids = doc["ids"]
+            ids = poster.answer(sent)
         except Exception as exc:  # the node refused the batch (all or none) or is unreachable
             err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(err)
             return
+        if ids is not None:
+            self.accept(batch, ids)
+
+    def accept(self, batch: list[Pending], ids: list[str]) -> None:
+        """The node took ``batch`` as ``ids``: match the futures (and the events that came first) to them."""
         self.batches += 1
         self.sent += len(ids)
         early = []

@@ -87,8 +87,8 @@ class AsyncClient:
 
     def __init__(self, api: str | None = None, *, data_dir: str | os.PathLike[str] | None = None,
                  token: str | None = None, timeout: float = 30.0,
-                 packages: Iterable[str | os.PathLike[str]] = (), events: bool = True) -> None:
-        self._args = (api, data_dir, token, timeout, list(packages), events)
+                 packages: Iterable[str | os.PathLike[str]] = (), events: bool = True, lane: bool = True) -> None:
+        self._args = (api, data_dir, token, timeout, list(packages), events, lane)
         self._client: Any = None
 
     async def _run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -108,9 +108,9 @@ class AsyncClient:
     async def __aenter__(self) -> "AsyncClient":
         from p2p_fast.client.sync import Client
 
-        api, data_dir, token, timeout, packages, events = self._args
+        api, data_dir, token, timeout, packages, events, lane = self._args
         self._client = await self._run_sync(lambda: Client(api, data_dir=data_dir, token=token, timeout=timeout,
-                                                           packages=packages, events=events))
+                                                           packages=packages, events=events, lane=lane))
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -30,17 +30,18 @@ def gather(futures: Iterable[Future[Any]], timeout: float | None = None) -> list
 class Client:
     """A network's node reached over HTTP: ``Client(api="http://host:8080")`` or ``Client(data_dir=...)``.
 
-    ``token`` defaults to ``$P2P_API_TOKEN``. Completions are pushed by the node's event stream (``events=False``:
-    long polls only). ``packages`` (paths of ``.py`` modules or wheels) are uploaded once
+    ``token`` defaults to ``$P2P_API_TOKEN``. Submissions and completions go over the node's task lane when it
+    offers one (``lane=False``: HTTP requests and the event stream); completions are pushed (``events=False``:
+    long polls only, and no lane). ``packages`` (paths of ``.py`` modules or wheels) are uploaded once
     and shipped with every function task (workers install them per content hash). Close it (or use ``with``): the
     queued tasks are sent first.
     """
 
     def __init__(self, api: str | None = None, *, data_dir: str | os.PathLike[str] | None = None,
                  token: str | None = None, timeout: float = 30.0,
-                 packages: Iterable[str | os.PathLike[str]] = (), events: bool = True) -> None:
+                 packages: Iterable[str | os.PathLike[str]] = (), events: bool = True, lane: bool = True) -> None:
         self.api = resolve_api(api, data_dir)
-        self._engine = Engine(self.api, resolve_token(token), timeout, events)
+        self._engine = Engine(self.api, resolve_token(token), timeout, events, lane)
         self.limits = self._engine.limits
         self.packages: list[PackageRef] = [self.upload(p) for p in packages]
 

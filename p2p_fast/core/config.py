@@ -125,6 +125,11 @@ class HttpSection:
     token_file: str = ""
     # With a token: false puts /metrics behind it too (/healthz and /readyz always stay open).
     metrics_public: bool = True
+    # The task lane (app/api/lane.py): a TCP listener on http.listen's host that p2p_fast.client uses for its
+    # submissions and completions instead of an HTTP request per batch and the event stream. False: HTTP only.
+    task_lane: bool = True
+    # Its port; 0 picks a free one (told in GET /v1/tasks/limits and node.json, where the client finds it).
+    task_lane_port: int = _check(_rng(0, 65535), default=0)
 
 
 @dataclass

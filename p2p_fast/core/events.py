@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -37,7 +37,7 @@ FINAL_TASK_EVENTS = frozenset(("completed", "failed", "cancelled"))
 
 
 class Event:
-    __slots__ = ("seq", "type", "data", "result", "_line", "_line_result")
+    __slots__ = ("seq", "type", "data", "result", "_line", "_line_result", "_json", "_json_result")
 
     def __init__(self, seq: int, type_: str, data: dict[str, Any], result: bytes | None) -> None:
         self.seq = seq
@@ -46,26 +46,42 @@ class Event:
         self.result = result
         self._line: bytes | None = None
         self._line_result: bytes | None = None
+        self._json: str | None = None
+        self._json_result: str | None = None
+
+    def json(self, with_result: bool) -> str:
+        """The event's document as one line of JSON (``result`` in base64 when asked and small), made once: what
+        the SSE frame carries and what the task lane (``app.api.lane``) sends."""
+        if with_result and self.result is not None:
+            if self._json_result is None:
+                doc = dict(self.data, result=base64.b64encode(self.result).decode())
+                self._json_result = json.dumps(doc, separators=(",", ":"), default=str)
+            return self._json_result
+        if self._json is None:
+            self._json = json.dumps(self.data, separators=(",", ":"), default=str)
+        return self._json
 
     def encode(self, with_result: bool) -> bytes:
         """The SSE frame: ``id``, ``event`` and one line of JSON (``result`` in base64 when asked and small)."""
         if with_result and self.result is not None:
             if self._line_result is None:
-                doc = dict(self.data, result=base64.b64encode(self.result).decode())
-                self._line_result = self._frame(doc)
+                self._line_result = self._frame(self.json(True))
             return self._line_result
         if self._line is None:
-            self._line = self._frame(self.data)
+            self._line = self._frame(self.json(False))
         return self._line
 
-    def _frame(self, doc: dict[str, Any]) -> bytes:
-        body = json.dumps(doc, separators=(",", ":"), default=str)
+    def _frame(self, body: str) -> bytes:
         return f"id: {self.seq}\nevent: {self.type}\ndata: {body}\n\n".encode()
 
 
 class Subscriber:
-    def __init__(self, types: frozenset[str], results: bool, final_only: bool = False) -> None:
+    def __init__(self, types: frozenset[str], results: bool, final_only: bool = False,
+                 deliver: Callable[["Event"], None] | None = None) -> None:
         self.types = types
+        # Called with each event it takes, inside ``emit``, instead of queueing it (the task lane writes it to its
+        # socket right there: app/api/lane_writer.py). Must not block or raise; bounding what it keeps is its own job.
+        self.deliver = deliver
         self.results = results
         # Only the last event of each task (completed, failed, cancelled): what a client waiting for results reads;
         # a third of the task events, so a third of the JSON and socket writes for the node and for the client.
@@ -118,6 +134,9 @@ class EventBus:
         if self.subscribers:
             for sub in self.subscribers:
                 if type_ in sub.types and (not sub.final_only or sub.takes(ev)):
+                    if sub.deliver is not None:
+                        sub.deliver(ev)
+                        continue
                     try:
                         sub.send.send_nowait(ev)
                     except trio.WouldBlock:
@@ -138,10 +157,12 @@ class EventBus:
         sub.dropped.set()
 
     def subscribe(self, types: Iterable[str], since: int | None, results: bool,
-                  final_only: bool = False) -> tuple[Subscriber, list[Event], bool]:
+                  final_only: bool = False,
+                  deliver: Callable[[Event], None] | None = None) -> tuple[Subscriber, list[Event], bool]:
         """Register a subscriber; returns it, the history to replay first (events after ``since``) and whether
-        events the client asked for are gone (``gap``). Atomic: no event can fall between replay and live."""
-        sub = Subscriber(frozenset(types), results, final_only)
+        events the client asked for are gone (``gap``). Atomic: no event can fall between replay and live.
+        ``deliver``: see :class:`Subscriber`."""
+        sub = Subscriber(frozenset(types), results, final_only, deliver)
         replay: list[Event] = []
         gap = False
         if since is not None:

@@ -1,5 +1,8 @@
 """``p2p_fast.client`` against real node processes: 1 bootstrap (it cannot run tasks: everything crosses the network)
-and 3 workers that accept functions, in a private network (PSK), the bootstrap's API behind a token."""
+and 3 workers that accept functions, in a private network (PSK), the bootstrap's API behind a token.
+
+The tests that take ``transport`` (directly or through ``client``) run twice: over the node's task lane (the
+client's default) and over HTTP requests and the event stream (``lane=False``)."""
 
 from __future__ import annotations
 
@@ -78,10 +81,27 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cluster.close()
 
 
+@pytest.fixture(params=["lane", "http"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def open_client(api: str, transport: str, **kw: Any) -> Client:
+    """A client on ``transport``, checked to be using it (the lane needs the node to offer it)."""
+    c = Client(api, lane=transport == "lane", **kw)
+    on_lane = c._engine.completion.lane_port is not None
+    if on_lane != (transport == "lane"):
+        c.close()
+        raise AssertionError(f"the client is {'' if on_lane else 'not '}on the task lane, wanted {transport}")
+    return c
+
+
 @pytest.fixture()
-def client(net: dict[str, Any]) -> Iterator[Client]:
-    with Client(net["boot"].http, token=TOKEN) as c:
+def client(net: dict[str, Any], transport: str) -> Iterator[Client]:
+    with open_client(net["boot"].http, transport, token=TOKEN) as c:
         yield c
+    if transport == "lane":  # everything went on the lane (the poster falls back to HTTP only while it is down)
+        assert c._engine.poster.on_lane == c._engine.batches  # type: ignore[attr-defined]
 
 
 def test_registered_types_and_functions(client: Client) -> None:
@@ -156,11 +176,12 @@ def test_functions_fail_fast_where_no_worker_accepts_them(tmp_path: Path) -> Non
         cluster.close()
 
 
-def test_functions_need_the_api_token(net: dict[str, Any]) -> None:
-    with Client(net["workers"][0].http) as open_client:  # a worker's API has no token
-        with pytest.raises(NodeError, match="API token"):
-            open_client.submit(square, 2).result(timeout=30)
-        assert open_client.submit("echo", "still fine").result(timeout=30) == b"still fine"
+def test_functions_need_the_api_token(net: dict[str, Any], transport: str) -> None:
+    with open_client(net["workers"][0].http, transport) as tokenless:  # a worker's API has no token
+        with pytest.raises(NodeError, match="API token") as info:
+            tokenless.submit(square, 2).result(timeout=30)
+        assert info.value.status == 403
+        assert tokenless.submit("echo", "still fine").result(timeout=30) == b"still fine"
 
 
 def _wheel(tmp: Path, module: str, body: str) -> Path:
@@ -175,7 +196,10 @@ def _wheel(tmp: Path, module: str, body: str) -> Path:
 def test_shipped_packages_are_used_by_workers_that_never_had_them(net: dict[str, Any], client: Client) -> None:
     mod = f"shipped_{secrets.token_hex(4)}"
     module_file = net["tmp"] / f"{mod}.py"
-    module_file.write_text("def triple(x):\n    return 3 * x\n")
+    # Its name in the content too: the workers keep a package by its content's sha256 and install it once, so a
+    # second module with the same text under another name (this test runs once per transport) would not be
+    # installed under that name (a limitation of the package store, found here; not the client's).
+    module_file.write_text(f"# {mod}\ndef triple(x):\n    return 3 * x\n")
     whl_mod = f"wheelpkg_{secrets.token_hex(4)}"
     wheel = _wheel(net["tmp"], whl_mod, "def greet(n):\n    return 'hello ' + n\n")
 
@@ -194,11 +218,12 @@ def test_shipped_packages_are_used_by_workers_that_never_had_them(net: dict[str,
         fut.result(timeout=30)
 
 
-def test_async_client_under_asyncio_and_trio(net: dict[str, Any]) -> None:
+def test_async_client_under_asyncio_and_trio(net: dict[str, Any], transport: str) -> None:
     api = net["boot"].http
 
     async def body() -> list[Any]:
-        async with AsyncClient(api, token=TOKEN) as ac:
+        async with AsyncClient(api, token=TOKEN, lane=transport == "lane") as ac:
+            assert (ac.client._engine.completion.lane_port is not None) == (transport == "lane")
             fut = await ac.submit(square, 9)
             one = await fut
             mapped = [x async for x in ac.map(square, range(50), batch_size=10)]
@@ -308,9 +333,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
-    """The client's node restarts mid-run (same data dir and API address): the client reconnects to the stream,
-    resyncs, and every future resolves once with its result; the stream pushed (no long polls needed)."""
+def test_event_stream_survives_a_node_restart(net: dict[str, Any], transport: str) -> None:
+    """The client's node restarts mid-run (same data dir and API address): the client reconnects to the stream
+    (or the lane, on the port the restarted node tells), resyncs, and every future resolves once with its result;
+    the stream pushed (no long polls needed)."""
     port = _free_port()
     cfg = node_config("bootstrap", node={"capabilities": []}, http={"listen": f"127.0.0.1:{port}"},
                       network={"bootstrap_peers": [net["boot"].addr()]})
@@ -318,7 +344,7 @@ def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
     wait_for_workers(sub, "functions", 3)
     resolved: dict[int, int] = {}
     lock = threading.Lock()
-    with Client(f"http://127.0.0.1:{port}", token=TOKEN) as c:
+    with open_client(f"http://127.0.0.1:{port}", transport, token=TOKEN) as c:
         assert c.submit(square, 2).result(timeout=30) == 4
         comp = c._engine.completion
         assert comp.streaming and comp.polls == 0
@@ -335,11 +361,16 @@ def test_event_stream_survives_a_node_restart(net: dict[str, Any]) -> None:
         assert gather(futures, timeout=120) == list(range(30))
         assert comp.reconnects >= 1 and comp.resyncs >= 2 and comp.streaming
         # Written by this thread on the sender's kept-alive connection, which the restart closed: sent again on a
-        # fresh one by the sender, which reads the answer.
+        # fresh one by the sender, which reads the answer. On the lane: the new lane, on the node's new port.
         wait_until(lambda: c._engine.conn_owner == "idle", 10, "the sender to be idle")
         direct = c._engine.direct
         assert c.submit(square, 5).result(timeout=30) == 25
         assert c._engine.direct == direct + 1
+        if transport == "lane":
+            assert comp.lane is not None  # reconnected, to the port the restarted node told (a new one: port 0)
+            on_lane = c._engine.poster.on_lane  # type: ignore[attr-defined]
+            assert c.submit(square, 6).result(timeout=30) == 36
+            assert c._engine.poster.on_lane == on_lane + 1  # type: ignore[attr-defined]
     wait_until(lambda: len(resolved) == 30, 10, "every done callback")
     assert set(resolved.values()) == {1}
     sub.stop()
@@ -367,8 +398,9 @@ def test_a_slow_function_is_not_batched_like_a_fast_one(net: dict[str, Any], cli
     assert (batches2 - batches, batched2 - batched) == (12, 12)
 
 
-def test_killed_worker_tasks_finish_elsewhere_each_future_once(net: dict[str, Any], client: Client) -> None:
-    """Last in this module: it kills a worker of the shared network."""
+def test_killed_worker_tasks_finish_elsewhere_each_future_once(net: dict[str, Any], client: Client,
+                                                               transport: str) -> None:
+    """Last in this module: it kills a worker of the shared network (another one for each transport)."""
     resolved: dict[int, int] = {}
     lock = threading.Lock()
 
@@ -383,7 +415,7 @@ def test_killed_worker_tasks_finish_elsewhere_each_future_once(net: dict[str, An
         f = client.submit(slow_identity, i, options={"max_retries": 5})
         f.add_done_callback(count(i))
         futures.append(f)
-    victim = net["workers"][0]
+    victim = net["workers"][["lane", "http"].index(transport)]
     wait_until(lambda: victim.status()["tasks"]["worker_running"] > 0, 30, "the victim to run a task")
     victim.kill9()
     assert gather(futures, timeout=120) == list(range(40))

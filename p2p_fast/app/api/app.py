@@ -155,7 +155,8 @@ def create_app(node: Node) -> Any:
     if tasks is not None:  # built from the task service here: the service knows nothing of HTTP
         from p2p_fast.app.api.tasks import install_routes as install_task_routes
 
-        install_task_routes(app, tasks, max_body_bytes=node.cfg.http.max_body_bytes, api_token=token)
+        install_task_routes(app, tasks, max_body_bytes=node.cfg.http.max_body_bytes, api_token=token,
+                            task_lane_port=getattr(node, "task_lane_port", None))
     return app
 
 

@@ -32,6 +32,8 @@ from p2p_fast.protocols.tasks.redundancy import MAX_REDUNDANCY
 from p2p_fast.protocols.tasks.spec import MAX_RETRIES, MAX_REWARD, MAX_TIMEOUT_S, TaskSpec, TaskSpecError
 
 log = logging.getLogger(__name__)
+CODE_NEEDS_TOKEN = ("this node accepts Python functions and packages over HTTP only when its API token is set "
+                    "(http.token_file or P2P_API_TOKEN): it submits them to workers in its own name")
 
 PATH = "/v1/tasks/batch"
 MAX_BATCH = 10000
@@ -107,6 +109,22 @@ def plain_batch(doc: Any) -> list[Fields] | None:
     return out
 
 
+async def submit_specs(service: Any, tasks: list[Fields] | list[TaskSpec]) -> tuple[int, dict[str, Any]]:
+    """Submit a checked batch (``plain_batch``'s fields, or specs the ``TaskBatch`` model made): ``(202, {"ids":
+    [...]})``, or the status and JSON the full app's handler gives when the service refuses (400 unknown type, 413,
+    507; 400 for a payload that is not base64). The HTTP route above and the task lane (``api.lane``) answer with
+    it."""
+    try:
+        specs = [t if isinstance(t, TaskSpec) else build_spec(*t) for t in tasks]
+        ids = await service.submit_many(specs)
+    except TaskSpecError as exc:
+        return exc.status, {"error": str(exc)}
+    except Exception as exc:
+        log.exception("submitting a batch failed")
+        return 500, {"error": "internal error", "detail": type(exc).__name__}
+    return 202, {"ids": ids}
+
+
 def _json_answer(status: int, doc: Any) -> tuple[int, bytes]:
     # The bytes Starlette's JSONResponse renders for the same document.
     return status, json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
@@ -143,23 +161,13 @@ class FastSubmit:
             # The full app's answer (422 naming the field, 403 for code without a token) is the one.
             await fallback()(scope, _Replay(body, receive), send)
             return
-        try:
-            specs = [build_spec(*t) for t in tasks]
-        except TaskSpecError as exc:  # a payload that is not base64: the full app's handler says exactly this
-            await _send(send, *_json_answer(exc.status, {"error": str(exc)}))
-            return
-        try:
-            ids = await service.submit_many(specs)
-        except TaskSpecError as exc:
-            await _send(send, *_json_answer(exc.status, {"error": str(exc)}))
-            return
-        except Exception as exc:
-            log.exception("POST %s failed", PATH)
-            await _send(send, *_json_answer(500, {"error": "internal error", "detail": type(exc).__name__}))
+        status, answer = await submit_specs(service, tasks)
+        if status != 202:
+            await _send(send, *_json_answer(status, answer))
             return
         self.answered += 1
         await trio.lowlevel.checkpoint()  # the link writers first: the tasks' trip is what the client waits for
-        await _send(send, *_json_answer(202, {"ids": ids}))
+        await _send(send, *_json_answer(202, answer))
 
     def _length(self, headers: list[tuple[bytes, bytes]]) -> int | None:
         """The announced body length when the request may be answered here; None sends it to the full app."""

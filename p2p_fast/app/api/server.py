@@ -27,7 +27,10 @@ class HttpListenError(RuntimeError):
     pass
 
 
-def bind_socket(listen: str) -> socket.socket:
+def bind_socket(listen: str, what: str = "HTTP listener",
+                hint: str = "set http.listen or --http-listen to a free HOST:PORT; port 0 picks one") -> socket.socket:
+    """A listening socket on ``listen`` (HOST:PORT); :class:`HttpListenError` naming ``what`` and, in ``hint``,
+    the setting to change when it cannot be bound."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -37,8 +40,7 @@ def bind_socket(listen: str) -> socket.socket:
         sock.bind((host, int(port)))
     except OSError as exc:
         sock.close()
-        raise HttpListenError(f"HTTP listener {listen}: {exc.strerror}"
-                              " (set http.listen or --http-listen to a free HOST:PORT; port 0 picks one)") from None
+        raise HttpListenError(f"{what} {listen}: {exc.strerror} ({hint})") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

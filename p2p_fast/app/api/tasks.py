@@ -16,7 +16,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from p2p_fast.app.api.fast_submit import MAX_BATCH, build_spec
+from p2p_fast.app.api.fast_submit import CODE_NEEDS_TOKEN, MAX_BATCH, build_spec
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.journal import FINAL_STATES, STATES
 from p2p_fast.protocols.tasks.packages import NAME_RE as PACKAGE_NAME_RE
@@ -62,6 +62,20 @@ class TaskBatch(BaseModel):
     tasks: list[TaskSubmit] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+def model_batch(doc: Any) -> tuple[list[TaskSpec], set[str]] | list[dict[str, Any]]:
+    """A ``{"tasks": [...]}`` document through the ``TaskBatch`` model, for a caller without FastAPI's request
+    handling (the task lane, ``api.lane``, for a batch ``fast_submit.plain_batch`` was in doubt about): its specs and
+    task types, or the problems the full app's 422 lists (``field``, ``problem``)."""
+    from pydantic import ValidationError
+
+    try:
+        batch = TaskBatch.model_validate(doc)
+        return [t.spec() for t in batch.tasks], {t.type for t in batch.tasks}
+    except ValidationError as exc:
+        return [{"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "problem": e.get("msg")}
+                for e in exc.errors()]
+
+
 class TaskLookup(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
@@ -82,14 +96,15 @@ def _brief(rec: Any) -> dict[str, Any]:
 def _code_refused(api_token: str | None, types: set[str]) -> JSONResponse | None:
     """Functions and packages are code: through the API a node sends them in its own name, so only with a token."""
     if FUNCTION_TYPE in types and api_token is None:
-        return _error(403, "this node accepts Python functions and packages over HTTP only when its API token is set "
-                           "(http.token_file or P2P_API_TOKEN): it submits them to workers in its own name")
+        return _error(403, CODE_NEEDS_TOKEN)
     return None
 
 
-def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_token: str | None) -> None:
+def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_token: str | None,
+                   task_lane_port: int | None = None) -> None:
     """Add the task routes for ``service`` to ``app``. ``max_body_bytes`` (http.max_body_bytes) is what
-    ``/v1/tasks/limits`` reports; ``api_token``: the node's API token, without which no code is accepted."""
+    ``/v1/tasks/limits`` reports, with ``task_lane_port`` (where the task lane listens, ``api.lane``; None: no
+    lane); ``api_token``: the node's API token, without which no code is accepted."""
     def bad_id(task_id: str) -> JSONResponse | None:
         if not TASK_ID_RE.match(task_id):
             return _error(400, "malformed task id", "a task id is 32 lowercase hex digits")
@@ -126,7 +141,8 @@ def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_t
     @app.get("/v1/tasks/limits", summary="What one request may carry: body, payload and batch sizes")
     async def limits() -> Any:
         return {"max_body_bytes": max_body_bytes, "max_payload_bytes": service.cfg.max_payload_bytes,
-                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S, "code_over_http": api_token is not None}
+                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S, "code_over_http": api_token is not None,
+                "task_lane_port": task_lane_port}
 
     @app.post("/v1/blobs", status_code=201, summary="Store a package file (a .py module or a wheel) for function tasks")
     async def put_blob(request: Request, name: str = Query(min_length=1, max_length=204,

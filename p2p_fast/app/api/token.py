@@ -51,6 +51,19 @@ def load_api_token(cfg: Config) -> str | None:
     return token
 
 
+def token_matches(expected: bytes, credential: bytes) -> bool:
+    """Whether ``credential`` is the token, compared in constant time (HTTP's bearer header and the task lane's
+    hello both ask this)."""
+    return hmac.compare_digest(credential.strip(), expected)
+
+
+def refused(has_credential: bool, ask: str = "`Authorization: Bearer <token>`") -> str:
+    """Why a request without the right token is refused (the token itself is never named); counted by cause.
+    ``ask``: where the token goes in this kind of request."""
+    metrics.API_UNAUTHORIZED.labels("bad-token" if has_credential else "no-token").inc()
+    return f"this API needs {ask} (http.token_file or {ENV} on the node)" if not has_credential else "wrong token"
+
+
 class BearerAuth:
     """ASGI middleware: 401 for HTTP requests without the right bearer token (see the module doc)."""
 
@@ -65,7 +78,7 @@ class BearerAuth:
                 scheme, _, credential = value.partition(b" ")
                 if scheme.lower() != b"bearer":
                     return False
-                return hmac.compare_digest(credential.strip(), self._expected)
+                return token_matches(self._expected, credential)
         return False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -76,13 +89,11 @@ class BearerAuth:
             await self.app(scope, receive, send)  # lifespan events, probes, and requests with the token
             return
         has_header = any(name == b"authorization" for name, _ in scope["headers"])
-        metrics.API_UNAUTHORIZED.labels("bad-token" if has_header else "no-token").inc()
+        detail = refused(has_header)
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
-        body = json.dumps({"error": "unauthorized",
-                           "detail": "this API needs `Authorization: Bearer <token>` (http.token_file or "
-                                     f"{ENV} on the node)" if not has_header else "wrong token"}).encode()
+        body = json.dumps({"error": "unauthorized", "detail": detail}).encode()
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b'Bearer realm="p2p-fast"'),

@@ -48,10 +48,23 @@ class _Child:
         self.buf = bytearray()
 
     async def send(self, calls: list[PoolCall]) -> None:
-        """Hand the child a batch: it runs the calls in order and answers each (``reply``)."""
+        """Hand the child a batch: it runs the calls in order and answers each (``reply``).
+
+        Written straight to the pipe (non-blocking, trio made it so) when it takes it all, which a batch of short
+        calls always does: ``send_all`` yields to the scheduler before it writes, and a lone task waited that
+        round. The rest, if any, goes through ``send_all``."""
         body = pickle.dumps([(c.fn_ref, c.payload) for c in calls], protocol=pickle.HIGHEST_PROTOCOL)
-        assert self.proc.stdin is not None
-        await self.proc.stdin.send_all(_LEN.pack(len(body)) + body)
+        stdin = self.proc.stdin
+        assert stdin is not None
+        data = _LEN.pack(len(body)) + body
+        try:
+            sent = os.write(stdin.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # the child is gone: as send_all would say it
+            raise trio.BrokenResourceError(f"pool child {self.proc.pid}: {exc}") from exc
+        if sent < len(data):
+            await stdin.send_all(data[sent:])
 
     def buffered_reply(self) -> tuple[str, Any] | None:
         """The next answer if it has been read already (the child answered several while we were busy), else None."""
@@ -213,12 +226,20 @@ class ProcessPool:
                 c.finish(error=PoolClosed("this node has no task slots (tasks.slots is 0)"))
             return
         try:
-            async with self._sem:
+            # A free slot is taken without the scheduler round ``async with self._sem`` costs (the child's reply is
+            # awaited below anyway): one round less on a lone task's path.
+            try:
+                self._sem.acquire_nowait()
+            except trio.WouldBlock:
+                await self._sem.acquire()
+            try:
                 todo = [c for c in calls if not c.done]
                 while todo:
                     if self._closed:
                         raise PoolClosed("process pool is closed")
                     todo = await self._run_in_child(todo)
+            finally:
+                self._sem.release()
         except Exception as exc:  # PoolClosed, or no child could be started (OSError)
             error = exc if isinstance(exc, PoolClosed) else TaskFailed(f"cannot run it in a pool child: {exc}")
             for c in calls:

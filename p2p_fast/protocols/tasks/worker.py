@@ -400,7 +400,10 @@ class Worker:
                         self.gate.release()
                         await trio.lowlevel.checkpoint()
                     followers = self.gate.take(BATCH_MAX - 1, self._batch_budget(call).fits)
-                    self._nursery.start_soon(self._run_batch, [call, *followers])
+                    if followers:
+                        self._nursery.start_soon(self._run_batch, [call, *followers])
+                    else:  # this request's alone: run it here, a scheduler round sooner (its stream owns it anyway)
+                        await self._run_batch([call])
                 elif held:
                     acquired = True
                     self.running += 1
