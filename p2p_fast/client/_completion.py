@@ -192,10 +192,15 @@ class Completion:
                 self.streaming = False
             if self.stopping:
                 return
-            self.reconnects += 1
-            self.more.set()  # while disconnected, the helper long-polls
-            time.sleep(pause)
-            pause = min(pause * 2, MAX_PAUSE)
+            pause = self._wait_to_reconnect(pause)
+
+    def _wait_to_reconnect(self, pause: float) -> float:
+        """After the event stream or the task lane broke: count it, let the helper long-poll meanwhile, wait
+        ``pause``; returns the next pause (doubling up to ``MAX_PAUSE``)."""
+        self.reconnects += 1
+        self.more.set()  # while disconnected, the helper long-polls
+        time.sleep(pause)
+        return min(pause * 2, MAX_PAUSE)
 
     def _read_stream(self, stream_id: str | None, last_seq: int | None) -> tuple[str | None, int | None, bool]:
         h = Http(self.engine.api, self.engine.token, self.engine.timeout)
@@ -322,10 +327,7 @@ class Completion:
                 self.streaming = False
             if self.stopping:
                 return
-            self.reconnects += 1
-            self.more.set()  # while disconnected, the helper long-polls
-            time.sleep(pause)
-            pause = min(pause * 2, MAX_PAUSE)
+            pause = self._wait_to_reconnect(pause)
 
     def _lane_port_now(self) -> int | None:
         from p2p_fast.client._core import Limits
