@@ -196,10 +196,9 @@ def _wheel(tmp: Path, module: str, body: str) -> Path:
 def test_shipped_packages_are_used_by_workers_that_never_had_them(net: dict[str, Any], client: Client) -> None:
     mod = f"shipped_{secrets.token_hex(4)}"
     module_file = net["tmp"] / f"{mod}.py"
-    # Its name in the content too: the workers keep a package by its content's sha256 and install it once, so a
-    # second module with the same text under another name (this test runs once per transport) would not be
-    # installed under that name (a limitation of the package store, found here; not the client's).
-    module_file.write_text(f"# {mod}\ndef triple(x):\n    return 3 * x\n")
+    # The same text in every run of this test (once per transport), under a new module name each time: a worker
+    # that installed it under the first name must install it under the second as well.
+    module_file.write_text("def triple(x):\n    return 3 * x\n")
     whl_mod = f"wheelpkg_{secrets.token_hex(4)}"
     wheel = _wheel(net["tmp"], whl_mod, "def greet(n):\n    return 'hello ' + n\n")
 

@@ -91,3 +91,53 @@ def test_a_child_sees_exactly_the_packages_of_its_task(tmp_path: Path) -> None:
     finally:
         functions._use_packages([])
         sys.modules.pop("shipmod_xyz", None)
+
+
+class _LocalBlobs:
+    """What :class:`Packages` asks of the storage service, with the blobs already in this worker's own store (the
+    network fetch is covered by ``tests/tasks/test_client.py``)."""
+
+    def __init__(self, root: Path) -> None:
+        from p2p_fast.protocols.tasks.storage import BlobStore
+
+        self.store = BlobStore(root)
+
+    async def fetch_from(self, peers: list[str], key: str) -> bytes | None:
+        return None
+
+    def peers(self) -> list[str]:
+        return []
+
+
+def test_the_same_text_under_two_names_is_installed_under_both(tmp_path: Path) -> None:
+    import trio
+
+    from p2p_fast.protocols.tasks.packages import Packages
+
+    blobs = _LocalBlobs(tmp_path / "blobs")
+    key = blobs.store.put(b"def triple(x):\n    return 3 * x\n")
+    packages = Packages(tmp_path, blobs)  # type: ignore[arg-type]
+
+    async def install(name: str) -> Path:
+        [path] = await packages.ensure([{"sha256": key, "name": name}], "submitter")
+        return Path(path)
+
+    first, second = trio.run(install, "one_mod.py"), trio.run(install, "other_mod.py")
+    assert (first / "one_mod.py").is_file()
+    assert (second / "other_mod.py").is_file(), "a second name for known content was never installed"
+    assert trio.run(install, "one_mod.py") == first and packages.installed == 2  # installed once per (content, name)
+
+
+def test_an_install_from_the_one_directory_per_hash_layout_is_replaced(tmp_path: Path) -> None:
+    import trio
+
+    from p2p_fast.protocols.tasks.packages import MARKER, Packages
+
+    blobs = _LocalBlobs(tmp_path / "blobs")
+    key = blobs.store.put(b"VALUE = 1\n")
+    legacy = tmp_path / "packages" / key
+    unpack(b"VALUE = 1\n", "old_mod.py", legacy)
+    (legacy / MARKER).write_text("old_mod.py")
+    packages = Packages(tmp_path, blobs)  # type: ignore[arg-type]
+    [path] = trio.run(packages.ensure, [{"sha256": key, "name": "old_mod.py"}], "submitter")
+    assert (Path(path) / "old_mod.py").read_bytes() == b"VALUE = 1\n"

@@ -4,8 +4,9 @@ A package is one file: a module (``name.py``) or a wheel (``name-ver-py3-none-an
 the node it talks to (``POST /v1/blobs``), which keeps it in its blob store under its sha256; a function task names
 the packages it needs in its header (``tasks.functions``). A worker that runs the task and lacks a package fetches it
 over the blob protocol (from the submitter first, then the storage workers), checks the sha256, and installs it into
-``<data_dir>/packages/<sha256>/`` — one directory per content hash, so two versions never overwrite each other and a
-package is installed once per worker. Pool children put those directories on ``sys.path``.
+``<data_dir>/packages/<sha256>/<file name>/`` — one directory per content and name, so two versions never overwrite
+each other, the same text shipped under two module names is importable under both, and a package is installed once
+per worker. Pool children put those directories on ``sys.path``.
 
 A wheel is unpacked as pip would for a pure-Python wheel (no build step, no dependency resolution, no scripts):
 ship what you need, or extend the image for packages with compiled parts (README: "Extending the image").
@@ -80,8 +81,10 @@ class Packages:
         self._locks: dict[str, trio.Lock] = {}
         self.installed = 0
 
-    def path_of(self, key: str) -> Path:
-        return self.root / key
+    def path_of(self, key: str, name: str) -> Path:
+        """Where ``name`` with content ``key`` is installed: the name is part of it, because a module's file name is
+        its import name (content alone would install the first name only)."""
+        return self.root / key / name
 
     async def ensure(self, refs: list[Any], submitter: str) -> list[str]:
         """Install directories for ``refs`` (fetching what is missing), in order."""
@@ -92,13 +95,15 @@ class Packages:
         return paths
 
     async def _ensure_one(self, key: str, name: str, submitter: str) -> Path:
-        dest = self.path_of(key)
+        dest = self.path_of(key, name)
         if (dest / MARKER).exists():
             return dest
         lock = self._locks.setdefault(key, trio.Lock())
         async with lock:
             if (dest / MARKER).exists():
                 return dest
+            if (dest.parent / MARKER).exists():  # installed by a release that kept one directory per hash
+                shutil.rmtree(dest.parent, ignore_errors=True)
             data = self.storage.store.get(key)
             if data is None:
                 data = await self.storage.fetch_from([submitter], key)
@@ -106,8 +111,9 @@ class Packages:
                 data = await self.storage.fetch_from(self.storage.peers(), key)
             if data is None or hashlib.sha256(data).hexdigest() != key:
                 raise PackageError(f"package {name} ({key[:12]}…) is on neither the submitter nor a storage worker")
-            tmp = self.root / f".tmp-{key}-{os.getpid()}"
+            tmp = dest.parent / f".tmp-{os.getpid()}-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             await trio.to_thread.run_sync(unpack, data, name, tmp)
             (tmp / MARKER).write_text(name)
             shutil.rmtree(dest, ignore_errors=True)
