@@ -76,6 +76,9 @@ MAX_FRAME_PAYLOAD = 65535 - 16 - YAMUX_HEADER_SIZE
 WINDOW_WAIT_TIMEOUT = 10.0
 # go-yamux's ConnectionWriteTimeout: a frame write that takes longer means the connection is stuck; it is closed.
 CONNECTION_WRITE_TIMEOUT = 10.0
+# Control frames the frame reader owes the peer (PING and SYN acknowledgements) and has not yet written: a peer that
+# keeps sending them while never reading our answers is cut off beyond this many.
+MAX_CONTROL_BACKLOG = 4096
 _CLOSED_ERRORS = (RawConnError, ConnectionClosedError, IOException, IncompleteReadError, OSError,
                   trio.ClosedResourceError, trio.BrokenResourceError)
 
@@ -226,6 +229,8 @@ class FastYamux(Yamux):
         self.data_frames_received = 0
         self.data_read_timeout = _yamux_data_read_timeout()  # stock's setting, read once instead of per frame
         self._write_broken = False  # a frame write timed out part-way: nothing more may be written
+        self._control: list[bytes] = []  # control frames queued by the reader (see _send_control)
+        self._control_flushing = False
 
     # -- writing --------------------------------------------------------------------------------------------------
     async def _write_frame(self, data: bytes) -> None:
@@ -257,6 +262,36 @@ class FastYamux(Yamux):
                     log.debug("yamux: closing %s failed: %r", self.peer_id, exc)
             raise ConnectionClosedError("frame write timed out; connection closed")
         self.frames_sent += 1
+
+    def _send_control(self, frame: bytes) -> bool:
+        """Queue a control frame that the frame reader owes the peer; never waits. False if the peer has let too
+        many go unread (the caller ends the session).
+
+        The reader must not await the write lock: it is held by writers blocked on a full socket, which drains
+        only when the peer reads, and the peer's reader may be waiting behind *its* writers in the same way (a
+        deadlock, ended only by the frame-write timeout closing the connection). go-yamux answers from its recv
+        loop without waiting for the send loop either. Queued frames go out in one write, in order, from a task of
+        their own."""
+        if len(self._control) >= MAX_CONTROL_BACKLOG:
+            return False
+        self._control.append(frame)
+        if not self._control_flushing:
+            nursery = getattr(self, "_nursery", None)
+            if nursery is None:  # not started through Yamux.start (no task to write from): nothing to flush it
+                return False
+            self._control_flushing = True
+            nursery.start_soon(self._flush_control)
+        return True
+
+    async def _flush_control(self) -> None:
+        try:
+            while self._control:
+                frames, self._control = b"".join(self._control), []
+                await self._write_frame(frames)
+        except _CLOSED_ERRORS as exc:
+            log.debug("yamux: control frames to %s not sent: %r", self.peer_id, exc)
+        finally:
+            self._control_flushing = False
 
     def _wake_writers(self) -> None:
         if self._window_waiters:
@@ -359,7 +394,8 @@ class FastYamux(Yamux):
                     if not await self._on_frame(flags, sid, b"", length):
                         break
                 elif typ == TYPE_PING:
-                    await self._on_ping(flags, length)
+                    if not await self._on_ping(flags, length):
+                        break
                 else:  # GO_AWAY: the peer ends the session
                     log.debug("yamux: GO_AWAY (code %d) from %s", length, self.peer_id)
                     break
@@ -383,7 +419,8 @@ class FastYamux(Yamux):
         stream = self.streams.get(sid)
         if flags & FLAG_SYN:
             if stream is not None:  # a second SYN for a live stream id: refuse it, as stock py-libp2p does
-                await self._write_frame(pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+                if not self._send_control(pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)):
+                    return self._control_backlog_exceeded()
                 return True
             stream = FastYamuxStream(sid, self, False)
             self._register(stream)
@@ -416,21 +453,29 @@ class FastYamux(Yamux):
         if stream.closed:
             self._finalize_stream_locked(stream, fully_closed=True)
         if flags & FLAG_SYN:
-            if not flags & FLAG_RST:
-                await self._write_frame(pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, 0))
+            if not flags & FLAG_RST and not self._send_control(
+                    pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, 0)):
+                return self._control_backlog_exceeded()
             try:
                 await self.new_stream_send_channel.send(stream)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return False
         return True
 
-    async def _on_ping(self, flags: int, value: int) -> None:
+    def _control_backlog_exceeded(self) -> bool:
+        log.warning("yamux: %s left %d of our control frames unread; closing", self.peer_id, len(self._control))
+        return False
+
+    async def _on_ping(self, flags: int, value: int) -> bool:
+        """False once the session must end (the peer does not read our answers)."""
         if flags & FLAG_SYN:
-            await self._write_frame(pack_yamux_header(TYPE_PING, FLAG_ACK, 0, value))
+            if not self._send_control(pack_yamux_header(TYPE_PING, FLAG_ACK, 0, value)):
+                return self._control_backlog_exceeded()
         elif flags & FLAG_ACK:
             rtt = trio.current_time() - self._ping_sent_time
             self._rtt = rtt if self._rtt == 0.0 else (self._rtt + rtt) / 2
             self._ping_event.set()
+        return True
 
 
 def muxer_options() -> dict[Any, Any]:

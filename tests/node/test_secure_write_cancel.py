@@ -234,3 +234,71 @@ def test_a_message_abandoned_part_way_resets_the_stream_instead_of_running_into_
             assert outcome["second_write"] != "sent"
 
     trio.run(main)
+
+
+def test_the_frame_reader_never_waits_for_the_writers_so_two_busy_ends_cannot_deadlock():
+    """Both ends write more than the sockets hold while the other end is not reading, and each end has a PING in
+    flight to the other. A reader that answers the PING (or acknowledges a new stream) by awaiting the connection's
+    write lock waits behind its own writers, which wait for the peer to read, whose reader waits behind *its*
+    writers: a deadlock that lasted until CONNECTION_WRITE_TIMEOUT closed the connection (20 closes at the
+    bootstrap of a 100-node join storm). Control frames must be answered without the reader waiting for writers,
+    as go-yamux does, so both ends drain and every byte arrives on a live connection."""
+    import socket
+
+    from libp2p.stream_muxer.yamux.yamux import FLAG_SYN, TYPE_PING
+
+    from p2p_fast._ext import pack_yamux_header
+
+    per_stream, streams_each_way = 192 * 1024, 8  # each stream's bytes fit its receive window
+
+    async def main() -> None:
+        async with two_hosts() as (a, b):
+            got = {"a": bytearray(), "b": bytearray()}
+            a_done, b_done = collecting_sink(a, got["a"]), collecting_sink(b, got["b"])
+            outgoing = {"a": [await a.new_stream(b.get_id(), [SINK]) for _ in range(streams_each_way)],
+                        "b": [await b.new_stream(a.get_id(), [SINK]) for _ in range(streams_each_way)]}
+            conns = {"a": muxed_conn(a, b.get_id()), "b": muxed_conn(b, a.get_id())}
+            tcp = {k: c.secured_conn.conn.read_writer.read_write_closer.stream for k, c in conns.items()}
+            for t in tcp.values():  # small fixed buffers: a few frames fill them
+                t.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+                t.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            stopped = {k: trio.Event() for k in tcp}
+            resume = trio.Event()
+
+            async def stop_reading(k: str) -> None:
+                async with tcp[k].read_lock:  # the reader holds it in receive_some until bytes come: poked below
+                    stopped[k].set()
+                    await resume.wait()
+
+            async def send_all_of(k: str) -> None:
+                async with trio.open_nursery() as nursery:
+                    for s in outgoing[k]:
+                        nursery.start_soon(s.write, bytes([ord(k)]) * per_stream)
+
+            async with trio.open_nursery() as nursery:
+                for k, other in (("a", "b"), ("b", "a")):
+                    nursery.start_soon(stop_reading, k)
+                    with trio.fail_after(10):
+                        while not stopped[k].is_set():  # poke k's reader out of receive_some
+                            await conns[other]._write_frame(pack_yamux_header(TYPE_PING, FLAG_SYN, 0, 1))
+                            await trio.sleep(0.05)
+                for k in conns:  # the PING each reader will meet first, then more data than the sockets hold
+                    await conns[k]._write_frame(pack_yamux_header(TYPE_PING, FLAG_SYN, 0, 2))
+                for k in conns:
+                    nursery.start_soon(send_all_of, k)
+                with trio.fail_after(10):
+                    while not all(c._write_lock.statistics().tasks_waiting for c in conns.values()):
+                        await trio.sleep(0.01)  # every end has writers queued behind one blocked on its socket
+                resume.set()
+                with trio.fail_after(CONNECTION_WRITE_TIMEOUT_FOR_TEST):
+                    while len(got["a"]) + len(got["b"]) < 2 * streams_each_way * per_stream:
+                        await trio.sleep(0.05)
+            assert got["a"] == b"b" * (streams_each_way * per_stream)
+            assert got["b"] == b"a" * (streams_each_way * per_stream)
+            assert session_alive(a, b.get_id()) and session_alive(b, a.get_id())
+            assert not a_done.is_set() and not b_done.is_set()  # no stream ended: nothing was reset or closed
+
+    trio.run(main)
+
+
+CONNECTION_WRITE_TIMEOUT_FOR_TEST = 8.0  # below the muxer's 10 s frame-write bound, which would end a deadlock
