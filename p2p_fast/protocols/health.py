@@ -40,14 +40,20 @@ MAX_TIMEOUT_FACTOR = 4
 def frames_received(host: IHost, peer: ID) -> int | None:
     """Stream data frames received so far over all connections to ``peer`` (our muxer counts them), or None if
     unknown."""
-    total = 0
-    known = False
+    counts = frames_by_connection(host, peer)
+    return sum(counts.values()) if counts else None
+
+
+def frames_by_connection(host: IHost, peer: ID) -> dict[int, int]:
+    """Stream data frames received on each live connection to ``peer``, by connection identity (only connections
+    whose muxer counts them)."""
+    counts = {}
     for conn in host.get_network().get_connections(peer):
-        count = getattr(getattr(conn, "muxed_conn", None), "data_frames_received", None)
+        muxed = getattr(conn, "muxed_conn", None)
+        count = getattr(muxed, "data_frames_received", None)
         if isinstance(count, int):
-            total += count
-            known = True
-    return total if known else None
+            counts[id(muxed)] = count
+    return counts
 
 
 class HealthMonitor:
@@ -57,7 +63,9 @@ class HealthMonitor:
         self.timeout = timeout
         self.rtt: dict[ID, float] = {}
         self.failures: dict[ID, int] = {}  # consecutive misses
-        self.seen: dict[ID, int] = {}  # frames received from the peer at the last check
+        # data frames received from the peer at the last check, per connection: a redialled connection counts
+        # from 0 again, so one total over the peer's connections would read its traffic as silence
+        self.seen: dict[ID, dict[int, int]] = {}
         self.pings_sent = 0
         self.pings_skipped = 0
 
@@ -96,12 +104,13 @@ class HealthMonitor:
 
     def heard_from(self, peer: ID) -> bool:
         """Whether the peer sent anything since the last check (and remember where its counter stands)."""
-        count = frames_received(self.host, peer)
-        if count is None:
+        counts = frames_by_connection(self.host, peer)
+        if not counts:
             return False
         before = self.seen.get(peer)
-        self.seen[peer] = count
-        return before is not None and count > before
+        self.seen[peer] = counts
+        # a count that moved either way: more frames, or another connection under a reused identity
+        return before is not None and any(n != before.get(conn, 0) for conn, n in counts.items())
 
     async def _check(self, peer: ID) -> None:
         if self.heard_from(peer):

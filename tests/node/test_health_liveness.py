@@ -72,6 +72,43 @@ def test_a_peer_that_sends_traffic_is_not_pinged():
     assert monitor.pings_skipped == 5
 
 
+def test_traffic_on_a_new_connection_counts_although_the_old_one_had_more():
+    """Liveness compares the data frames received since the last check. Counted as one total over the peer's
+    connections, a replaced connection (closed and redialled in between, its counter starting again at 0) read as
+    silence until the new one overtook the old one's count: live peers were pinged, and under load closed, in
+    100-node join storms ("sent nothing" about a connection that had carried 241 data frames in 25 s)."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    async def main() -> HealthMonitor:
+        async with two_hosts() as (a, b):
+            a.set_stream_handler(SINK, sink)
+            monitor = HealthMonitor(a, interval=0.2, timeout=2.0)
+
+            async def send(count: int) -> None:
+                stream = await b.new_stream(a.get_id(), [SINK])
+                for _ in range(count):
+                    before = frames_received(a, b.get_id()) or 0
+                    await stream.write(b"traffic")
+                    with trio.fail_after(10):
+                        while (frames_received(a, b.get_id()) or 0) <= before:
+                            await trio.sleep(0.01)
+                await stream.close()
+
+            await send(1)
+            await monitor._check(b.get_id())  # the first check pings: nothing to compare with
+            await send(20)
+            await monitor._check(b.get_id())
+            await a.disconnect(b.get_id())
+            await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+            await send(1)  # fewer frames on the new connection than the old one had
+            await monitor._check(b.get_id())
+            return monitor
+
+    monitor = trio.run(main)
+    assert monitor.pings_sent == 1
+    assert monitor.pings_skipped == 2
+
+
 def test_a_peer_that_misses_two_pings_is_not_dropped():
     """A peer too busy to answer two pings in a row (CPU overload) but alive: two missed pings used to close it."""
 
