@@ -271,6 +271,8 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         if spy is not None:
             spy.wait(timeout=window + 30)
             out["profile"] = top_functions(workdir / "profile.txt")
+        busiest = sorted(zip(cpu, nodes), key=lambda pair: pair[0], reverse=True)[:3]
+        out["idle_cpu_busiest"] = [f"{nd.name} {c:.2f} %" for c, nd in busiest]  # where an outlier comes from
         out.update(idle_cpu_pct_mean=round(statistics.mean(cpu), 2), idle_cpu_pct_max=round(max(cpu), 2),
                    idle_cpu_pct_total=round(sum(cpu), 1), rss_mib_mean=round(statistics.mean(rss), 1),
                    rss_mib_max=round(max(rss), 1), peers_mean=round(statistics.mean(
