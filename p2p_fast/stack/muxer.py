@@ -273,14 +273,13 @@ class FastYamux(Yamux):
         loop without waiting for the send loop either. Queued frames go out in one write, in order, from a task of
         their own."""
         if len(self._control) >= MAX_CONTROL_BACKLOG:
+            log.warning("yamux: %s left %d of our control frames unread; closing", self.peer_id, len(self._control))
             return False
         self._control.append(frame)
         if not self._control_flushing:
-            nursery = getattr(self, "_nursery", None)
-            if nursery is None:  # not started through Yamux.start (no task to write from): nothing to flush it
-                return False
+            assert self._nursery is not None, "frames are read only inside Yamux.start, which sets the nursery"
             self._control_flushing = True
-            nursery.start_soon(self._flush_control)
+            self._nursery.start_soon(self._flush_control)
         return True
 
     async def _flush_control(self) -> None:
@@ -419,9 +418,7 @@ class FastYamux(Yamux):
         stream = self.streams.get(sid)
         if flags & FLAG_SYN:
             if stream is not None:  # a second SYN for a live stream id: refuse it, as stock py-libp2p does
-                if not self._send_control(pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)):
-                    return self._control_backlog_exceeded()
-                return True
+                return self._send_control(pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             stream = FastYamuxStream(sid, self, False)
             self._register(stream)
         elif stream is None:
@@ -455,23 +452,18 @@ class FastYamux(Yamux):
         if flags & FLAG_SYN:
             if not flags & FLAG_RST and not self._send_control(
                     pack_yamux_header(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, 0)):
-                return self._control_backlog_exceeded()
+                return False
             try:
                 await self.new_stream_send_channel.send(stream)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return False
         return True
 
-    def _control_backlog_exceeded(self) -> bool:
-        log.warning("yamux: %s left %d of our control frames unread; closing", self.peer_id, len(self._control))
-        return False
-
     async def _on_ping(self, flags: int, value: int) -> bool:
         """False once the session must end (the peer does not read our answers)."""
         if flags & FLAG_SYN:
-            if not self._send_control(pack_yamux_header(TYPE_PING, FLAG_ACK, 0, value)):
-                return self._control_backlog_exceeded()
-        elif flags & FLAG_ACK:
+            return self._send_control(pack_yamux_header(TYPE_PING, FLAG_ACK, 0, value))
+        if flags & FLAG_ACK:
             rtt = trio.current_time() - self._ping_sent_time
             self._rtt = rtt if self._rtt == 0.0 else (self._rtt + rtt) / 2
             self._ping_event.set()
