@@ -28,6 +28,7 @@ from p2p_fast.core.config import Config
 from p2p_fast.stack import pubsub_guard as gossip_guard
 from p2p_fast.stack.patches.pubsub_overflow import count_overflow
 from p2p_fast.stack.patches.pubsub_stream_retry import retry_negotiation_failures
+from p2p_fast.stack.patches.pubsub_replay_own import replay_only_own
 from p2p_fast.stack.patches.pubsub_seqno import start_seqno_from_nanoseconds
 from p2p_fast.stack.patches.pubsub_tasks import PushSpawningManager, spawn_pushes_in
 from p2p_fast.stack.patches.pubsub_tuning import tune_pubsub
@@ -71,6 +72,8 @@ class Gossip:
         tune_pubsub.after_construct(self.pubsub, g.seen_ttl)
         start_seqno_from_nanoseconds(self.pubsub)
         retry_negotiation_failures(self.pubsub)
+        if isinstance(self.router, GossipSub):
+            replay_only_own(self.router)
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None
