@@ -2,7 +2,8 @@
 
 py-libp2p's defaults would cap every peer at 10 msg/s per topic (spam protection) and heartbeat every 120 s; we turn
 spam protection off (peer scoring and per-peer limits are the place for that), heartbeat at ``gossip
-.heartbeat_interval`` and give the mesh degrees explicitly. ``network.mesh_network: false`` selects FloodSub.
+.heartbeat_interval`` (its "adaptive" rescaling off: it would stretch it to 30-60 s) and give the mesh degrees
+explicitly. ``network.mesh_network: false`` selects FloodSub.
 Every message is signed and strictly verified; a refused one is counted with its reason and charged to the peer
 that forwarded it in GossipSub's peer score (``p2p_fast.stack.pubsub_guard``). The Pubsub's per-instance py-libp2p
 patches (tuning, seqno, push tasks, overflow counting: :mod:`p2p_fast.stack.patches`) are applied here, on the
@@ -58,6 +59,10 @@ class Gossip:
                 spam_protection_enabled=False,
                 time_to_live=int(max(g.seen_ttl, 5)),
                 score_params=gossip_guard.score_params(),
+                # py-libp2p's "adaptive" gossip rescales the heartbeat as if its default were 120 s: on a health
+                # score that a join storm, a minute without deliveries or any scorer without positive scores
+                # brings under 0.7, a 1 s heartbeat becomes 30-60 s (docs/libp2p-pitfalls.md, pitfall 9).
+                adaptive_gossip_enabled=False,
             )
         else:
             self.router = FloodSub(protocols=[FLOODSUB_PROTOCOL])
