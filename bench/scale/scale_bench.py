@@ -87,6 +87,23 @@ def _metrics_text(node: NodeProcess) -> str:
         return ""
 
 
+RUNAWAY_CPU_PCT = 20.0  # a settled node using this much of a core is stuck in something: its stacks are dumped
+
+
+def dump_stacks(node: NodeProcess, workdir: Path) -> str:
+    """``py-spy dump`` of a node's threads into ``<workdir>/<name>/stacks.txt``; that path, or why there is none."""
+    target = workdir / node.name / "stacks.txt"
+    try:
+        res = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--locals", "-p",
+                              str(node.proc.pid)],  # type: ignore[union-attr]
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{node.name}: no stacks ({exc})"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(res.stdout + res.stderr)
+    return str(target)
+
+
 def _presence_messages(node: NodeProcess) -> float:
     """Presence messages this node has received (advertisements, and heartbeats from before they were dropped)."""
     total = 0.0
@@ -273,6 +290,9 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             out["profile"] = top_functions(workdir / "profile.txt")
         busiest = sorted(zip(cpu, nodes), key=lambda pair: pair[0], reverse=True)[:3]
         out["idle_cpu_busiest"] = [f"{nd.name} {c:.2f} %" for c, nd in busiest]  # where an outlier comes from
+        runaway = [nd for c, nd in busiest if c >= RUNAWAY_CPU_PCT]
+        if runaway:  # what such a node is doing, while it still does it
+            out["runaway_stacks"] = [dump_stacks(nd, workdir) for nd in runaway]
         out.update(idle_cpu_pct_mean=round(statistics.mean(cpu), 2), idle_cpu_pct_max=round(max(cpu), 2),
                    idle_cpu_pct_total=round(sum(cpu), 1), rss_mib_mean=round(statistics.mean(rss), 1),
                    rss_mib_max=round(max(rss), 1), peers_mean=round(statistics.mean(
