@@ -80,6 +80,17 @@ def _peers(node: NodeProcess) -> list[Any]:
         return []
 
 
+def _mesh_size(node: NodeProcess) -> int | None:
+    """The node's GossipSub mesh on the advertisement topic: each advertisement is received about that many times
+    and forwarded one time fewer."""
+    try:
+        topics = _get(node, "/v1/status").get("topics", {})
+    except httpx.HTTPError:
+        return None
+    sizes = [n for t, n in topics.items() if t.endswith("/capabilities")]
+    return sizes[0] if sizes else None
+
+
 def _metrics_text(node: NodeProcess) -> str:
     try:
         return node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
@@ -297,6 +308,7 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
                    idle_cpu_pct_total=round(sum(cpu), 1), rss_mib_mean=round(statistics.mean(rss), 1),
                    rss_mib_max=round(max(rss), 1), peers_mean=round(statistics.mean(
                        len(_peers(nd)) for nd in sampled), 1),
+                   mesh_mean=round(statistics.mean([m for m in map(_mesh_size, sampled) if m is not None] or [0]), 1),
                    load_idle=os.getloadavg()[0])
 
         # Gossip spread: texts from one worker, read back from every node.
