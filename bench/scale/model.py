@@ -10,11 +10,12 @@ What one node sends and receives per second, term by term (parameters below, eac
 - presence churn: join (first, one retry while the mesh forms, one when it delivers, then len(JOIN_REPEATS)) and
   goodbye (1) advertisements per session, network-wide: a node
   receives ``N x (adverts per session) / session length``: the one term that grows with N, through churn, not size;
-- GossipSub relaying: each first copy is forwarded to the D-1 other mesh peers, and each node receives about D copies
-  of a message (first + duplicates, dropped by the seen cache);
-- IHAVE gossip: one control message per heartbeat to D peers outside the mesh, only while the message cache holds
-  ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most heartbeats once a
-  node receives more than 1/3 advertisement a second; the user's gossip topic is idle in this model;
+- GossipSub relaying: each first copy is forwarded to the other mesh peers, and each node receives about one copy
+  per mesh peer (first + duplicates, dropped by the seen cache); the mesh holds ``MESH`` peers on average, between
+  ``gossip.degree`` and ``degree_high`` (grafts from other nodes keep it near the top);
+- IHAVE gossip: one control message per heartbeat to ``GOSSIP_PEERS`` peers outside the mesh, only while the
+  message cache holds ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most
+  heartbeats once a node receives more than 1/3 advertisement a second; the user's gossip topic is idle here;
 - liveness: one ping per connection per liveness interval, both ways (the connection manager bounds connections);
 - DHT: every PROVIDE_EVERY s a worker re-provides each capability with chance ``provide_chance(N)`` (about 4
   providers per capability and round, whatever N); a provide is a lookup of about ``alpha x log2(N)`` queries plus
@@ -43,11 +44,12 @@ from p2p_fast.protocols.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refre
 JOIN_ADVERTS = 3 + len(JOIN_REPEATS)  # first, one retry (a mesh forming takes a heartbeat or two), at delivery, repeats
 from p2p_fast.protocols.tasks.service import PROVIDE_EVERY, provide_chance  # noqa: E402
 
-D = 6  # gossip.degree (config default)
+MESH = 5  # mean mesh size: gossip.degree 4 .. degree_high 6 (config defaults)
+GOSSIP_PEERS = 6  # IHAVE targets per heartbeat: py-libp2p's max(6, non-mesh peers / 4)
 GOSSIP_WINDOW = 3  # heartbeats a message id stays in IHAVE gossip (py-libp2p's gossip_window)
 HEARTBEAT_S = 1.0  # gossip.heartbeat_interval (config default)
 NODE_HEARTBEAT_S = 30.0  # node.heartbeat_interval of node/worker.yaml
-CONNECTIONS_HIGH = 64  # connections a node keeps at most (connection manager's high watermark)
+CONNECTIONS_HIGH = 24  # connections a node keeps at most (network.conn_high, config default)
 LIVENESS_S = 30.0  # one ping per connection per node heartbeat
 DHT_ALPHA, DHT_K = 3, 20
 CAPS = 2  # compute, storage
@@ -62,12 +64,12 @@ def per_node(n: int, idle_per_conn_ms: float, session_s: float = SESSION_S) -> d
     first_copies_refresh = (n - 1) / refresh
     first_copies_churn = (n - 1) * (JOIN_ADVERTS + 1) / session_s
     first = first_copies_refresh + first_copies_churn
-    received = first * min(D, conns)  # the first copy and D-1 duplicates
-    forwarded = first * max(min(D, conns) - 1, 0)
+    received = first * min(MESH, conns)  # the first copy and a duplicate from each other mesh peer
+    forwarded = first * max(min(MESH, conns) - 1, 0)
     # IHAVE goes out on a heartbeat only while the message cache holds ids of the topic (GOSSIP_WINDOW heartbeats
     # after a message): the presence topic, at the rate above; the user's gossip topic is idle here.
     holds_ids = min(1.0, first * GOSSIP_WINDOW * HEARTBEAT_S)
-    ihave = min(D, max(conns - D, 0)) * holds_ids / HEARTBEAT_S
+    ihave = min(GOSSIP_PEERS, max(conns - MESH, 0)) * holds_ids / HEARTBEAT_S
     pings = 2 * conns / LIVENESS_S
     dht = CAPS * provide_chance(n) * (DHT_ALPHA * math.log2(max(n, 2)) + DHT_K) / PROVIDE_EVERY
     msgs_in = received + ihave + pings / 2 + dht

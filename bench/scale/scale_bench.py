@@ -115,13 +115,18 @@ def dump_stacks(node: NodeProcess, workdir: Path) -> str:
     return str(target)
 
 
-def _presence_messages(node: NodeProcess) -> float:
-    """Presence messages this node has received (advertisements, and heartbeats from before they were dropped)."""
-    total = 0.0
+def _presence_messages(node: NodeProcess) -> tuple[float, float]:
+    """Presence messages this node has received (advertisements, and heartbeats from before they were dropped) and
+    advertisements it has published."""
+    got = sent = 0.0
     for line in _metrics_text(node).splitlines():
-        if line.startswith("p2p_messages_in_total{") and ("/capabilities\"" in line or "/heartbeat\"" in line):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if line.startswith(("p2p_messages_in_total{", "p2p_messages_out_total{")) and (
+                "/capabilities\"" in line or "/heartbeat\"" in line):
+            if line.startswith("p2p_messages_in_total{"):
+                got += float(line.rsplit(" ", 1)[1])
+            else:
+                sent += float(line.rsplit(" ", 1)[1])
+    return got, sent
 
 
 def _pruned(nodes: list[NodeProcess]) -> dict[str, int]:
@@ -285,7 +290,10 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         elapsed = time.monotonic() - t_a
         cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
         rss = [_rss_mib(p) for p in pids]
-        rates = [(_presence_messages(nd) - m) / elapsed for nd, m in zip(sampled, msgs_before)]
+        msgs_after = [_presence_messages(nd) for nd in sampled]
+        rates = [(a[0] - b[0]) / elapsed for a, b in zip(msgs_after, msgs_before)]
+        out["presence_published_per_node_s"] = round(statistics.mean(
+            (a[1] - b[1]) / elapsed for a, b in zip(msgs_after, msgs_before)), 4)
         pruned_after = _pruned(nodes)
         out.update(pruned_before_window=pruned_before.get("watermark", 0),
                    pruned_in_window=pruned_after.get("watermark", 0) - pruned_before.get("watermark", 0),
