@@ -8,6 +8,7 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -79,3 +80,49 @@ def test_our_caches_replace_the_stock_ones_and_the_old_sweeper_stops():
     assert isinstance(pubsub.seen_messages, SeenCache) and isinstance(pubsub.validation_cache, ValidationCache)
     assert stopped == [True]
     assert isinstance(pubsub._msg_id_constructor, _MemoMessageId)
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["stock", "patched"])
+def test_an_ihave_for_a_message_already_received_asks_for_it_again_only_in_stock(patched, monkeypatch):
+    """With our message-id function, stock GossipSub's message cache still keys by from + seqno: the ids in its IHAVE
+    are never in the receiver's seen cache, so a peer that has the message asks for it again (IWANT) and gets it
+    sent once more. Patched, the cache keys by the Pubsub's id function and a received message is not asked for."""
+
+    def pubsub_on(host) -> Pubsub:
+        router = GossipSub(protocols=["/meshsub/1.1.0"], degree=6, degree_low=4, degree_high=12,
+                           heartbeat_interval=30, heartbeat_initial_delay=0.05, spam_protection_enabled=False)
+        pubsub = Pubsub(host, router, **pubsub_message_ids.constructor_kwargs())
+        if patched:
+            pubsub_message_ids.replace_caches(pubsub, 120)
+        return pubsub
+
+    async def main() -> None:
+        a, b = new_host(key_pair=create_new_key_pair()), new_host(key_pair=create_new_key_pair())
+        pa, pb = pubsub_on(a), pubsub_on(b)
+        async with a.run(LISTEN), b.run(LISTEN), background_trio_service(pa), background_trio_service(pa.router), \
+                background_trio_service(pb), background_trio_service(pb.router):
+            await pa.wait_until_ready()
+            await pb.wait_until_ready()
+            await pa.subscribe(TOPIC)
+            sub_b = await pb.subscribe(TOPIC)
+            await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+            with trio.fail_after(10):
+                while b.get_id() not in pa.peers or b.get_id() not in pa.peer_topics.get(TOPIC, ()):
+                    await trio.sleep(0.02)
+            await pa.publish(TOPIC, b"once")
+            with trio.fail_after(10):
+                assert (await sub_b.get()).data == b"once"
+            ids = pa.router.mcache.window(TOPIC)
+            assert len(ids) == 1
+            wanted: list[list[bytes]] = []
+
+            async def emit_iwant(msg_ids, to_peer):
+                wanted.append(list(msg_ids))
+
+            monkeypatch.setattr(pb.router, "emit_iwant", emit_iwant)
+            await pb.router.handle_ihave(rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=ids), a.get_id())
+            assert wanted == ([] if patched else [ids])
+            if patched:
+                assert ids == [pa.get_message_id(pa.router.mcache.get(ids[0]))]
+
+    trio.run(main)
