@@ -10,6 +10,8 @@ from collections import Counter
 from conftest import Api, ledger_rows, wait_for_workers, worker_config
 from harness import Cluster, node_config, wait_until
 
+from p2p_fast.protocols.presence import MISSED_REFRESHES_BEFORE_DEAD, refresh_interval
+
 
 def test_kill9_a_worker_mid_batch_everything_completes_once(cluster: Cluster) -> None:
     boot = cluster.start("boot", node_config("bootstrap"))
@@ -46,9 +48,11 @@ def test_kill9_a_worker_mid_batch_everything_completes_once(cluster: Cluster) ->
         for r in earned:
             assert by_task[r[0]][2] == r[2]
         assert Counter(d["worker"] for d in docs)[victim.peer_id] == sum(1 for r in spent if r[2] == victim.peer_id)
-        # The dead worker left the live view.
-        wait_until(lambda: victim.peer_id not in boot.get("/v1/capabilities")["network"].get("compute", []), 15,
-                   "the killed worker to leave the live view")
+        # The dead worker left the live view: no goodbye after SIGKILL, so when its record's TTL ran out (three of
+        # its refresh intervals, 1 s heartbeat and 4 nodes here), counted from its last advertisement at the latest.
+        ttl = MISSED_REFRESHES_BEFORE_DEAD * refresh_interval(1.0, 4)
+        wait_until(lambda: victim.peer_id not in boot.get("/v1/capabilities")["network"].get("compute", []),
+                   ttl + 10, "the killed worker to leave the live view")
     finally:
         api.close()
 
