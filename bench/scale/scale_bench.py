@@ -91,6 +91,11 @@ def _mesh_size(node: NodeProcess) -> int | None:
     return sizes[0] if sizes else None
 
 
+def _mean_or_none(values: list[int]) -> float | None:
+    """The mean to one decimal, or None when no node answered (not a mesh of 0)."""
+    return round(statistics.mean(values), 1) if values else None
+
+
 def _metrics_text(node: NodeProcess) -> str:
     try:
         return node.via(lambda: httpx.get(node.http + "/metrics", timeout=10)).text
@@ -118,15 +123,12 @@ def dump_stacks(node: NodeProcess, workdir: Path) -> str:
 def _presence_messages(node: NodeProcess) -> tuple[float, float]:
     """Presence messages this node has received (advertisements, and heartbeats from before they were dropped) and
     advertisements it has published."""
-    got = sent = 0.0
+    totals = {"p2p_messages_in_total": 0.0, "p2p_messages_out_total": 0.0}
     for line in _metrics_text(node).splitlines():
-        if line.startswith(("p2p_messages_in_total{", "p2p_messages_out_total{")) and (
-                "/capabilities\"" in line or "/heartbeat\"" in line):
-            if line.startswith("p2p_messages_in_total{"):
-                got += float(line.rsplit(" ", 1)[1])
-            else:
-                sent += float(line.rsplit(" ", 1)[1])
-    return got, sent
+        name = line.split("{", 1)[0]
+        if name in totals and ("/capabilities\"" in line or "/heartbeat\"" in line):
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["p2p_messages_in_total"], totals["p2p_messages_out_total"]
 
 
 def _pruned(nodes: list[NodeProcess]) -> dict[str, int]:
@@ -316,7 +318,7 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
                    idle_cpu_pct_total=round(sum(cpu), 1), rss_mib_mean=round(statistics.mean(rss), 1),
                    rss_mib_max=round(max(rss), 1), peers_mean=round(statistics.mean(
                        len(_peers(nd)) for nd in sampled), 1),
-                   mesh_mean=round(statistics.mean([m for m in map(_mesh_size, sampled) if m is not None] or [0]), 1),
+                   mesh_mean=_mean_or_none([m for m in map(_mesh_size, sampled) if m is not None]),
                    load_idle=os.getloadavg()[0])
 
         # Gossip spread: texts from one worker, read back from every node.
