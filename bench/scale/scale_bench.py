@@ -1,7 +1,8 @@
 """The scale benchmark: N ``p2p-node`` processes on 127.0.0.1, driven only through the HTTP API, as a new user would
 run them. (A network-namespace mode on ``testing.testbed`` is not built yet.)
 
-    .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile]
+    .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile
+                                                         --profile-nodes 3]
 
 One bootstrap (``node/bootstrap.yaml``) and N-1 workers (``node/worker.yaml``, mDNS on as that file has it), every
 one with ``--listen-host 127.0.0.1 --listen-port 0 --http-listen 127.0.0.1:0 --data-dir <own>``, workers with
@@ -202,7 +203,7 @@ def late_arrivals(arrived: dict[tuple[str, str], float], ready: dict[str, float 
 
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
               tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
-              profile: bool = False, profile_rate: int = 50, settings: dict[str, Any] | None = None,
+              profile: bool = False, profile_rate: int = 50, profile_nodes: int = 1, settings: dict[str, Any] | None = None,
               env: dict[str, str] | None = None, env_b: dict[str, str] | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
@@ -277,13 +278,17 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
         # Settled idle cost: wait, then CPU over a window (nothing driven meanwhile).
         time.sleep(settle)
         pids = [nd.proc.pid for nd in nodes]  # type: ignore[union-attr]
-        spy = None
+        spies: list[subprocess.Popen[bytes]] = []
         if profile and workers:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
-                                    str(workdir / "profile.txt"), "-d", str(int(window)), "-r", str(profile_rate),
-                                    "--gil", "-p",
-                                    str(workers[-1].proc.pid)],  # type: ignore[union-attr]
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Several workers spread over the start order, active samples only (a thread waiting in epoll is idle
+            # to py-spy): where a settled node's CPU goes, summed over them.
+            step = max(1, len(workers) // profile_nodes)
+            for i, w in enumerate(workers[::step][:profile_nodes]):
+                spies.append(subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-o",
+                     str(workdir / f"profile-{i}.txt"), "-d", str(int(window)), "-r", str(profile_rate), "-p",
+                     str(w.proc.pid)],  # type: ignore[union-attr]
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         msgs_before = [_presence_messages(nd) for nd in sampled]
         pruned_before = _pruned(nodes)
         before = [_cpu_ticks(p) for p in pids]
@@ -306,9 +311,10 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
             out["idle_cpu_pct_group_a"] = round(statistics.mean(c for c, b in zip(cpu_w, group_b) if not b), 3)
             out["idle_cpu_pct_group_b"] = round(statistics.mean(c for c, b in zip(cpu_w, group_b) if b), 3)
         out["presence_msgs_per_node_s"] = round(statistics.mean(rates), 3)
-        if spy is not None:
-            spy.wait(timeout=window + 30)
-            out["profile"] = top_functions(workdir / "profile.txt")
+        if spies:
+            for spy in spies:
+                spy.wait(timeout=window + 30)
+            out["profile"] = top_functions(sorted(workdir.glob("profile-*.txt")))
         busiest = sorted(zip(cpu, nodes), key=lambda pair: pair[0], reverse=True)[:3]
         out["idle_cpu_busiest"] = [f"{nd.name} {c:.2f} %" for c, nd in busiest]  # where an outlier comes from
         runaway = [nd for c, nd in busiest if c >= RUNAWAY_CPU_PCT]
@@ -403,12 +409,12 @@ def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20
     return out
 
 
-def top_functions(path: Path, k: int = 15) -> dict[str, Any]:
+def top_functions(paths: list[Path], k: int = 20) -> dict[str, Any]:
     """py-spy's collapsed stacks -> share of samples per function, inclusive (on the stack) and self (on top)."""
     incl: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
-    for line in path.read_text().splitlines():
+    for line in (ln for p in paths if p.exists() for ln in p.read_text().splitlines()):
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
@@ -445,7 +451,8 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=20.0, help="CPU measurement window, seconds")
     ap.add_argument("--gossip", type=int, default=5, help="texts broadcast from one worker")
     ap.add_argument("--tasks", type=int, default=60, help="sleep tasks submitted at one worker (0: none)")
-    ap.add_argument("--profile", action="store_true", help="py-spy one worker during the idle window")
+    ap.add_argument("--profile", action="store_true", help="py-spy workers during the idle window")
+    ap.add_argument("--profile-nodes", type=int, default=1, help="how many workers py-spy records (--profile)")
     ap.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second (--profile)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
@@ -461,7 +468,8 @@ def main() -> None:
     env_b = {k: v for k, _, v in (e.partition("=") for e in args.env_b)}
     workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
     result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
-                       tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate, settings=settings,
+                       tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate,
+                       profile_nodes=args.profile_nodes, settings=settings,
                        env=env,
                        env_b=env_b)
     print(json.dumps(result, sort_keys=True))
