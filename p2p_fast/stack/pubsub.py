@@ -27,6 +27,8 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p_fast.core import metrics
 from p2p_fast.core.config import Config
 from p2p_fast.stack import pubsub_guard as gossip_guard
+from p2p_fast.stack.patches.gossip_lazy_degree import set_lazy_degree
+from p2p_fast.stack.patches.gossip_opportunistic_graft import graft_opportunistically_as_specified
 from p2p_fast.stack.patches.pubsub_overflow import count_overflow
 from p2p_fast.stack.patches.pubsub_stream_retry import retry_negotiation_failures
 from p2p_fast.stack.patches.pubsub_replay_own import replay_only_own
@@ -56,6 +58,8 @@ class Gossip:
                 degree_high=g.degree_high,
                 heartbeat_interval=g.heartbeat_interval,  # type: ignore[arg-type]  # floats work; annotated int
                 heartbeat_initial_delay=0.1,
+                gossip_window=g.gossip_window,
+                gossip_history=max(5, g.gossip_window),
                 spam_protection_enabled=False,
                 time_to_live=int(max(g.seen_ttl, 5)),
                 score_params=gossip_guard.score_params(),
@@ -79,6 +83,8 @@ class Gossip:
         retry_negotiation_failures(self.pubsub)
         if isinstance(self.router, GossipSub):
             replay_only_own(self.router)
+            set_lazy_degree(self.router, g.lazy_degree)
+            graft_opportunistically_as_specified(self.router)
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None

@@ -35,6 +35,8 @@ def run_node(args, stdin_text: str | None = None, timeout: float = 60, env=None)
     ("network:\n  bootstrap_peers: ['/ip4/127.0.0.1']\n", "network.bootstrap_peers[0]", "missing /tcp/<port>"),
     ("network:\n  security: [noise, ssl]\n", "network.security[1]", "must be one of noise, tls"),
     ("gossip:\n  degree: 20\n", "gossip.degree", "degree_low <= degree <= degree_high"),
+    ("gossip:\n  lazy_degree: -1\n", "gossip.lazy_degree", "must be >= 0"),
+    ("gossip:\n  gossip_window: 0\n", "gossip.gossip_window", "must be >= 1"),
     ("http:\n  listen: localhost\n", "http.listen", "HOST:PORT"),
     ("network:\n  conn_low: 30\n  conn_high: 20\n", "network.conn_low", "must be <= network.conn_high"),
     ("network:\n  conn_grace_period: -1\n", "network.conn_grace_period", "must be >= 0"),

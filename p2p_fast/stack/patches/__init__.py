@@ -76,6 +76,8 @@ PER_INSTANCE: dict[str, str] = {
     "pubsub_own_signature": "record_own_signatures(pubsub) -> undo",
     "pubsub_batched_sending": "batch_sending(pubsub) -> undo",
     "gossip_ihave_shedding": "shed_gossip_ihave(router, shedder) -> undo",
+    "gossip_lazy_degree": "set_lazy_degree(router, lazy_degree) -> undo",
+    "gossip_opportunistic_graft": "graft_opportunistically_as_specified(router) -> undo",
     "stream_handler_guard": "guard_stream_handlers(host) -> undo",
     "outbound_handshake_watch": "watch_outbound_handshakes(host, private, connection_timeout) -> undo",
     "auto_connector_off": "disable_auto_dials(host) -> undo",
