@@ -13,7 +13,8 @@ What one node sends and receives per second, term by term (parameters below, eac
 - GossipSub relaying: each first copy is forwarded to the other mesh peers, and each node receives about one copy
   per mesh peer (first + duplicates, dropped by the seen cache); the mesh holds ``MESH`` peers on average, between
   ``gossip.degree`` and ``degree_high`` (grafts from other nodes keep it near the top);
-- IHAVE gossip: one control message per heartbeat to ``GOSSIP_PEERS`` peers outside the mesh, only while the
+- IHAVE gossip: one control message per heartbeat to ``max(gossip.lazy_degree, 25 %)`` of the peers outside the
+  mesh (``p2p_fast.stack.patches.gossip_lazy_degree``), only while the
   message cache holds ids of the topic (``gossip_window`` heartbeats after a message): for the presence topic, most
   heartbeats once a node receives more than 1/3 advertisement a second; the user's gossip topic is idle here;
 - liveness: one ping per connection per liveness interval, both ways (the connection manager bounds connections);
@@ -43,10 +44,12 @@ from p2p_fast.protocols.presence import JOIN_REPEATS, TARGET_RECEIVE_RATE, refre
 
 JOIN_ADVERTS = 3 + len(JOIN_REPEATS)  # first, one retry (a mesh forming takes a heartbeat or two), at delivery, repeats
 from p2p_fast.protocols.tasks.service import PROVIDE_EVERY, provide_chance  # noqa: E402
+from p2p_fast.core.config import GossipSection  # noqa: E402
+from p2p_fast.stack.patches.gossip_lazy_degree import GOSSIP_FACTOR  # noqa: E402
 
 MESH = 5  # mean mesh size: gossip.degree 4 .. degree_high 6 (config defaults)
-GOSSIP_PEERS = 6  # IHAVE targets per heartbeat: py-libp2p's max(6, non-mesh peers / 4)
-GOSSIP_WINDOW = 3  # heartbeats a message id stays in IHAVE gossip (py-libp2p's gossip_window)
+LAZY_DEGREE = GossipSection().lazy_degree  # IHAVE targets per heartbeat: max(this, GOSSIP_FACTOR x non-mesh peers)
+GOSSIP_WINDOW = GossipSection().gossip_window  # heartbeats a message id stays in IHAVE gossip
 HEARTBEAT_S = 1.0  # gossip.heartbeat_interval (config default)
 NODE_HEARTBEAT_S = 30.0  # node.heartbeat_interval of node/worker.yaml
 CONNECTIONS_HIGH = 24  # connections a node keeps at most (network.conn_high, config default)
@@ -69,7 +72,8 @@ def per_node(n: int, idle_per_conn_ms: float, session_s: float = SESSION_S) -> d
     # IHAVE goes out on a heartbeat only while the message cache holds ids of the topic (GOSSIP_WINDOW heartbeats
     # after a message): the presence topic, at the rate above; the user's gossip topic is idle here.
     holds_ids = min(1.0, first * GOSSIP_WINDOW * HEARTBEAT_S)
-    ihave = min(GOSSIP_PEERS, max(conns - MESH, 0)) * holds_ids / HEARTBEAT_S
+    outside = max(conns - MESH, 0)
+    ihave = min(max(LAZY_DEGREE, int(GOSSIP_FACTOR * outside)), outside) * holds_ids / HEARTBEAT_S
     pings = 2 * conns / LIVENESS_S
     dht = CAPS * provide_chance(n) * (DHT_ALPHA * math.log2(max(n, 2)) + DHT_K) / PROVIDE_EVERY
     msgs_in = received + ihave + pings / 2 + dht
