@@ -220,3 +220,20 @@ def test_pulls_come_fast_while_they_add_records_and_at_the_refresh_interval_once
     # a pull that failed or timed out is no proof of a complete view: soon again, backing off
     assert next_sync_gap(0.0, added=0, refresh=refresh, failed=True) == SYNC_FIRST_GAP
     assert next_sync_gap(SYNC_FIRST_GAP, added=0, refresh=refresh, failed=True) == 2 * SYNC_FIRST_GAP
+
+
+def test_a_joining_node_pulls_at_least_every_20_s_while_pulls_add_records_and_only_while_it_joins():
+    from p2p_fast.protocols.presence import JOIN_SYNC_MAX_GAP, SYNC_FIRST_GAP, next_sync_gap
+
+    refresh, gap, gaps = 200.0, 0.0, []
+    for _ in range(6):  # its first minutes in a growing network: every pull adds something
+        gap = next_sync_gap(gap, added=2, refresh=refresh, joining=True)
+        gaps.append(gap)
+    assert gaps == [SYNC_FIRST_GAP, 2 * SYNC_FIRST_GAP, JOIN_SYNC_MAX_GAP, JOIN_SYNC_MAX_GAP, JOIN_SYNC_MAX_GAP,
+                    JOIN_SYNC_MAX_GAP]
+    # nothing added: the view is complete, steady state at once, joining or not
+    assert next_sync_gap(JOIN_SYNC_MAX_GAP, added=0, refresh=refresh, joining=True) == refresh
+    # failures back off as before (a loaded network is not pulled harder)
+    assert next_sync_gap(JOIN_SYNC_MAX_GAP, added=0, refresh=refresh, failed=True, joining=True) == 40.0
+    # after the join phase a pull that still adds records (churn) doubles on towards the refresh interval
+    assert next_sync_gap(JOIN_SYNC_MAX_GAP, added=1, refresh=refresh, joining=False) == 40.0
