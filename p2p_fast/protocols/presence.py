@@ -262,7 +262,8 @@ def next_sync_gap(gap: float, added: int, refresh: float, failed: bool = False, 
     timed-out pull must not read as a complete view: a joining worker whose first pull, from a loaded bootstrap,
     timed out then waited a whole refresh interval), the refresh interval once one succeeds adding nothing.
 
-    ``joining`` (the node's first ``JOIN_SYNC_FOR`` seconds): pulls that add records come at most
+    ``joining`` (the node's first ``JOIN_SYNC_FOR`` seconds, and the pull brought peers not live in our view):
+    pulls that add records come at most
     ``JOIN_SYNC_MAX_GAP`` apart. In a join storm the last joiners' advertisements miss some views and some joiners'
     first pulls come from peers whose views are still filling; with the gap doubling to 40 and 80 s, the 100-node
     benchmark's views converged 90-130 s after the first start, each tail closed by a pull. Bounded per session:
@@ -347,6 +348,7 @@ class Presence:
         self.published = 0
         self.synced = 0
         self.pushed_in = 0  # pullers' own advertisements taken first-hand (presence-sync/1.1.0)
+        self.pulled_new = 0  # pulled records of peers that were not live in our view (not mere TTL extensions)
 
     async def start(self) -> None:
         await self.gossip.subscribe(self.ads_topic, self._on_ad)
@@ -455,6 +457,7 @@ class Presence:
         self._asked.add(peer)
         self._last_sync = now
         added = 0
+        new_before = self.pulled_new
         failed: str | None = None
         with trio.move_on_after(min(10.0, self.sync_timeout)) as scope:
             try:
@@ -474,8 +477,10 @@ class Presence:
             return
         self._sync_failures = 0
         self.synced += added
-        self._sync_gap = next_sync_gap(self._sync_gap, added, self.refresh_interval(),
-                                       joining=now - self._started < JOIN_SYNC_FOR)
+        # "Joining": young, and this pull brought peers we did not know live (a growing network, or our view's
+        # gap), not only fresher TTLs of second-hand records (which every pull of a settled network brings).
+        joining = now - self._started < JOIN_SYNC_FOR and self.pulled_new > new_before
+        self._sync_gap = next_sync_gap(self._sync_gap, added, self.refresh_interval(), joining=joining)
 
     async def pull(self, peer: ID) -> int:
         """Ask ``peer`` for its live view (sending ours first where it speaks push-pull); returns how many records
@@ -505,7 +510,11 @@ class Presence:
                         metrics.MESSAGES_REJECTED.labels(self.sync_protocol, exc.reason).inc()
                         continue
                     if isinstance(msg, CapabilityAdvertisement) and msg.peer_id != own:
-                        added += self.book.on_synced(msg)
+                        known = self.book.get(msg.peer_id)
+                        was_live = known is not None and self.book.is_live(known)
+                        if self.book.on_synced(msg):
+                            added += 1
+                            self.pulled_new += not was_live
         finally:
             await stream.close()
         return added

@@ -63,6 +63,9 @@ def test_a_pull_on_1_1_0_puts_the_puller_in_the_servers_view_first_hand():
             rec = server.book.get(str(a.get_id()))
             assert rec is not None and rec.capabilities == ["compute"] and not rec.hearsay
             assert server.pushed_in == 1
+            assert puller.pulled_new == 2
+            await puller.pull(b.get_id())  # the same view again: fresher TTLs at most, no peer new to us
+            assert puller.pulled_new == 2
 
     trio.run(main)
 
