@@ -29,6 +29,7 @@ from p2p_fast.core.config import Config
 from p2p_fast.stack import pubsub_guard as gossip_guard
 from p2p_fast.stack.patches.gossip_lazy_degree import set_lazy_degree
 from p2p_fast.stack.patches.gossip_opportunistic_graft import graft_opportunistically_as_specified
+from p2p_fast.stack.patches.gossip_prune_backoff import back_off_pruned_peers
 from p2p_fast.stack.patches.pubsub_overflow import count_overflow
 from p2p_fast.stack.patches.pubsub_stream_retry import retry_negotiation_failures
 from p2p_fast.stack.patches.pubsub_replay_own import replay_only_own
@@ -85,6 +86,7 @@ class Gossip:
             replay_only_own(self.router)
             set_lazy_degree(self.router, g.lazy_degree)
             graft_opportunistically_as_specified(self.router)
+            back_off_pruned_peers(self.router)
         gossip_guard.install()
         self._handlers: dict[str, list[Handler]] = {}
         self._nursery: trio.Nursery | None = None

@@ -78,6 +78,7 @@ PER_INSTANCE: dict[str, str] = {
     "gossip_ihave_shedding": "shed_gossip_ihave(router, shedder) -> undo",
     "gossip_lazy_degree": "set_lazy_degree(router, lazy_degree) -> undo",
     "gossip_opportunistic_graft": "graft_opportunistically_as_specified(router) -> undo",
+    "gossip_prune_backoff": "back_off_pruned_peers(router) -> undo",
     "stream_handler_guard": "guard_stream_handlers(host) -> undo",
     "outbound_handshake_watch": "watch_outbound_handshakes(host, private, connection_timeout) -> undo",
     "auto_connector_off": "disable_auto_dials(host) -> undo",
