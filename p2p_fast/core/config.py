@@ -118,7 +118,7 @@ class GossipSection:
     degree_high: int = _check(_rng(1, 128), default=6)
     # IHAVE gossip per topic and heartbeat goes to max(lazy_degree, 25 % of the non-mesh peers) (go-libp2p's D_lazy
     # and gossip factor), naming the ids of the last gossip_window heartbeats. At rest IHAVE was most of what a node
-    # wrote with go's D_lazy of 6 (bench/RESULTS.md, "IHAVE gossip and the idle node").
+    # wrote with go's D_lazy of 6 (bench/RESULTS.md, "The idle node, task by task").
     lazy_degree: int = _check(_rng(0, 64), default=3)
     gossip_window: int = _check(_rng(1, 64), default=3)
     heartbeat_interval: float = _check(_rng(0.05, 600), default=1.0)

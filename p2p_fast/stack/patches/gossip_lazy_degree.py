@@ -5,9 +5,9 @@ Upstream: ``libp2p/pubsub/gossipsub.py``, ``GossipSub._get_adaptive_gossip_peers
 limit: with adaptive gossip off (ours: docs/libp2p-pitfalls.md, pitfall 9) the number of peers a heartbeat sends
 IHAVE to, per topic with ids in its gossip window, is ``max(6, 25 % of the topic's non-mesh peers)``: go-libp2p's
 ``D_lazy`` default of 6, with no argument to change it. At rest IHAVE was most of what a node wrote: in a 30-node
-network, 2.3-4.8 of 4.4-7.7 pubsub RPCs a second per node, each about 0.7 ms of CPU between its writer and its
-reader; the mesh itself carries every message, and presence has its own pulls (bench/RESULTS.md, "IHAVE gossip and
-the idle node"). No upstream issue was found.
+network, 2.4-4.8 of 4.4-7.7 pubsub RPCs a second per node, each about 0.7 ms of CPU between its writer and its
+reader; the mesh itself carries every message, and presence has its own pulls (bench/RESULTS.md, "The idle node,
+task by task"). No upstream issue was found.
 
 The patch gives one router go-libp2p's own formula with our ``D_lazy``: ``max(lazy_degree, int(GOSSIP_FACTOR x
 peers))``, ``GOSSIP_FACTOR`` being go's 0.25. The undo removes it.
