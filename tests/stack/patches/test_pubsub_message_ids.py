@@ -106,8 +106,11 @@ def test_an_ihave_for_a_message_already_received_asks_for_it_again_only_in_stock
             await pa.subscribe(TOPIC)
             sub_b = await pb.subscribe(TOPIC)
             await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-            with trio.fail_after(10):
-                while b.get_id() not in pa.peers or b.get_id() not in pa.peer_topics.get(TOPIC, ()):
+            # B in A's mesh, not only subscribed: A publishes to its mesh, and a publish that raced B's GRAFT went
+            # nowhere (it failed so in one clean-clone run)
+            with trio.fail_after(20):
+                while b.get_id() not in pa.peers or b.get_id() not in pa.peer_topics.get(TOPIC, ()) \
+                        or b.get_id() not in pa.router.mesh.get(TOPIC, ()):
                     await trio.sleep(0.02)
             await pa.publish(TOPIC, b"once")
             with trio.fail_after(10):
