@@ -70,7 +70,7 @@ JOIN_RETRY_FOR = 60.0  # then give up confirming and go on with the repeats (a l
 JOIN_REPEATS = (2.0, 10.0, 30.0)  # seconds after the mesh delivered, repeated while meshes form
 SYNC_FIRST_GAP = 5.0  # seconds between the first pulls while they add records; doubles up to the refresh interval
 JOIN_SYNC_FOR = 180.0  # seconds after start in which pulls that add records come at least every JOIN_SYNC_MAX_GAP
-JOIN_SYNC_MAX_GAP = 20.0
+JOIN_SYNC_MAX_GAP = 20.0  # seconds: the longest gap between such pulls (next_sync_gap)
 MAX_PUSH_BYTES = 64 * 1024  # the puller's own advertisement on presence-sync/1.1.0
 PUSH_READ_TIMEOUT = 5.0
 MAX_RECORDS = 5000
@@ -263,8 +263,7 @@ def next_sync_gap(gap: float, added: int, refresh: float, failed: bool = False, 
     timed out then waited a whole refresh interval), the refresh interval once one succeeds adding nothing.
 
     ``joining`` (the node's first ``JOIN_SYNC_FOR`` seconds, and the pull brought peers not live in our view):
-    pulls that add records come at most
-    ``JOIN_SYNC_MAX_GAP`` apart. In a join storm the last joiners' advertisements miss some views and some joiners'
+    pulls that add records come at most ``JOIN_SYNC_MAX_GAP`` apart. In a join storm the last joiners' advertisements miss some views and some joiners'
     first pulls come from peers whose views are still filling; with the gap doubling to 40 and 80 s, the 100-node
     benchmark's views converged 90-130 s after the first start, each tail closed by a pull. Bounded per session:
     after it, a pull still adding records (churn in a large network) doubles up to the refresh interval, so a node
