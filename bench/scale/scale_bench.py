@@ -204,7 +204,8 @@ def late_arrivals(arrived: dict[tuple[str, str], float], ready: dict[str, float 
 def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
               tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
               profile: bool = False, profile_rate: int = 50, profile_nodes: int = 1,
-              settings: dict[str, Any] | None = None, env: dict[str, str] | None = None, env_b: dict[str, str] | None = None) -> dict[str, Any]:
+              settings: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+              env_b: dict[str, str] | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
     out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0]}
