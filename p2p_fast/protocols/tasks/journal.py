@@ -5,7 +5,9 @@ completed" and "credit spent" are one transaction: a crash can never leave a pai
 unpaid. Writes happen at once on the event loop (they are small) inside an open transaction; :class:`Database`
 commits them in groups — right after the burst of work that is ready now — and ``durable()`` waits for that commit.
 The journal uses WAL with ``synchronous=NORMAL``: a committed task survives the node being killed (kill -9), an
-operating-system crash may lose the last moments.
+operating-system crash may lose the last moments. A commit only appends to the log; the log is copied into the
+database file by :class:`~p2p_fast.protocols.tasks.checkpoint.Checkpointer` in a worker thread, never inside a
+commit on the event loop.
 
 A write that fails for lack of space or an I/O error (disk full, quota, read-only) raises :class:`StorageError`.
 SQLite rolls the open transaction back, so the journal stays exactly at its last commit; but the group's writes
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import trio
+
+from p2p_fast.protocols.tasks.checkpoint import Checkpointer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -134,6 +138,7 @@ class Database:
             conn = sqlite3.connect(str(path), check_same_thread=False, factory=_GuardedConnection)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's thread copies the log
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tasks'").fetchone():
                 have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
                 if "redundancy" not in have:  # a journal written before redundant tasks existed
@@ -144,6 +149,7 @@ class Database:
             raise StorageError(f"cannot open the journal {path}: {exc} (is the data dir full or read-only?)") from None
         self.conn: _GuardedConnection = conn
         conn.db = self
+        self.checkpointer = Checkpointer(path)
         self.dirty = False
         self._wake = trio.Event()
         self._done = trio.Event()
@@ -238,21 +244,26 @@ class Database:
                 log.exception("after-commit callback failed")
 
     async def run(self) -> None:
-        try:
-            while True:
-                with trio.move_on_after(LAZY_COMMIT_S):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                # Everything written since the wake-up (a whole batch of responses read in one go) commits together.
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    with trio.move_on_after(LAZY_COMMIT_S):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    # Everything written since the wake-up (a whole batch of responses read in one go) commits
+                    # together.
+                    self.commit_now()
+                    if self.checkpointer.due(self.commits):
+                        nursery.start_soon(self.checkpointer.run, self.commits)
+            finally:
                 self.commit_now()
-        finally:
-            self.commit_now()
 
     def close(self) -> None:
         try:
             self.commit_now()
         finally:
             self.closed = True
+            self.checkpointer.close()
             self.conn.close()
 
 
