@@ -105,3 +105,25 @@ def test_a_failing_checkpoint_is_logged_and_the_journal_goes_on(tmp_path: Path,
 
     with caplog.at_level(logging.WARNING, logger="p2p_fast.protocols.tasks.checkpoint"):
         trio.run(main)
+
+
+def test_under_steady_commits_the_log_starts_over_instead_of_growing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    wal = Path(str(path) + "-wal")
+
+    async def main() -> None:
+        db = Database(path)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(db.run)
+            _write_tasks(db, 0, 1200)  # ~3 frames a commit: past RESTART_FRAMES
+            db.touch()
+            with trio.fail_after(10):
+                while db.checkpointer.finished < 1:  # the thread's pass, then the loop's between two commits
+                    await trio.sleep(0.05)
+            size = wal.stat().st_size
+            _write_tasks(db, 1200, 300)  # fewer frames than the log holds: written over its start
+            assert wal.stat().st_size == size
+            nursery.cancel_scope.cancel()
+        db.close()
+
+    trio.run(main)

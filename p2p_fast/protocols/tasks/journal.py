@@ -253,8 +253,10 @@ class Database:
                     # Everything written since the wake-up (a whole batch of responses read in one go) commits
                     # together.
                     self.commit_now()
+                    if self.checkpointer.restart_wanted and not self.conn.in_transaction and self.failed is None:
+                        self.checkpointer.finish(self.conn)
                     if self.checkpointer.due(self.commits):
-                        nursery.start_soon(self.checkpointer.run, self.commits)
+                        nursery.start_soon(self.checkpointer.run, self.commits, self.conn)
             finally:
                 self.commit_now()
 
