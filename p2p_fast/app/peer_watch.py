@@ -23,20 +23,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
-OFFERS_PER_ROUND = 16  # live peers offered to the connector each second
-FULL_CHECK_EVERY = 30  # rounds (seconds) between looks at every peer's protocols for the DHT routing table
+OFFERS_PER_ROUND = 16  # live peers offered to the connector each round
+FULL_CHECK_EVERY = 30.0  # seconds between looks at every peer's protocols for the DHT routing table
+BUSY_EVERY = 1.0  # seconds between rounds while peers come and go, Identify is pending or peers are short
+REST_EVERY = 4.0  # ... once QUIET_ROUNDS rounds in a row found none of that: an idle node's wake-ups
+QUIET_ROUNDS = 5
 
 
 async def watch_peers(node: Node) -> None:
-    """Every second: gauges, ``peer`` events for who came and went, new peers into the DHT routing table once
-    Identify says they speak Kademlia, and a bounded sample of the live view offered to the connector."""
+    """Each round: gauges, ``peer`` events for who came and went, new peers into the DHT routing table once
+    Identify says they speak Kademlia, and a bounded sample of the live view offered to the connector.
+
+    A round a second while anything of that is happening, one every :data:`REST_EVERY` seconds once nothing has for
+    :data:`QUIET_ROUNDS` rounds: at rest the round found nothing to do and cost an idle node ~0.2 ms a second, its
+    largest timer (bench/RESULTS.md, "The idle node's timers")."""
     from p2p_fast.app.node_events import emit_peer_changes
 
     assert node.host is not None and node.dht is not None and node.connector is not None
     host, dht, connector = node.host, node.dht, node.connector
     known: set[ID] = set()
     pending_kad: set[ID] = set()
-    rounds = 0
+    full_check_at = time.monotonic() + FULL_CHECK_EVERY
+    quiet = 0
     while True:
         peers = set(host.get_connected_peers())
         metrics.PEERS.set(len(peers))
@@ -51,10 +59,14 @@ async def watch_peers(node: Node) -> None:
         fresh = peers - known
         if fresh and node.presence is not None:
             node.presence.poke()
-        rounds += 1
-        # New peers at once, everyone again every FULL_CHECK_EVERY rounds (a peer's protocols arrive with
+        changed = peers != known or bool(pending_kad)
+        # New peers at once, everyone again every FULL_CHECK_EVERY seconds (a peer's protocols arrive with
         # Identify, after the connection): per-peer work every second was an idle cost that grew with peers.
-        look_at = peers if rounds % FULL_CHECK_EVERY == 0 else fresh | (pending_kad & peers)
+        if time.monotonic() >= full_check_at:
+            full_check_at = time.monotonic() + FULL_CHECK_EVERY
+            look_at = peers
+        else:
+            look_at = fresh | (pending_kad & peers)
         pending_kad.clear()
         for pid in look_at:
             if dht.routing_table.peer_in_table(pid):
@@ -72,7 +84,8 @@ async def watch_peers(node: Node) -> None:
                     log.debug("routing table refused %s: %s", pid, exc)
         # Candidates for the connector only while it is short of peers, and a bounded sample: parsing every
         # address of the view each second was a cost that grew with the network.
-        live = node.book.live() if len(peers) < connector.target_peers else []
+        short = len(peers) < connector.target_peers
+        live = node.book.live() if short else []
         for rec in random.sample(live, min(len(live), OFFERS_PER_ROUND)):
             try:
                 pid = ID.from_base58(rec.peer_id)
@@ -86,7 +99,8 @@ async def watch_peers(node: Node) -> None:
                     continue
             connector.offer(pid, addrs)
         known = peers
-        await trio.sleep(1.0)
+        quiet = 0 if changed or short or pending_kad else quiet + 1
+        await trio.sleep(BUSY_EVERY if quiet < QUIET_ROUNDS else REST_EVERY)
 
 
 def start_mdns_bridge(connector: Connector, stack: AsyncExitStack) -> None:

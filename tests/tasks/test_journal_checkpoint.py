@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from p2p_fast.protocols.tasks.journal import Database, TaskJournal, TaskRecord
 
@@ -127,3 +128,29 @@ def test_under_steady_commits_the_log_starts_over_instead_of_growing(tmp_path: P
         db.close()
 
     trio.run(main)
+
+
+def test_a_database_at_rest_sets_no_timer_and_a_lazy_write_still_commits_within_a_second(tmp_path: Path) -> None:
+    """An idle node's loop wakes for every timer; the commit loop had one every second with nothing to commit."""
+    rounds: list[float] = []
+
+    async def main() -> None:
+        db = Database(tmp_path / "j.sqlite3")
+        db.before_commit(lambda: rounds.append(trio.current_time()))  # runs on every pass of the commit loop
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(db.run)
+            await trio.sleep(30)
+            assert rounds == [], "the commit loop woke with nothing to commit"
+            start = trio.current_time()
+            TaskJournal(db)  # a lazy write: reputation-like, may wait up to a second
+            db.conn.execute("INSERT INTO reputation (peer_id) VALUES ('p')")
+            db.touch(lazy=True)
+            await db.durable()
+            assert 0 < trio.current_time() - start <= 1.0 and not db.dirty
+            done = len(rounds)
+            await trio.sleep(30)
+            assert len(rounds) - done <= 1  # at most the pass that found the write committed, then rest again
+            nursery.cancel_scope.cancel()
+        db.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -24,6 +24,7 @@ or until the log reaches ``FORCE_FACTOR`` times :data:`RESTART_FRAMES`: then the
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -60,6 +61,12 @@ class Checkpointer:
         """A checkpoint should start: there were commits since the last one, which started long enough ago."""
         return (not self.running and not self._closed and commits != self._seen
                 and time.monotonic() - self._started >= self.every_s)
+
+    def wait_s(self, commits: int) -> float:
+        """Seconds until a checkpoint of ``commits`` is due; infinite if none is wanted (or one is under way)."""
+        if self.running or self._closed or commits == self._seen:
+            return math.inf
+        return max(0.0, self._started + self.every_s - time.monotonic())
 
     async def run(self, commits: int, conn: sqlite3.Connection) -> None:
         """A checkpoint in a worker thread, and if the log is long, the loop's finish on ``conn`` (the journal's

@@ -152,6 +152,7 @@ class Database:
         self.checkpointer = Checkpointer(path)
         self.dirty = False
         self._wake = trio.Event()
+        self._kick = trio.Event()  # set by every write: ends the commit loop's sleep at rest
         self._done = trio.Event()
         self._after: list[Callable[[], None]] = []
         self._before: list[Callable[[], None]] = []
@@ -165,6 +166,7 @@ class Database:
         self.dirty = True
         if not lazy:
             self._wake.set()
+        self._kick.set()  # the commit loop may be asleep without a deadline (nothing was pending)
 
     async def durable(self) -> None:
         """Return once everything written so far is committed."""
@@ -247,8 +249,14 @@ class Database:
         async with trio.open_nursery() as nursery:
             try:
                 while True:
-                    with trio.move_on_after(LAZY_COMMIT_S):
-                        await self._wake.wait()
+                    if not self.dirty:
+                        # At rest no deadline but a due checkpoint's: a timer a second was an idle node's cost.
+                        with trio.move_on_after(self.checkpointer.wait_s(self.commits)):
+                            await self._kick.wait()
+                        self._kick = trio.Event()
+                    if self.dirty:
+                        with trio.move_on_after(LAZY_COMMIT_S):
+                            await self._wake.wait()
                     self._wake = trio.Event()
                     # Everything written since the wake-up (a whole batch of responses read in one go) commits
                     # together.
