@@ -50,7 +50,7 @@ from p2p_fast.stack.patches.gossip_lazy_degree import GOSSIP_FACTOR  # noqa: E40
 MESH = 5  # mean mesh size: gossip.degree 4 .. degree_high 6 (config defaults)
 LAZY_DEGREE = GossipSection().lazy_degree  # IHAVE targets per heartbeat: max(this, GOSSIP_FACTOR x non-mesh peers)
 GOSSIP_WINDOW = GossipSection().gossip_window  # heartbeats a message id stays in IHAVE gossip
-HEARTBEAT_S = 1.0  # gossip.heartbeat_interval (config default)
+HEARTBEAT_S = GossipSection().heartbeat_interval  # seconds (config default)
 NODE_HEARTBEAT_S = 30.0  # node.heartbeat_interval of node/worker.yaml
 CONNECTIONS_HIGH = 24  # connections a node keeps at most (network.conn_high, config default)
 LIVENESS_S = 30.0  # one ping per connection per node heartbeat
