@@ -1,8 +1,9 @@
 """The scale benchmark: N ``p2p-node`` processes on 127.0.0.1, driven only through the HTTP API, as a new user would
-run them. (A network-namespace mode on ``testing.testbed`` is not built yet.)
+run them; with ``--netns`` each in a network namespace of its own on one bridge (``testing.testbed``: an address per
+node, as pods on a flat cluster network, mDNS multicast included; needs root).
 
     .venv/bin/python bench/scale/scale_bench.py --nodes 30 [--settle 20 --window 20 --gossip 5 --tasks 60 --profile
-                                                         --profile-nodes 3]
+                                                         --profile-nodes 3 --netns]
 
 One bootstrap (``node/bootstrap.yaml``) and N-1 workers (``node/worker.yaml``, mDNS on as that file has it), every
 one with ``--listen-host 127.0.0.1 --listen-port 0 --http-listen 127.0.0.1:0 --data-dir <own>``, workers with
@@ -11,7 +12,8 @@ every sampled node's live view (``GET /v1/capabilities``) holds every worker, se
 /proc utime+stime over ``--window`` seconds) and RSS per node, gossip spread (``POST /v1/gossip`` on one worker, read
 back from every node's ``GET /v1/gossip``: p50 / max / missing), task spread over workers, ERROR / Traceback lines,
 Noise authentication failures, connections closed for missed pings, and exit codes on SIGTERM. Prints JSON and a
-Markdown row. ``run_scale`` is what ``tests/scale`` calls.
+Markdown row. ``run_scale`` is what ``tests/scale`` calls. With ``--netns`` the addresses above are the node's own
+(port 4001, HTTP on 8080), and the benchmark reaches each API from inside its namespace.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from harness import Cluster, NodeProcess, wait_until  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUTH_FAILURE = "Failed authentication"
 PING_CLOSE = "pings in a row"
+NETNS_SUBNET = "10.77.0.0/22"  # --netns: room for 1020 nodes
 
 
 def _role_config(role: str) -> dict[str, Any]:
@@ -162,19 +165,32 @@ def _with_settings(config: dict[str, Any], settings: dict[str, Any]) -> dict[str
 
 def start_network(cluster: Cluster, n: int, settings: dict[str, Any] | None = None,
                   env: dict[str, str] | None = None, env_b: dict[str, str] | None = None,
-                  ) -> tuple[NodeProcess, list[NodeProcess], float]:
+                  hosts: list[Any] | None = None) -> tuple[NodeProcess, list[NodeProcess], float]:
     """Start the bootstrap, then all N-1 workers at once; return (bootstrap, workers, t0). Workers with an even
-    number get ``env_b`` on top of ``env`` (group B of a side-by-side comparison)."""
-    flags = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
+    number get ``env_b`` on top of ``env`` (group B of a side-by-side comparison). With ``hosts`` (test-bed hosts,
+    one per node), node i runs in ``hosts[i]``'s network namespace on its address, reached through ``host.call``."""
     settings, env = settings or {}, env or {}
+
+    def place(i: int) -> dict[str, Any]:
+        if hosts is None:
+            return {"extra_args": ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen",
+                                   "127.0.0.1:0", "--console", "off"]}
+        host = hosts[i]
+        return {"extra_args": ["--listen-host", host.ip, "--listen-port", "4001", "--http-listen",
+                               f"{host.ip}:8080", "--console", "off"],
+                "prefix": ["ip", "netns", "exec", host.ns], "via": host.call}
+
     t0 = time.monotonic()
-    boot = cluster.add("bootstrap", _with_settings(_role_config("bootstrap"), settings), extra_args=flags, env=env)
+    at = place(0)
+    boot = cluster.add("bootstrap", _with_settings(_role_config("bootstrap"), settings), env=env, **at)
     boot.start().wait_started(60)
     boot_addr = boot.addr()
-    workers = [cluster.add(f"w{i:03d}", _with_settings(_role_config("worker"), settings),
-                           extra_args=flags + ["--bootstrap", boot_addr],
-                           env={**env, **(env_b or {})} if i % 2 == 0 else env).start()
-               for i in range(1, n)]
+    workers = []
+    for i in range(1, n):
+        at = place(i)
+        at["extra_args"] = at["extra_args"] + ["--bootstrap", boot_addr]
+        workers.append(cluster.add(f"w{i:03d}", _with_settings(_role_config("worker"), settings),
+                                   env={**env, **(env_b or {})} if i % 2 == 0 else env, **at).start())
     return boot, workers, t0
 
 
@@ -201,16 +217,28 @@ def late_arrivals(arrived: dict[tuple[str, str], float], ready: dict[str, float 
     return [f"{view}<-{worker} at {t} s (ready at {ready.get(worker)} s)" for (view, worker), t in last]
 
 
-def run_scale(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
-              tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
-              profile: bool = False, profile_rate: int = 50, profile_nodes: int = 1,
-              settings: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-              env_b: dict[str, str] | None = None) -> dict[str, Any]:
+def run_scale(workdir: Path, n: int, *, netns: bool = False, **kw: Any) -> dict[str, Any]:
+    """The benchmark (keywords: :func:`measure`'s). ``netns``: every node in a network namespace of its own on one
+    bridge (the test bed, ``testing/testbed``), an address each, as pods on a flat cluster network, multicast
+    (mDNS) included; otherwise every node on 127.0.0.1."""
+    if not netns:
+        return measure(workdir, n, **kw)
+    from testing.testbed.topology import Testbed
+
+    with Testbed(NETNS_SUBNET, label="scale") as bed:
+        return measure(workdir, n, hosts=[bed.add_host(f"n{i:03d}") for i in range(n)], **kw)
+
+
+def measure(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0, gossip: int = 5,
+            tasks: int = 0, sample: int = 6, ready_timeout: float = 240.0, seed: int = 1,
+            profile: bool = False, profile_rate: int = 50, profile_nodes: int = 1,
+            settings: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+            env_b: dict[str, str] | None = None, hosts: list[Any] | None = None) -> dict[str, Any]:
     rng = random.Random(seed)
     cluster = Cluster(workdir)
-    out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0]}
+    out: dict[str, Any] = {"nodes": n, "load_before": os.getloadavg()[0], "netns": hosts is not None}
     try:
-        boot, workers, t0 = start_network(cluster, n, settings, env, env_b)
+        boot, workers, t0 = start_network(cluster, n, settings, env, env_b, hosts)
         nodes = [boot, *workers]
         for w in workers:
             w.wait_started(ready_timeout)
@@ -456,6 +484,8 @@ def main() -> None:
     ap.add_argument("--profile-nodes", type=int, default=1, help="how many workers py-spy records (--profile)")
     ap.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second (--profile)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
+    ap.add_argument("--netns", action="store_true",
+                    help="every node in a network namespace of its own on one bridge (root; testing/testbed)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
                     help="config value for every node, e.g. network.conn_high=64 (repeatable)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -468,7 +498,7 @@ def main() -> None:
     env = {k: v for k, _, v in (e.partition("=") for e in args.env)}
     env_b = {k: v for k, _, v in (e.partition("=") for e in args.env_b)}
     workdir = Path(tempfile.mkdtemp(prefix="p2p-scale-"))
-    result = run_scale(workdir, args.nodes, settle=args.settle, window=args.window, gossip=args.gossip,
+    result = run_scale(workdir, args.nodes, netns=args.netns, settle=args.settle, window=args.window, gossip=args.gossip,
                        tasks=args.tasks, profile=args.profile, profile_rate=args.profile_rate,
                        profile_nodes=args.profile_nodes, settings=settings,
                        env=env,

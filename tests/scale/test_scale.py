@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT / "bench" / "scale"))
 
 from scale_bench import log_counts, run_scale  # noqa: E402
 
+from testing.testbed.pytest_plugin import require_testbed  # noqa: E402
+
 # The task tests' helpers (its conftest.py; "conftest" itself names tests/conftest.py here).
 _spec = importlib.util.spec_from_file_location("task_test_helpers", ROOT / "tests" / "tasks" / "conftest.py")
 assert _spec is not None and _spec.loader is not None
@@ -36,6 +38,24 @@ def test_thirty_nodes_join_at_once_converge_gossip_everywhere_and_exit_cleanly(t
     assert r["auth_failures"] == 0, r
     assert r["ping_closes"] == 0, r
     assert r["exit_hung_or_failed"] == 0, r  # every node exits 0 on SIGTERM (within 60 s: 30 stop at once)
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(300)
+def test_the_benchmark_in_network_namespaces_runs_every_node_on_its_own_address(tmp_path: Path) -> None:
+    """``--netns``: a node per namespace on one bridge (mDNS multicast reaches all): the same behaviour, and each
+    node listens on its own address, not 127.0.0.1."""
+    require_testbed()
+    r = run_scale(tmp_path, 8, netns=True, settle=0.0, window=2.0, gossip=3, tasks=8, sample=8,
+                  ready_timeout=90.0)
+    assert "error" not in r, r
+    assert r["netns"] is True
+    assert "not_ready" not in r and "not_converged" not in r, r
+    assert r["gossip_missing"] == 0 and r["tasks_succeeded"] == 8, r
+    assert r["auth_failures"] == 0 and r["ping_closes"] == 0 and r["error_lines"] == 0, r
+    assert r["exit_hung_or_failed"] == 0, r
+    addrs = [(tmp_path / name / "data" / "node.json").read_text() for name in ("bootstrap", "w001")]
+    assert all("/ip4/10.77." in a and "/ip4/127.0.0.1/" not in a for a in addrs), addrs
 
 
 @pytest.mark.timeout(480)
