@@ -40,10 +40,32 @@ sys.path.insert(0, str(ROOT))
 
 from harness import Cluster, NodeProcess, wait_until  # noqa: E402
 
+from testing.testbed._system import call_in_netns  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUTH_FAILURE = "Failed authentication"
 PING_CLOSE = "pings in a row"
 NETNS_SUBNET = "10.77.0.0/22"  # --netns: room for 1020 nodes
+NETNS_CALL_TIMEOUT = 120.0
+#: --netns: TCP counters of every namespace, summed (/proc/net/netstat and snmp, "Section.Name"), reported once the
+#: run is over: failed dials (AttemptFails), connections reset, SYNs dropped by a full listen queue, timeouts.
+TCP_COUNTERS = ("Tcp.AttemptFails", "Tcp.EstabResets", "Tcp.OutRsts", "TcpExt.ListenOverflows", "TcpExt.ListenDrops",
+                "TcpExt.TCPTimeouts", "TcpExt.TCPSynRetrans")
+
+
+def tcp_counters(host: Any) -> dict[str, int]:
+    """:data:`TCP_COUNTERS` of ``host``'s namespace (read by a thread inside it: ``/proc/thread-self/net``)."""
+    def read() -> dict[str, int]:
+        values: dict[str, int] = {}
+        for table in ("netstat", "snmp"):
+            lines = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()
+            for names, nums in zip(lines[::2], lines[1::2]):
+                section, _, keys = names.partition(": ")
+                for k, v in zip(keys.split(), nums.partition(": ")[2].split()):
+                    values[f"{section}.{k}"] = int(v)
+        return {k: values.get(k, 0) for k in TCP_COUNTERS}
+
+    return call_in_netns(host.ns, read, timeout=NETNS_CALL_TIMEOUT)  # type: ignore[no-any-return]
 
 
 def _role_config(role: str) -> dict[str, Any]:
@@ -178,7 +200,9 @@ def start_network(cluster: Cluster, n: int, settings: dict[str, Any] | None = No
         host = hosts[i]
         return {"extra_args": ["--listen-host", host.ip, "--listen-port", "4001", "--http-listen",
                                f"{host.ip}:8080", "--console", "off"],
-                "prefix": ["ip", "netns", "exec", host.ns], "via": host.call}
+                "prefix": ["ip", "netns", "exec", host.ns],
+                # The call's own deadline (10 s by default) must outlast the request's timeouts (up to 90 s).
+                "via": lambda fn, ns=host.ns: call_in_netns(ns, fn, timeout=NETNS_CALL_TIMEOUT)}
 
     t0 = time.monotonic()
     at = place(0)
@@ -431,6 +455,12 @@ def measure(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0
                     code = None
             final.append(code)
         out["exit_late_clean"] = late_clean
+        if hosts is not None:
+            totals: dict[str, int] = {}
+            for host in hosts:
+                for k, v in tcp_counters(host).items():
+                    totals[k] = totals.get(k, 0) + v
+            out["tcp_counters"] = totals
         out["exit_hung_or_failed"] = sum(1 for c in final if c != 0)
         out["exit_codes_nonzero"] = sum(1 for c in final if c is not None and c != 0)
         cluster.close()
