@@ -54,7 +54,7 @@ def test_the_benchmark_in_network_namespaces_runs_every_node_on_its_own_address(
     assert r["gossip_missing"] == 0 and r["tasks_succeeded"] == 8, r
     assert r["auth_failures"] == 0 and r["ping_closes"] == 0 and r["error_lines"] == 0, r
     assert r["exit_hung_or_failed"] == 0, r
-    assert r["tcp_counters"]["Tcp.AttemptFails"] >= 0 and len(r["tcp_counters"]) == 7, r  # read in every namespace
+    assert len(r["tcp_counters"]) == 7 and r["softnet_drops"] >= 0, r  # read in every namespace, and machine-wide
     addrs = [(tmp_path / name / "data" / "node.json").read_text() for name in ("bootstrap", "w001")]
     assert all("/ip4/10.77." in a and "/ip4/127.0.0.1/" not in a for a in addrs), addrs
 
