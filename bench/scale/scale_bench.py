@@ -254,9 +254,9 @@ def run_scale(workdir: Path, n: int, *, netns: bool = False, **kw: Any) -> dict[
     before = backlog.read_text().strip()
     drops = softnet_drops()
     try:
-        # Every packet between two namespaces is queued twice on a CPU's backlog (veth, bridge): with 1000, the
-        # default, 100 nodes starting at once on 2 cores overflowed it, dropping ~13,000 packets in a run (SYNs
-        # among them: dials failed). A cluster's NICs have rings of their own; the emulation gets room.
+        # Every packet between two namespaces is queued twice on a CPU's backlog (veth, bridge): the default 1000
+        # overflowed in 100-node runs (13,281 packets dropped over a session's runs); with this, none. A cluster's
+        # NICs have rings of their own; the emulation gets room.
         backlog.write_text(str(max(int(before), NETNS_BACKLOG)))
         with Testbed(NETNS_SUBNET, label="scale") as bed:
             out = measure(workdir, n, hosts=[bed.add_host(f"n{i:03d}") for i in range(n)], **kw)
