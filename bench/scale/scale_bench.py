@@ -250,18 +250,26 @@ def run_scale(workdir: Path, n: int, *, netns: bool = False, **kw: Any) -> dict[
         return measure(workdir, n, **kw)
     from testing.testbed.topology import Testbed
 
-    backlog = Path("/proc/sys/net/core/netdev_max_backlog")
-    before = backlog.read_text().strip()
+    # Room the emulation needs and a cluster has (each machine its own kernel), for the run only, restored after:
+    # - every packet between two namespaces is queued twice on a CPU's backlog (veth, bridge): the default 1000
+    #   overflowed in 100-node runs (13,281 packets dropped over a session's runs); with 20,000, none;
+    # - the kernel's ARP table is one for all namespaces, 1024 entries at most by default: 100 nodes that each
+    #   talk to 15-99 others overflowed it ("neighbor table overflow", 1176 times in a session), and a dial to a
+    #   neighbour without an entry lost its SYNs (10,000-21,000 retransmitted a run, ~500 dials failed).
+    wanted = {"core/netdev_max_backlog": NETNS_BACKLOG, "ipv4/neigh/default/gc_thresh1": n * n,
+              "ipv4/neigh/default/gc_thresh2": 2 * n * n, "ipv4/neigh/default/gc_thresh3": 4 * n * n}
+    before = {k: Path(f"/proc/sys/net/{k}").read_text().strip() for k in wanted}
     drops = softnet_drops()
     try:
-        # Every packet between two namespaces is queued twice on a CPU's backlog (veth, bridge): the default 1000
-        # overflowed in 100-node runs (13,281 packets dropped over a session's runs); with this, none. A cluster's
-        # NICs have rings of their own; the emulation gets room.
-        backlog.write_text(str(max(int(before), NETNS_BACKLOG)))
+        for key in ("core/netdev_max_backlog", "ipv4/neigh/default/gc_thresh3", "ipv4/neigh/default/gc_thresh2",
+                    "ipv4/neigh/default/gc_thresh1"):  # raised from the top: thresh1 <= thresh2 <= thresh3
+            Path(f"/proc/sys/net/{key}").write_text(str(max(int(before[key]), wanted[key])))
         with Testbed(NETNS_SUBNET, label="scale") as bed:
             out = measure(workdir, n, hosts=[bed.add_host(f"n{i:03d}") for i in range(n)], **kw)
     finally:
-        backlog.write_text(before)
+        for key in ("ipv4/neigh/default/gc_thresh1", "ipv4/neigh/default/gc_thresh2",
+                    "ipv4/neigh/default/gc_thresh3", "core/netdev_max_backlog"):
+            Path(f"/proc/sys/net/{key}").write_text(before[key])
     out["softnet_drops"] = softnet_drops() - drops  # packets the emulated network dropped anyway (machine-wide)
     return out
 
