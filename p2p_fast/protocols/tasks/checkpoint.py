@@ -68,11 +68,15 @@ class Checkpointer:
             return math.inf
         return max(0.0, self._started + self.every_s - time.monotonic())
 
-    async def run(self, commits: int, conn: sqlite3.Connection) -> None:
-        """A checkpoint in a worker thread, and if the log is long, the loop's finish on ``conn`` (the journal's
-        connection) right after it when ``conn`` is between two transactions, else after the journal's next commit.
-        ``commits`` is the journal's commit count now (see :meth:`due`)."""
+    def start(self, nursery: trio.Nursery, commits: int, conn: sqlite3.Connection) -> None:
+        """Start a checkpoint of ``commits`` (the journal's commit count now, see :meth:`due`) in ``nursery``. Marked
+        running at once, not when the task first runs: the commit loop may ask :meth:`due` again before that."""
         self.running, self._seen, self._started = True, commits, time.monotonic()
+        nursery.start_soon(self._run, conn)
+
+    async def _run(self, conn: sqlite3.Connection) -> None:
+        """A checkpoint in a worker thread, and if the log is long, the loop's finish on ``conn`` (the journal's
+        connection) right after it when ``conn`` is between two transactions, else after the journal's next commit."""
         try:
             frames = await trio.to_thread.run_sync(self._checkpoint)
             if frames is None or frames < self.restart_frames:

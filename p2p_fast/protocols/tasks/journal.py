@@ -264,7 +264,7 @@ class Database:
                     if self.checkpointer.restart_wanted and not self.conn.in_transaction and self.failed is None:
                         self.checkpointer.finish(self.conn)
                     if self.checkpointer.due(self.commits):
-                        nursery.start_soon(self.checkpointer.run, self.commits, self.conn)
+                        self.checkpointer.start(nursery, self.commits, self.conn)
             finally:
                 self.commit_now()
 
