@@ -397,6 +397,8 @@ def measure(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0
             out["profile"] = top_functions(sorted(workdir.glob("profile-*.txt")))
         busiest = sorted(zip(cpu, nodes), key=lambda pair: pair[0], reverse=True)[:3]
         out["idle_cpu_busiest"] = [f"{nd.name} {c:.2f} %" for c, nd in busiest]  # where an outlier comes from
+        out["rss_largest"] = [f"{nd.name} {r:.1f} MiB" for r, nd in sorted(
+            zip(rss, nodes), key=lambda pair: pair[0], reverse=True)[:3]]
         runaway = [nd for c, nd in busiest if c >= RUNAWAY_CPU_PCT]
         if runaway:  # what such a node is doing, while it still does it
             out["runaway_stacks"] = [dump_stacks(nd, workdir) for nd in runaway]

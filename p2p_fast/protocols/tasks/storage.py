@@ -116,13 +116,19 @@ class Storage:
         raise InvalidPayload("storage payload must be 'put <data>' or 'get <key>'")
 
     async def _replicate(self, key: str, data: bytes, wanted: int) -> int:
-        done = 0
-        for peer in self.peers():
+        done, failed = 0, []
+        peers = self.peers()
+        for peer in peers:
             if done >= wanted:
                 break
-            reply = await self._request(peer, BlobPut(key, data))
+            reply, why = await self._request(peer, BlobPut(key, data))
             if reply is not None and reply.status == 0:
                 done += 1
+            else:
+                failed.append(f"{peer[-8:]}: {why or f'status {reply.status if reply else None}'}")
+        if done < wanted:  # the put still succeeds with fewer copies; say why, the task's result says how many
+            log.warning("blob %s: %d of %d extra replicas stored (%d live storage peers; %s)", key[:16], done, wanted,
+                        len(peers), "; ".join(failed) or "none to ask")
         return done
 
     async def _fetch(self, key: str) -> bytes | None:
@@ -133,32 +139,35 @@ class Storage:
         for peer in peers:
             if peer == self.own_id:
                 continue
-            reply = await self._request(peer, BlobGet(key))
+            reply, _why = await self._request(peer, BlobGet(key))
             if reply is not None and reply.status == 0 and hashlib.sha256(reply.data).hexdigest() == key:
                 self.store.put(reply.data)
                 return reply.data
         return None
 
-    async def _request(self, peer: str, msg: Any) -> BlobReply | None:
+    async def _request(self, peer: str, msg: Any) -> tuple[BlobReply | None, str]:
+        """The peer's reply, or None and why not."""
         host = self.host
         with trio.move_on_after(self.timeout):
             try:
                 stream = await host.new_stream(ID.from_base58(peer), [self.protocol])
             except Exception as exc:
                 log.debug("blob stream to %s failed: %s", peer, exc)
-                return None
+                return None, f"no stream: {type(exc).__name__}: {exc}"
             try:
                 await stream.write(frame(msg, self.max_frame))
                 reader = FrameReader(stream, self.max_frame, self.protocol)
                 raw = (await reader.read_frames())[0]
                 reply = reader.decode(raw)
-                return reply if isinstance(reply, BlobReply) else None
+                if isinstance(reply, BlobReply):
+                    return reply, ""
+                return None, f"answered with a {type(reply).__name__}"
             except Exception as exc:
                 log.debug("blob request to %s failed: %s", peer, exc)
-                return None
+                return None, f"request failed: {type(exc).__name__}: {exc}"
             finally:
                 await _close_quietly(stream)
-        return None
+        return None, f"no answer within {self.timeout:g} s"
 
     async def handle_stream(self, stream: Any) -> None:
         """Serve one BlobPut or BlobGet from another storage worker."""
