@@ -75,3 +75,46 @@ def test_the_entry_point_gives_the_garbage_collector_back_when_it_returns():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "true"
+
+
+NOT_WITHOUT_V1_MODELS = ("pydantic.v1", "Cython", "cython")
+
+
+def test_the_api_does_not_load_pydantic_v1_to_find_no_v1_models(cluster):
+    """FastAPI 0.165 imports ``pydantic.v1`` (and, from its version module, Cython's shadow module) to ask whether each
+    route parameter is a pydantic v1 model: 2.3 MiB for a node whose routes have none. A class can only be one if
+    ``pydantic.v1`` was imported, so the node's check answers False without importing it, as stock would."""
+    boot = cluster.start("boot", node_config("bootstrap"), env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert httpx.get(boot.http + "/v1/status", timeout=30).status_code == 200
+    assert httpx.get(boot.http + "/v1/peers", timeout=30).status_code == 200
+    loaded = _imported(boot)
+    assert "fastapi" in loaded and sorted(loaded & set(NOT_WITHOUT_V1_MODELS)) == []
+
+
+def test_fastapis_v1_model_checks_answer_as_stock_with_and_without_pydantic_v1():
+    code = """
+import json, sys
+from p2p_fast.app.api import lean_http
+import pydantic
+from fastapi._compat import shared
+import fastapi.encoders
+stock = (shared.is_pydantic_v1_model_class, fastapi.encoders.is_pydantic_v1_model_instance)
+assert lean_http.check_v1_models_lazily()
+out = {"v1_loaded_by_checks": None}
+class V2(pydantic.BaseModel):
+    x: int = 0
+out["before"] = [shared.annotation_is_pydantic_v1(V2), shared.annotation_is_pydantic_v1(list[V2]),
+                 fastapi.encoders.is_pydantic_v1_model_instance(V2())]
+out["v1_loaded_by_checks"] = "pydantic.v1" in sys.modules
+from pydantic import v1
+class V1(v1.BaseModel):
+    x: int = 0
+out["after"] = [shared.annotation_is_pydantic_v1(V1), shared.annotation_is_pydantic_v1(V2),
+                fastapi.encoders.is_pydantic_v1_model_instance(V1()), stock[0](V1), stock[1](V1())]
+print(json.dumps(out))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    assert doc == {"before": [False, False, False], "v1_loaded_by_checks": False,
+                   "after": [True, False, True, True, True]}

@@ -82,6 +82,9 @@ if TYPE_CHECKING:
 
 
 def create_app(node: Node) -> Any:
+    from p2p_fast.app.api.lean_http import check_v1_models_lazily
+
+    check_v1_models_lazily()  # before any route is added: each one asks of its parameters
     # /docs from local files (api.static), no ReDoc: FastAPI's own pages load their assets from a CDN.
     app = FastAPI(title="p2p-fast node API", version=__version__, docs_url=None, redoc_url=None,
                   description="Health, metrics and the task API of one p2p-fast node. Dashboard: /ui.")

@@ -22,6 +22,11 @@ never loads them for probes and API calls, and that HTTP/2, a WebSocket upgrade 
 
 from __future__ import annotations
 
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
 from p2p_fast.stack.patches import lean_imports
 
 HYPERCORN_VERSIONS = ("0.18.0",)
@@ -40,6 +45,42 @@ FASTAPI = {
     "fastapi.security.oauth2": ("SecurityScopes",),
 }
 FASTAPI_PACKAGES = frozenset({"fastapi.security"})
+
+
+def check_v1_models_lazily() -> bool:
+    """FastAPI 0.165 asks of every route parameter and every encoded object whether it is a pydantic v1 model, and
+    imports ``pydantic.v1`` to ask (31 modules, and Cython's shadow module from ``pydantic.v1.version``: 2.3 MiB
+    when the app is built). Nothing can be a v1 model before ``pydantic.v1`` is imported, so these checks answer
+    False until then, without importing it, and stock's answer after. Called where the full app is built (FastAPI is
+    imported by then); only for the versions above, not with ``P2P_FAST_LEAN_IMPORTS=0``. True if applied."""
+    if os.environ.get("P2P_FAST_LEAN_IMPORTS", "1") == "0":
+        return False
+    try:
+        if version("fastapi") not in FASTAPI_VERSIONS:
+            return False
+    except PackageNotFoundError:
+        return False
+    import fastapi._compat as compat
+    import fastapi.encoders as encoders
+    from fastapi._compat import shared
+
+    stock_class, stock_instance = shared.is_pydantic_v1_model_class, shared.is_pydantic_v1_model_instance
+    if getattr(stock_class, "_p2p_fast_lazy", False):
+        return True
+
+    def is_pydantic_v1_model_class(cls: Any) -> bool:
+        return "pydantic.v1" in sys.modules and stock_class(cls)
+
+    def is_pydantic_v1_model_instance(obj: Any) -> bool:
+        return "pydantic.v1" in sys.modules and stock_instance(obj)
+
+    for fn in (is_pydantic_v1_model_class, is_pydantic_v1_model_instance):
+        fn._p2p_fast_lazy = True  # type: ignore[attr-defined]
+    shared.is_pydantic_v1_model_class = is_pydantic_v1_model_class  # annotation_is_pydantic_v1 calls it by name
+    shared.is_pydantic_v1_model_instance = is_pydantic_v1_model_instance
+    compat.is_pydantic_v1_model_instance = is_pydantic_v1_model_instance
+    encoders.is_pydantic_v1_model_instance = is_pydantic_v1_model_instance  # imported by name there
+    return True
 
 
 def install() -> dict[str, bool]:
