@@ -8,7 +8,8 @@ For each P: a bootstrap, the measured worker M (``node/worker.yaml``) joining it
 127.0.0.1 with the role configs' settings plus ``--set``. Once M has P + 1 peers and ``--settle`` seconds have passed,
 M's CPU (utime + stime from /proc) is read over ``--window`` seconds, with nothing asked of any node meanwhile. The
 least-squares line through the (peers, CPU) points gives the cost per connection (slope) and the node's fixed
-cost (intercept), in ms of CPU per second. M's connections must stay up: raise the connection manager's watermarks
+cost (intercept), in ms of CPU per second; the same fit over M's RSS at the end of the window gives the memory of a
+connection. M's connections must stay up: raise the connection manager's watermarks
 with ``--set`` where the code has one (it would prune M above ``conn_high``).
 
 The scale benchmark's idle figure mixes both costs and whatever start-up work is left in its window; this one keeps
@@ -52,6 +53,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _peer_count(node: NodeProcess) -> int:
     via = getattr(node, "via", lambda call: call())  # (older harnesses, when measuring an older tree, have none)
     try:
@@ -80,9 +88,10 @@ def run_one(workdir: Path, peers: int, settle: float, window: float, settings: d
         c0, t0 = _cpu_s(pid), time.monotonic()
         time.sleep(window)
         c1, t1 = _cpu_s(pid), time.monotonic()
-        after = _peer_count(measured)
+        after = _peer_count(measured)  # (M's first /v1 request was before the window: its API is built in both)
         return {"peers_asked": peers + 1, "peers_before": before, "peers_after": after,
-                "cpu_ms_per_s": round(1000 * (c1 - c0) / (t1 - t0), 3), "load": round(os.getloadavg()[0], 1)}
+                "cpu_ms_per_s": round(1000 * (c1 - c0) / (t1 - t0), 3), "rss_mib": round(_rss_mib(pid), 1),
+                "load": round(os.getloadavg()[0], 1)}
     finally:
         cluster.close()
 
@@ -123,7 +132,9 @@ def main() -> None:
             rows.append(row)
     points = [(float(r["peers_before"]), r["cpu_ms_per_s"]) for r in rows if r["peers_before"] > 0]
     slope, intercept = fit(points)
+    rss_slope, rss_intercept = fit([(float(r["peers_before"]), r["rss_mib"]) for r in rows if r["peers_before"] > 0])
     print(json.dumps({"per_connection_ms_per_s": round(slope, 3), "fixed_ms_per_s": round(intercept, 3),
+                      "rss_per_connection_kib": round(rss_slope * 1024, 1), "rss_fixed_mib": round(rss_intercept, 1),
                       "points": len(points)}))
 
 

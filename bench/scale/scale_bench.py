@@ -90,11 +90,18 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
+# Nodes asked for anything but probes and /metrics: their first such request built the full API app (FastAPI and
+# pydantic, about 14 MiB; p2p_fast.app.api.front), which a node serving only probes and scrapes never builds.
+API_USED: set[int] = set()
+
+
 def _get(node: NodeProcess, path: str, timeout: float = 10) -> Any:
+    API_USED.add(id(node))
     return node.via(lambda: httpx.get(node.http + path, timeout=timeout)).json()
 
 
 def _post(node: NodeProcess, path: str, body: Any, timeout: float = 30) -> Any:
+    API_USED.add(id(node))
     r = node.via(lambda: httpx.post(node.http + path, json=body, timeout=timeout))
     r.raise_for_status()
     return r.json()
@@ -399,6 +406,10 @@ def measure(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0
         out["idle_cpu_busiest"] = [f"{nd.name} {c:.2f} %" for c, nd in busiest]  # where an outlier comes from
         out["rss_largest"] = [f"{nd.name} {r:.1f} MiB" for r, nd in sorted(
             zip(rss, nodes), key=lambda pair: pair[0], reverse=True)[:3]]
+        for label, group in (("probes_only", [r for r, nd in zip(rss, nodes) if id(nd) not in API_USED]),
+                             ("api_used", [r for r, nd in zip(rss, nodes) if id(nd) in API_USED])):
+            if group:
+                out[f"rss_mib_{label}"] = f"{statistics.mean(group):.1f} (max {max(group):.1f}, {len(group)} nodes)"
         runaway = [nd for c, nd in busiest if c >= RUNAWAY_CPU_PCT]
         if runaway:  # what such a node is doing, while it still does it
             out["runaway_stacks"] = [dump_stacks(nd, workdir) for nd in runaway]
