@@ -47,6 +47,9 @@ FASTAPI = {
 FASTAPI_PACKAGES = frozenset({"fastapi.security"})
 
 
+_LAZY_CHECKS: set[Any] = set()  # the checks check_v1_models_lazily put in place
+
+
 def check_v1_models_lazily() -> bool:
     """FastAPI 0.165 asks of every route parameter and every encoded object whether it is a pydantic v1 model, and
     imports ``pydantic.v1`` to ask (31 modules, and Cython's shadow module from ``pydantic.v1.version``: 2.3 MiB
@@ -65,7 +68,7 @@ def check_v1_models_lazily() -> bool:
     from fastapi._compat import shared
 
     stock_class, stock_instance = shared.is_pydantic_v1_model_class, shared.is_pydantic_v1_model_instance
-    if getattr(stock_class, "_p2p_fast_lazy", False):
+    if stock_class in _LAZY_CHECKS:  # applied already
         return True
 
     def is_pydantic_v1_model_class(cls: Any) -> bool:
@@ -74,8 +77,7 @@ def check_v1_models_lazily() -> bool:
     def is_pydantic_v1_model_instance(obj: Any) -> bool:
         return "pydantic.v1" in sys.modules and stock_instance(obj)
 
-    for fn in (is_pydantic_v1_model_class, is_pydantic_v1_model_instance):
-        fn._p2p_fast_lazy = True  # type: ignore[attr-defined]
+    _LAZY_CHECKS.update((is_pydantic_v1_model_class, is_pydantic_v1_model_instance))
     shared.is_pydantic_v1_model_class = is_pydantic_v1_model_class  # annotation_is_pydantic_v1 calls it by name
     shared.is_pydantic_v1_model_instance = is_pydantic_v1_model_instance
     compat.is_pydantic_v1_model_instance = is_pydantic_v1_model_instance
