@@ -16,9 +16,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from p2p_fast.core import metrics as node_metrics
 from p2p_fast.protocols.messages import BlobGet, BlobPut, BlobReply
@@ -145,12 +147,28 @@ class Storage:
                 return reply.data
         return None
 
+    def _addrs(self, peer: str) -> list[multiaddr.Multiaddr]:
+        """The addresses ``peer`` advertises in the live view (those that parse)."""
+        rec = self.book.get(peer)
+        out = []
+        for text in (rec.addrs if rec is not None else ()):
+            try:
+                out.append(multiaddr.Multiaddr(text))
+            except Exception:
+                continue
+        return out
+
     async def _request(self, peer: str, msg: Any) -> tuple[BlobReply | None, str]:
         """The peer's reply, or None and why not."""
         host = self.host
         with trio.move_on_after(self.timeout):
             try:
-                stream = await host.new_stream(ID.from_base58(peer), [self.protocol])
+                pid = ID.from_base58(peer)
+                if not host.get_network().get_connections(pid):
+                    # Not connected: dial where the live view says the peer is (the peerstore may know nothing
+                    # of a peer this node never dialled or has forgotten), as the task links do.
+                    await host.connect(PeerInfo(pid, self._addrs(peer)))
+                stream = await host.new_stream(pid, [self.protocol])
             except Exception as exc:
                 log.debug("blob stream to %s failed: %s", peer, exc)
                 return None, f"no stream: {type(exc).__name__}: {exc}"
