@@ -7,7 +7,7 @@ anything starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import multiaddr
 from libp2p.peer.id import ID
@@ -28,6 +28,18 @@ class PeerAddr:
 
     def with_peer(self, peer_id: ID) -> multiaddr.Multiaddr:
         return multiaddr.Multiaddr(f"{self.addr}/p2p/{peer_id}")
+
+
+def parse_multiaddrs(texts: Iterable[str]) -> list[multiaddr.Multiaddr]:
+    """The ``texts`` that parse as multiaddrs, in order; the rest skipped (addresses a peer advertised: one bad entry
+    must not cost the good ones)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(multiaddr.Multiaddr(text))
+        except Exception:
+            continue
+    return out
 
 
 def parse_peer_multiaddr(text: str, require_peer_id: bool = False) -> PeerAddr:

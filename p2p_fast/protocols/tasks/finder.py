@@ -17,6 +17,7 @@ import trio
 from libp2p.abc import IPeerStore
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2p_fast.core.multiaddrs import parse_multiaddrs
 from p2p_fast.protocols.tasks.ports import PeerDirectory, ProviderRecords
 from p2p_fast.protocols.tasks.spec import UnknownTaskType
 from p2p_fast.protocols.tasks.types import TaskTypes
@@ -68,13 +69,7 @@ class WorkerFinder:
     def addrs_of(self, peer_id: str) -> list[multiaddr.Multiaddr]:
         """Where to dial ``peer_id``: its advertised addresses, then those of its DHT provider records."""
         rec = self.book.get(peer_id)
-        texts = list(rec.addrs) if rec else []
-        out = []
-        for t in texts:
-            try:
-                out.append(multiaddr.Multiaddr(t))
-            except Exception:
-                continue
+        out = parse_multiaddrs(rec.addrs if rec else ())
         for info in (found.get(peer_id) for found in self.found.values()):
             if info is not None:
                 out.extend(info.addrs)

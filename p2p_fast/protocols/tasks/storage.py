@@ -16,13 +16,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from p2p_fast.core import metrics as node_metrics
+from p2p_fast.core.multiaddrs import parse_multiaddrs
 from p2p_fast.protocols.messages import BlobGet, BlobPut, BlobReply
 from p2p_fast.protocols.tasks.builtins import InvalidPayload
 from p2p_fast.protocols.tasks.ports import PeerDirectory
@@ -127,7 +127,7 @@ class Storage:
             if reply is not None and reply.status == 0:
                 done += 1
             else:
-                failed.append(f"{peer[-8:]}: {why or f'status {reply.status if reply else None}'}")
+                failed.append(f"{peer[-8:]}: {why if reply is None else f'status {reply.status}'}")
         if done < wanted:  # the put still succeeds with fewer copies; say why, the task's result says how many
             log.warning("blob %s: %d of %d extra replicas stored (%d live storage peers; %s)", key[:16], done, wanted,
                         len(peers), "; ".join(failed) or "none to ask")
@@ -147,17 +147,6 @@ class Storage:
                 return reply.data
         return None
 
-    def _addrs(self, peer: str) -> list[multiaddr.Multiaddr]:
-        """The addresses ``peer`` advertises in the live view (those that parse)."""
-        rec = self.book.get(peer)
-        out = []
-        for text in (rec.addrs if rec is not None else ()):
-            try:
-                out.append(multiaddr.Multiaddr(text))
-            except Exception:
-                continue
-        return out
-
     async def _request(self, peer: str, msg: Any) -> tuple[BlobReply | None, str]:
         """The peer's reply, or None and why not."""
         host = self.host
@@ -167,7 +156,8 @@ class Storage:
                 if not host.get_network().get_connections(pid):
                     # Not connected: dial where the live view says the peer is (the peerstore may know nothing
                     # of a peer this node never dialled or has forgotten), as the task links do.
-                    await host.connect(PeerInfo(pid, self._addrs(peer)))
+                    rec = self.book.get(peer)
+                    await host.connect(PeerInfo(pid, parse_multiaddrs(rec.addrs if rec is not None else ())))
                 stream = await host.new_stream(pid, [self.protocol])
             except Exception as exc:
                 log.debug("blob stream to %s failed: %s", peer, exc)
