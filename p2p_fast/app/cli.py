@@ -119,8 +119,10 @@ async def run_node(cfg: Any, console_mode: str) -> int:
                 return wrap(create_app(node), cfg.http.max_body_bytes)  # task routes included when the node has them
 
             from p2p_fast.app.api.fast_submit import PATH as SUBMIT_PATH, FastSubmit
+            from p2p_fast.app.api.lean_routes import LeanRoutes
 
-            fast = {("POST", SUBMIT_PATH): FastSubmit(lambda: node.tasks, node.api_token, cfg.http.max_body_bytes)}
+            fast = LeanRoutes(node, node.api_token, cfg.http.max_body_bytes).table()
+            fast["POST", SUBMIT_PATH] = FastSubmit(lambda: node.tasks, node.api_token, cfg.http.max_body_bytes)
             front = LazyFront(node, full_app, metrics_public=cfg.http.metrics_public, fast=fast)
             await nursery.start(serve_http, front, http_sock)
             if lane_sock is not None:

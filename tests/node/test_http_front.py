@@ -1,5 +1,5 @@
-"""``p2p_fast.app.api.front``: a node serving only probes and metrics never loads FastAPI; the first API request builds
-the full app, and from then on the probe answers are the same bytes the FastAPI routes give."""
+"""``p2p_fast.app.api.front``: a node serving only probes and metrics never loads FastAPI; the first API request the
+lean routes do not answer builds the full app, and from then on the probe answers are the same bytes the FastAPI routes give."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def test_probes_and_metrics_without_fastapi_then_the_full_api(cluster):
     assert metrics[0] == 200 and metrics[1].startswith("text/plain; version=") and "p2p_peers" in metrics[2]
     assert not _mapped(pid, "pydantic_core"), "a probe or a scrape loaded pydantic (FastAPI)"
 
-    status = httpx.get(boot.http + "/v1/status", timeout=30)
-    assert status.status_code == 200 and status.json()["role"] == "bootstrap"
+    tasks = httpx.get(boot.http + "/v1/tasks", timeout=30)  # not one of api.lean_routes: the full app
+    assert tasks.status_code == 200 and tasks.json()["tasks"] == []
     assert _mapped(pid, "pydantic_core")
     # Same answers, now that the full app exists; unknown paths and other methods are the full app's.
     assert _answer(boot.http + "/healthz") == healthz

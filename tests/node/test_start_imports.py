@@ -39,9 +39,14 @@ def test_a_node_serving_probes_imports_none_of_the_api_and_client_packages(clust
     assert "p2p_fast.app.node" in loaded and "libp2p" in loaded  # the log is read: the node's own imports are in it
     assert sorted(loaded & {*NOT_AT_START, *NOT_FOR_HTTP_1}) == []
 
-    # The first API request loads FastAPI, and answers as before; not the OpenAPI models, nor HTTP/2 or WebSocket.
+    # The node's JSON reads (api.lean_routes) load none of it either.
     status = httpx.get(boot.http + "/v1/status", timeout=30)
     assert status.status_code == 200 and status.json()["role"] == "bootstrap"
+    assert sorted(_imported(boot) & {*NOT_AT_START, *NOT_FOR_HTTP_1}) == []
+
+    # The first request those do not answer loads FastAPI; not the OpenAPI models, nor HTTP/2 or WebSocket.
+    tasks = httpx.get(boot.http + "/v1/tasks", timeout=30)
+    assert tasks.status_code == 200 and tasks.json()["tasks"] == []
     loaded = _imported(boot)
     assert {"fastapi", "pydantic"} <= loaded
     assert sorted(loaded & {*NOT_FOR_HTTP_1, *NOT_FOR_THE_API}) == []
@@ -85,8 +90,8 @@ def test_the_api_does_not_load_pydantic_v1_to_find_no_v1_models(cluster):
     route parameter is a pydantic v1 model: 2.3 MiB for a node whose routes have none. A class can only be one if
     ``pydantic.v1`` was imported, so the node's check answers False without importing it, as stock would."""
     boot = cluster.start("boot", node_config("bootstrap"), env={"PYTHONPROFILEIMPORTTIME": "1"})
-    assert httpx.get(boot.http + "/v1/status", timeout=30).status_code == 200
-    assert httpx.get(boot.http + "/v1/peers", timeout=30).status_code == 200
+    assert httpx.get(boot.http + "/v1/tasks", timeout=30).status_code == 200
+    assert httpx.get(boot.http + "/v1/ledger", timeout=30).status_code == 200
     loaded = _imported(boot)
     assert "fastapi" in loaded and sorted(loaded & set(NOT_WITHOUT_V1_MODELS)) == []
 

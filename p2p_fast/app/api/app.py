@@ -20,11 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2p_fast import __version__
 from p2p_fast.app.api.front import readyz_answer
+from p2p_fast.app.api.lean_routes import GOSSIP_LOG_MAX, GOSSIP_MAX_CHARS
 
 
 class GossipBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=1024 * 1024)
+    text: str = Field(min_length=1, max_length=GOSSIP_MAX_CHARS)
 
 
 def _error(status: int, error: str, detail: Any = None, close: bool = False) -> JSONResponse:
@@ -138,8 +139,8 @@ def create_app(node: Node) -> Any:
 
     @app.get("/v1/gossip", summary="Recent broadcast texts received (newest last), with send and receive times")
     async def gossip(limit: int = 100) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 1000:
-            raise StarletteHTTPException(400, "limit must be between 1 and 1000")
+        if not 1 <= limit <= GOSSIP_LOG_MAX:
+            raise StarletteHTTPException(400, f"limit must be between 1 and {GOSSIP_LOG_MAX}")
         return node.gossip_log[-limit:]
 
     @app.post("/v1/gossip", status_code=202, summary="Broadcast a text to every node")

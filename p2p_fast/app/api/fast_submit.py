@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import trio
 
+from p2p_fast.app.api.lean import Fallback, Gate, Replay, json_bytes, load_json, read_body, send_json
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.redundancy import MAX_REDUNDANCY
 from p2p_fast.protocols.tasks.spec import MAX_RETRIES, MAX_REWARD, MAX_TIMEOUT_S, TaskSpec, TaskSpecError
@@ -42,8 +42,6 @@ ENCODINGS = ("utf-8", "base64")
 FIELDS = frozenset({"type", "payload", "payload_encoding", "timeout_s", "max_retries", "reward", "redundancy"})
 # int fields and their (low, high) bounds, inclusive, as in the TaskSubmit model
 INT_FIELDS = {"max_retries": (0, MAX_RETRIES), "reward": (0, MAX_REWARD), "redundancy": (1, MAX_REDUNDANCY)}
-
-Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 def build_spec(type_: str, payload: str, encoding: str, timeout_s: float | None, max_retries: int | None,
@@ -125,106 +123,34 @@ async def submit_specs(service: Any, tasks: list[Fields] | list[TaskSpec]) -> tu
     return 202, {"ids": ids}
 
 
-def _json_answer(status: int, doc: Any) -> tuple[int, bytes]:
-    # The bytes Starlette's JSONResponse renders for the same document.
-    return status, json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
-
-
 class FastSubmit:
     """The lean ``POST /v1/tasks/batch``. ``service()``: the node's task service now (None: not running one);
     ``token``: the API token or None; ``max_body``: ``http.max_body_bytes``."""
 
     def __init__(self, service: Callable[[], Any], token: str | None, max_body: int) -> None:
         self.service = service
-        self.max_body = max_body
-        self._auth: Any = None
-        if token is not None:
-            from p2p_fast.app.api.token import BearerAuth
-
-            self._auth = BearerAuth(_refuse, token)  # its header check only; a refusal is the full app's
+        self.gate = Gate(token, max_body)
         self.answered = 0  # requests answered here (the rest went to the full app)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any, fallback: Callable[[], Asgi]) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any, fallback: Fallback) -> None:
         service = self.service()
-        length = self._length(scope["headers"])
+        length = self.gate.body_length(scope["headers"])
         if service is None or length is None:
             await fallback()(scope, receive, send)
             return
-        body, complete = await _read_body(receive, length)
+        body, complete = await read_body(receive, length)
         if not complete:
             return  # the client went away, or sent more than it announced: nothing to answer
-        try:
-            tasks = plain_batch(json.loads(body))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            tasks = None
-        if tasks is None or (self._auth is None and any(t[0] == FUNCTION_TYPE for t in tasks)):
+        doc, parsed = load_json(body)
+        tasks = plain_batch(doc) if parsed else None
+        if tasks is None or (not self.gate.has_token and any(t[0] == FUNCTION_TYPE for t in tasks)):
             # The full app's answer (422 naming the field, 403 for code without a token) is the one.
-            await fallback()(scope, _Replay(body, receive), send)
+            await fallback()(scope, Replay(body, receive), send)
             return
         status, answer = await submit_specs(service, tasks)
         if status != 202:
-            await _send(send, *_json_answer(status, answer))
+            await send_json(send, status, json_bytes(answer))
             return
         self.answered += 1
         await trio.lowlevel.checkpoint()  # the link writers first: the tasks' trip is what the client waits for
-        await _send(send, *_json_answer(202, answer))
-
-    def _length(self, headers: list[tuple[bytes, bytes]]) -> int | None:
-        """The announced body length when the request may be answered here; None sends it to the full app."""
-        length = None
-        json_body = False
-        for name, value in headers:
-            if name == b"content-length":
-                if not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == b"content-type":
-                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
-            elif name == b"transfer-encoding":
-                return None
-        if length is None or length > self.max_body or not json_body:
-            return None
-        if self._auth is not None and not self._auth.authorized(headers):
-            return None
-        return length
-
-
-async def _refuse(scope: Any, receive: Any, send: Any) -> None:  # never called: BearerAuth's inner app
-    raise AssertionError("FastSubmit uses BearerAuth only to check the header")
-
-
-async def _read_body(receive: Any, length: int) -> tuple[bytes, bool]:
-    """The request body, and whether it came whole (False: the client disconnected or sent more than announced)."""
-    parts: list[bytes] = []
-    got = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"", False
-        chunk = message.get("body", b"")
-        got += len(chunk)
-        if got > length:
-            return b"", False
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts), True
-
-
-class _Replay:
-    """``receive`` for the full app after this handler read the body: the body once, then the real ``receive``."""
-
-    def __init__(self, body: bytes, receive: Any) -> None:
-        self.body: bytes | None = body
-        self.receive = receive
-
-    async def __call__(self) -> Any:
-        if self.body is not None:
-            body, self.body = self.body, None
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await self.receive()
-
-
-async def _send(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
+        await send_json(send, 202, json_bytes(answer))

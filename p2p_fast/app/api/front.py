@@ -9,7 +9,8 @@ other request, a ``/metrics`` scrape that needs the API token, and any non-GET m
 ``build`` creates (importing FastAPI) the first time it is needed. Behaviour is the same, only paid for when used.
 
 ``fast`` routes (method, path -> handler) are answered by their handler, which gets the full app too, for the
-requests it leaves to it: ``POST /v1/tasks/batch`` is ``api.fast_submit``, the client's submission path.
+requests it leaves to it: ``POST /v1/tasks/batch`` is ``api.fast_submit``, the client's submission path; the node's
+JSON reads, its gossip send and the task lookups are ``api.lean_routes``.
 """
 
 from __future__ import annotations

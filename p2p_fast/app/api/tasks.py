@@ -9,7 +9,6 @@ unknown one 404. Everything runs on the node's own trio loop.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Query, Request
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from p2p_fast.app.api.fast_submit import CODE_NEEDS_TOKEN, MAX_BATCH, build_spec
+from p2p_fast.app.api.task_docs import MAX_WAIT_S, TASK_ID_RE, brief, limits_doc, lookup_doc
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.journal import FINAL_STATES, STATES
 from p2p_fast.protocols.tasks.packages import NAME_RE as PACKAGE_NAME_RE
@@ -26,8 +26,6 @@ from p2p_fast.protocols.tasks.spec import TaskSpec, TaskSpecError
 if TYPE_CHECKING:
     from p2p_fast.protocols.tasks.service import TaskService
 
-TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-MAX_WAIT_S = 60.0
 MAX_OFFSET = 10**12  # SQLite integers are 64-bit: a larger offset was a 500 (found by schemathesis)
 
 
@@ -88,11 +86,6 @@ class Submitted(BaseModel):
     state: str
 
 
-def _brief(rec: Any) -> dict[str, Any]:
-    return {"id": rec.id, "type": rec.type, "state": rec.state, "worker": rec.worker,
-            "attempts": len(rec.attempts), "error": rec.error}
-
-
 def _code_refused(api_token: str | None, types: set[str]) -> JSONResponse | None:
     """Functions and packages are code: through the API a node sends them in its own name, so only with a token."""
     if FUNCTION_TYPE in types and api_token is None:
@@ -140,9 +133,7 @@ def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_t
 
     @app.get("/v1/tasks/limits", summary="What one request may carry: body, payload and batch sizes")
     async def limits() -> Any:
-        return {"max_body_bytes": max_body_bytes, "max_payload_bytes": service.cfg.max_payload_bytes,
-                "max_batch": MAX_BATCH, "max_wait_s": MAX_WAIT_S, "code_over_http": api_token is not None,
-                "task_lane_port": task_lane_port}
+        return limits_doc(service, max_body_bytes, api_token, task_lane_port)
 
     @app.post("/v1/blobs", status_code=201, summary="Store a package file (a .py module or a wheel) for function tasks")
     async def put_blob(request: Request, name: str = Query(min_length=1, max_length=204,
@@ -163,20 +154,7 @@ def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_t
         for task_id in body.ids:
             if (resp := bad_id(task_id)) is not None:
                 return resp
-        if body.wait_s > 0:
-            import trio
-
-            with trio.move_on_after(body.wait_s):
-                for task_id in body.ids:
-                    await service.wait_record(task_id, None)
-        out = []
-        for task_id in body.ids:
-            rec = service.get(task_id)
-            if rec is None:
-                out.append({"id": task_id, "state": "unknown"})
-            else:
-                out.append(rec.as_dict() if body.results else _brief(rec))
-        return {"tasks": out}
+        return await lookup_doc(service, body.ids, body.wait_s, body.results)
 
     @app.get("/v1/tasks/{task_id}", summary="One task: state, attempts, worker, result or error")
     async def get_task(task_id: str, wait: float = Query(default=0.0, ge=0, le=MAX_WAIT_S,
@@ -205,7 +183,7 @@ def install_routes(app: Any, service: TaskService, *, max_body_bytes: int, api_t
                          limit: int = Query(default=100, ge=1, le=MAX_BATCH),
                          offset: int = Query(default=0, ge=0, le=MAX_OFFSET)) -> Any:
         recs = service.list_tasks(state, limit, offset)
-        return {"tasks": [_brief(r) for r in recs], "counts": service.counts(), "states": list(STATES)}
+        return {"tasks": [brief(r) for r in recs], "counts": service.counts(), "states": list(STATES)}
 
     @app.get("/v1/ledger", summary="Credits earned and spent, per-peer credit balances, reputation, recent receipts")
     async def ledger(limit: int = Query(default=20, ge=0, le=MAX_BATCH),
