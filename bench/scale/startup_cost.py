@@ -5,9 +5,10 @@
 A bootstrap (``node/bootstrap.yaml``) runs throughout; each run starts one worker (``node/worker.yaml``, on 127.0.0.1,
 its own data dir, bootstrapping from it), alternating ``P2P_FAST_LEAN_IMPORTS=1`` and ``=0``. Start-up CPU is the
 process's utime+stime when its runtime file appears (listening, HTTP up: the node has started); RSS is VmRSS after
-``--settle`` seconds connected. With ``--status``, the bench then asks the node for ``GET /v1/status`` (which builds
-the FastAPI app behind the HTTP front) and reads VmRSS again 2 s later (``rss_v1_mib``): the memory of a node whose
-``/v1`` API has been used. Prints the median and range of each, and the lean/stock ratio of the medians.
+``--settle`` seconds connected. With ``--status``, the bench then asks the node for ``GET /v1/status`` (answered by
+``api.lean_routes``) and reads VmRSS again 2 s later (``rss_v1_mib``): the memory of a node that is watched; then for
+``GET /v1/tasks``, which builds the FastAPI app behind the HTTP front, and again 2 s later (``rss_app_mib``): a node
+whose whole ``/v1`` API has been used. Prints the median and range of each, and the lean/stock ratio of the medians.
 
 Byte-code: an installed node (the wheel in the image, ``pip install``) has its modules compiled, so before the runs
 the bench compiles ``p2p_fast`` (``compileall``, into the ``__pycache__`` beside the sources, as ``pip`` does); a
@@ -42,7 +43,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=10.0)
     ap.add_argument("--lean-only", action="store_true", help="runs with lean imports only (no stock comparison)")
     ap.add_argument("--status", action="store_true",
-                    help="after the idle RSS, GET /v1/status and read RSS again 2 s later (rss_v1_mib)")
+                    help="after the idle RSS, GET /v1/status and read RSS again 2 s later (rss_v1_mib); then "
+                         "GET /v1/tasks (the full FastAPI app) and again (rss_app_mib)")
     ap.add_argument("--no-compile", action="store_true", help="do not compile p2p_fast's byte-code before the runs")
     args = ap.parse_args()
     if not args.no_compile:
@@ -50,8 +52,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "p2p_fast")], env=env, check=True)
     work = Path(tempfile.mkdtemp(prefix="p2p-startup-"))
     cluster = Cluster(work)
-    figures: dict[str, dict[str, list[float]]] = {lean: {"cpu_s": [], "rss_mib": [], "rss_v1_mib": []}
-                                                  for lean in ("1", "0")}
+    figures: dict[str, dict[str, list[float]]] = {
+        lean: {"cpu_s": [], "rss_mib": [], "rss_v1_mib": [], "rss_app_mib": []} for lean in ("1", "0")}
     try:
         boot = cluster.add("boot", _role_config("bootstrap"), extra_args=FLAGS).start().wait_started(60)
         for i in range(args.runs * (1 if args.lean_only else 2)):
@@ -67,6 +69,9 @@ def main() -> None:
                 assert "peer_id" in _get(w, "/v1/status"), "GET /v1/status gave no status"
                 time.sleep(2.0)
                 figures[lean]["rss_v1_mib"].append(_rss_mib(pid))
+                assert "tasks" in _get(w, "/v1/tasks"), "GET /v1/tasks gave no task list"
+                time.sleep(2.0)
+                figures[lean]["rss_app_mib"].append(_rss_mib(pid))
             w.stop()
     finally:
         cluster.close()

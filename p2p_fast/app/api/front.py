@@ -1,11 +1,13 @@
-"""The HTTP listener's front: probes and metrics answered at once, the FastAPI app built on the first other request.
+"""The HTTP listener's front: probes, metrics and the lean routes answered at once, the FastAPI app built on the first
+other request.
 
 Why: FastAPI, Starlette and pydantic are about a third of a node's start-up CPU and 20-25 MiB of its memory (the
 OpenAPI models alone are pydantic classes built at import; bench/RESULTS.md "Start-up CPU and RSS"), and most nodes
 never serve anything but ``/healthz``, ``/readyz`` (Kubernetes probes) and ``/metrics`` (Prometheus). Those three
 are answered here with the same bodies, status codes and content types as the FastAPI routes in
 ``p2p_fast.app.api.app`` (which still define them, for the full app's OpenAPI schema and for the remote console); any
-other request, a ``/metrics`` scrape that needs the API token, and any non-GET method go to the full app, which
+other request (but the ``fast`` routes below), a ``/metrics`` scrape that needs the API token, and any non-GET method
+go to the full app, which
 ``build`` creates (importing FastAPI) the first time it is needed. Behaviour is the same, only paid for when used.
 
 ``fast`` routes (method, path -> handler) are answered by their handler, which gets the full app too, for the
