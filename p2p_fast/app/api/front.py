@@ -7,8 +7,8 @@ never serve anything but ``/healthz``, ``/readyz`` (Kubernetes probes) and ``/me
 are answered here with the same bodies, status codes and content types as the FastAPI routes in
 ``p2p_fast.app.api.app`` (which still define them, for the full app's OpenAPI schema and for the remote console); any
 other request (but the ``fast`` routes below), a ``/metrics`` scrape that needs the API token, and any non-GET method
-go to the full app, which
-``build`` creates (importing FastAPI) the first time it is needed. Behaviour is the same, only paid for when used.
+go to the full app, which ``build`` creates (importing FastAPI) the first time it is needed. Behaviour is the same,
+only paid for when used.
 
 ``fast`` routes (method, path -> handler) are answered by their handler, which gets the full app too, for the
 requests it leaves to it: ``POST /v1/tasks/batch`` is ``api.fast_submit``, the client's submission path; the node's
