@@ -39,6 +39,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
                        + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+def mapped(pid: int, needle: str) -> bool:
+    """Whether the process has a file whose path contains ``needle`` mapped (an imported extension module: what
+    a node has loaded, read from outside it)."""
+    return needle in Path(f"/proc/{pid}/maps").read_text()
+
+
 def node_config(role: str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A test config: loopback, fast heartbeats; ``sections`` deep-merge over it."""
     base: dict[str, Any] = {

@@ -5,18 +5,13 @@ the full app's JSON, and every other refusal (token, size, schema, code without 
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import httpx
 
-from harness import node_config
+from harness import mapped, node_config
 
 TOKEN = "fast-submit-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _mapped(pid: int, needle: str) -> bool:
-    return needle in Path(f"/proc/{pid}/maps").read_text()
 
 
 def test_valid_batches_skip_the_full_app_and_refusals_keep_its_answers(cluster, tmp_path):
@@ -37,13 +32,13 @@ def test_valid_batches_skip_the_full_app_and_refusals_keep_its_answers(cluster, 
         r = c.post("/v1/tasks/batch", json={"tasks": [{"type": "compute", "payload": "%%%",
                                                        "payload_encoding": "base64"}]})
         assert r.status_code == 422 and r.json() == {"error": "payload is not valid base64"}
-        assert not _mapped(pid, "pydantic_core"), "a plainly valid batch went through the FastAPI app"
+        assert not mapped(pid, "pydantic_core"), "a plainly valid batch went through the FastAPI app"
 
         # Everything else is the full app's answer.
         r = c.post("/v1/tasks/batch", json={"tasks": [{"type": "compute", "payload": "1", "timeout_s": -1}]})
         assert r.status_code == 422 and r.json()["error"] == "invalid request", r.text
         assert [d["field"] for d in r.json()["detail"]] == ["tasks.0.timeout_s"]
-        assert _mapped(pid, "pydantic_core")
+        assert mapped(pid, "pydantic_core")
         r = c.post("/v1/tasks/batch", json={"tasks": [{"type": "compute"}], "extra": 1})
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "extra"
         r = c.post("/v1/tasks/batch", content=b"{not json", headers={"content-type": "application/json"})

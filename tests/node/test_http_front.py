@@ -3,16 +3,9 @@ lean routes do not answer builds the full app, and from then on the probe answer
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 
-from harness import node_config, wait_until
-
-
-def _mapped(pid: int, needle: str) -> bool:
-    """Whether the process has a shared object whose path contains ``needle`` mapped (an imported extension)."""
-    return needle in Path(f"/proc/{pid}/maps").read_text()
+from harness import mapped, node_config, wait_until
 
 
 def _answer(url: str) -> tuple[int, str, str]:
@@ -29,17 +22,16 @@ def test_probes_and_metrics_without_fastapi_then_the_full_api(cluster):
     assert healthz == (200, "text/plain; charset=utf-8", "ok\n")
     assert readyz == (200, "text/plain; charset=utf-8", "ready\n")  # a lone bootstrap is the entry point
     assert metrics[0] == 200 and metrics[1].startswith("text/plain; version=") and "p2p_peers" in metrics[2]
-    assert not _mapped(pid, "pydantic_core"), "a probe or a scrape loaded pydantic (FastAPI)"
+    assert not mapped(pid, "pydantic_core"), "a probe or a scrape loaded pydantic (FastAPI)"
 
     tasks = httpx.get(boot.http + "/v1/tasks", timeout=30)  # not one of api.lean_routes: the full app
     assert tasks.status_code == 200 and tasks.json()["tasks"] == []
-    assert _mapped(pid, "pydantic_core")
+    assert mapped(pid, "pydantic_core")
     # Same answers, now that the full app exists; unknown paths and other methods are the full app's.
     assert _answer(boot.http + "/healthz") == healthz
     assert _answer(boot.http + "/readyz") == readyz
     assert httpx.get(boot.http + "/nope", timeout=10).json()["error"] == "Not Found"
     assert httpx.post(boot.http + "/healthz", timeout=10).status_code == 405
-
 
 
 def test_a_keep_alive_connection_is_not_recycled_after_a_thousand_requests(cluster):

@@ -5,18 +5,12 @@ same request to the full app, for comparison."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 
-from harness import node_config, wait_until
+from harness import mapped, node_config, wait_until
 
 TOKEN = "lean-routes-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _mapped(pid: int, needle: str) -> bool:
-    return needle in Path(f"/proc/{pid}/maps").read_text()
 
 
 def test_reads_gossip_and_lookups_skip_the_full_app_with_its_answers(cluster, tmp_path):
@@ -42,7 +36,7 @@ def test_reads_gossip_and_lookups_skip_the_full_app_with_its_answers(cluster, tm
         assert [t["state"] for t in looked.json()["tasks"]] == ["completed", "unknown"]
         limits = c.get("/v1/tasks/limits").json()
         assert limits["code_over_http"] is True and limits["max_batch"] == 10000
-        assert not _mapped(pid, "pydantic_core"), "a plain read went through the FastAPI app"
+        assert not mapped(pid, "pydantic_core"), "a plain read went through the FastAPI app"
 
         # The same requests through the full app: the same answers.
         for path in ("/v1/peers", "/v1/capabilities", "/v1/tasks/limits"):
@@ -51,7 +45,7 @@ def test_reads_gossip_and_lookups_skip_the_full_app_with_its_answers(cluster, tm
         body = {"ids": [*ids, unknown], "results": False}
         assert c.post("/v1/tasks/lookup", params={"via": "app"}, json=body).json() == \
             c.post("/v1/tasks/lookup", json=body).json()
-        assert _mapped(pid, "pydantic_core")
+        assert mapped(pid, "pydantic_core")
 
         # Every refusal is the full app's.
         r = c.post("/v1/tasks/lookup", json={"ids": ["not-an-id"]})
@@ -79,4 +73,4 @@ def test_a_node_only_watched_never_builds_the_full_app(cluster):
         assert r.status_code == 200, (path, r.text)
     assert httpx.post(boot.http + "/v1/gossip", json={"text": "x"}, timeout=30).status_code == 202
     assert httpx.get(boot.http + "/v1/tasks/limits", timeout=30).json()["code_over_http"] is False
-    assert not _mapped(pid, "pydantic_core")
+    assert not mapped(pid, "pydantic_core")
