@@ -84,6 +84,7 @@ class NodeViews:
             "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
             "live": bool(rec and self.book.is_live(rec)),
             "clock_offset_s": round(rec.clock_offset, 3) if rec and rec.clock_offset is not None else None,
+            "clock_samples": len(rec.clock_samples) if rec else 0,
         }
 
     def status(self) -> dict[str, Any]:
