@@ -98,3 +98,47 @@ def test_a_text_no_message_can_carry_goes_to_the_full_app() -> None:
 ])
 def test_the_gossip_log_limit_is_plain_only_as_the_full_app_reads_it(query: bytes, limit: int | None) -> None:
     assert plain_limit(query) == limit
+
+
+class _FailingNode:
+    """A node whose views and gossip fail (as one stopping might): what the lean routes do with an exception."""
+
+    def status(self) -> Any:
+        raise RuntimeError("the host is gone")
+
+    async def publish_text(self, text: str) -> None:
+        raise RuntimeError("the pubsub is gone")
+
+
+def _call(route: Any, method: str, path: str, body: bytes = b"") -> tuple[list[Any], list[str]]:
+    import trio
+
+    sent: list[Any] = []
+    handed_on: list[str] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def fallback() -> Any:
+        async def full_app(scope: Any, receive: Any, send: Any) -> None:
+            handed_on.append(scope["path"])
+        return full_app
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
+    trio.run(route, scope, receive, send, fallback)
+    return sent, handed_on
+
+
+def test_a_failing_read_goes_to_the_full_app_and_a_failing_send_is_a_json_500() -> None:
+    from p2p_fast.app.api.lean_routes import LeanRoutes
+
+    table = LeanRoutes(_FailingNode(), None, 4096).table()
+    sent, handed_on = _call(table["GET", "/v1/status"], "GET", "/v1/status")
+    assert (sent, handed_on) == ([], ["/v1/status"])  # the full app answers it, with its JSON 500
+    sent, handed_on = _call(table["POST", "/v1/gossip"], "POST", "/v1/gossip", b'{"text": "hi"}')
+    assert handed_on == [] and sent[0]["status"] == 500
+    assert sent[1]["body"] == b'{"error":"internal error","detail":"RuntimeError"}'

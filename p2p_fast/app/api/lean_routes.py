@@ -15,12 +15,14 @@ status and JSON the user then gets.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Awaitable, Callable
 
 from p2p_fast.app.api.lean import Fallback, Gate, Replay, json_bytes, load_json, read_body, send_json
 from p2p_fast.app.api.task_docs import limits_doc, lookup_doc, plain_lookup
 
+log = logging.getLogger(__name__)
 GOSSIP_MAX_CHARS = 1024 * 1024  # the POST /v1/gossip text, in characters (the full app's GossipBody)
 GOSSIP_LOG_MAX = 1000
 _LIMIT = re.compile(rb"limit=([1-9][0-9]{0,3})")
@@ -77,8 +79,8 @@ class LeanRoutes:
         if plain and self.gate.authorized(scope["headers"]):
             try:
                 body = json_bytes(answer())
-            except (TypeError, ValueError):
-                pass  # not plain JSON: the full app's encoder renders it
+            except Exception:  # not plain JSON (the full app's encoder renders it), or the read failed: the full
+                pass           # app answers that with its JSON 500 (a read changes nothing: asking twice is safe)
             else:
                 self.answered += 1
                 await send_json(send, 200, body)
@@ -134,6 +136,10 @@ class LeanRoutes:
         except ValueError as exc:  # over the network's message limit: the full app's 413
             await send_json(send, 413, json_bytes({"error": str(exc)}))
             return
+        except Exception as exc:  # as the full app's handler of the unexpected answers
+            log.exception("POST /v1/gossip failed")
+            await send_json(send, 500, json_bytes({"error": "internal error", "detail": type(exc).__name__}))
+            return
         self.answered += 1
         await send_json(send, 202, json_bytes({"status": "sent"}))
 
@@ -150,8 +156,8 @@ class LeanRoutes:
         if args is not None:
             try:
                 answer = json_bytes(await lookup_doc(service, *args))
-            except (TypeError, ValueError):
-                answer = None  # not plain JSON: the full app's encoder renders it (a lookup changes nothing)
+            except Exception:
+                answer = None  # not plain JSON, or it failed: the full app answers (a lookup changes nothing)
         if answer is None:
             await fallback()(scope, Replay(got[1], receive), send)
             return
