@@ -31,6 +31,7 @@ from p2p_fast.stack.patches.gossip_lazy_degree import set_lazy_degree
 from p2p_fast.stack.patches.gossip_opportunistic_graft import graft_opportunistically_as_specified
 from p2p_fast.stack.patches.gossip_prune_backoff import back_off_pruned_peers
 from p2p_fast.stack.patches.pubsub_overflow import count_overflow
+from p2p_fast.stack.patches.pubsub_hello_race import announce_late_subscriptions
 from p2p_fast.stack.patches.pubsub_stream_retry import retry_negotiation_failures
 from p2p_fast.stack.patches.pubsub_replay_own import replay_only_own
 from p2p_fast.stack.patches.pubsub_seqno import start_seqno_from_nanoseconds
@@ -81,6 +82,7 @@ class Gossip:
         )
         tune_pubsub.after_construct(self.pubsub, g.seen_ttl)
         start_seqno_from_nanoseconds(self.pubsub)
+        announce_late_subscriptions(self.pubsub)
         retry_negotiation_failures(self.pubsub)
         if isinstance(self.router, GossipSub):
             replay_only_own(self.router)

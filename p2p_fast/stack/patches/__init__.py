@@ -67,6 +67,7 @@ PROCESS_WIDE: tuple[str, ...] = (
 PER_INSTANCE: dict[str, str] = {
     "pubsub_seqno": "start_seqno_from_nanoseconds(pubsub)",
     "pubsub_stream_retry": "retry_negotiation_failures(pubsub) -> undo",
+    "pubsub_hello_race": "announce_late_subscriptions(pubsub) -> undo",
     "pubsub_replay_own": "replay_only_own(router) -> undo",
     "pubsub_tasks": "spawn_pushes_in(pubsub, nursery)",
     "pubsub_overflow": "count_overflow(pubsub, topic)",
