@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import trio
 
-from p2p_fast.app.api.lean import Fallback, Gate, Replay, json_bytes, load_json, read_body, send_json
+from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, json_bytes, read_json, send_json
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.redundancy import MAX_REDUNDANCY
 from p2p_fast.protocols.tasks.spec import MAX_RETRIES, MAX_REWARD, MAX_TIMEOUT_S, TaskSpec, TaskSpecError
@@ -138,11 +138,11 @@ class FastSubmit:
         if service is None or length is None:
             await fallback()(scope, receive, send)
             return
-        body, complete = await read_body(receive, length)
-        if not complete:
+        got = await read_json(receive, length)
+        if got is None:
             return  # the client went away, or sent more than it announced: nothing to answer
-        doc, parsed = load_json(body)
-        tasks = plain_batch(doc) if parsed else None
+        doc, body = got
+        tasks = plain_batch(doc) if doc is not NOT_JSON else None
         if tasks is None or (not self.gate.has_token and any(t[0] == FUNCTION_TYPE for t in tasks)):
             # The full app's answer (422 naming the field, 403 for code without a token) is the one.
             await fallback()(scope, Replay(body, receive), send)

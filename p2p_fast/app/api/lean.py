@@ -74,12 +74,20 @@ async def read_body(receive: Any, length: int) -> tuple[bytes, bool]:
             return b"".join(parts), True
 
 
-def load_json(body: bytes) -> tuple[Any, bool]:
-    """The document in ``body``, and whether it parsed."""
+#: :func:`read_json`'s document for a body that is not JSON
+NOT_JSON: Any = object()
+
+
+async def read_json(receive: Any, length: int) -> tuple[Any, bytes] | None:
+    """A JSON body's document (:data:`NOT_JSON` when it does not parse) and its bytes; None when it did not come
+    whole (the client disconnected or sent more than announced: there is nobody to answer)."""
+    body, complete = await read_body(receive, length)
+    if not complete:
+        return None
     try:
-        return json.loads(body), True
+        return json.loads(body), body
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, False
+        return NOT_JSON, body
 
 
 class Replay:

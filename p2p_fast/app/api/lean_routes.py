@@ -19,7 +19,7 @@ import logging
 import re
 from typing import Any, Awaitable, Callable
 
-from p2p_fast.app.api.lean import Fallback, Gate, Replay, json_bytes, load_json, read_body, send_json
+from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, json_bytes, read_json, send_json
 from p2p_fast.app.api.task_docs import limits_doc, lookup_doc, plain_lookup
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,10 @@ class LeanRoutes:
 
     async def _gossip_log(self, scope: Any, receive: Any, send: Any, fallback: Fallback) -> None:
         limit = plain_limit(scope.get("query_string") or b"")
-        await self._read(scope, receive, send, fallback, lambda: self.node.gossip_log[-(limit or 1):],
-                         plain=limit is not None)
+        if limit is None:
+            await fallback()(scope, receive, send)
+            return
+        await self._read(scope, receive, send, fallback, lambda: self.node.gossip_log[-limit:], plain=True)
 
     async def _body(self, scope: Any, receive: Any, send: Any, fallback: Fallback) -> tuple[Any, bytes] | None:
         """The JSON document of a POST the gate lets through, with its bytes; None when the request was handed on
@@ -114,14 +116,11 @@ class LeanRoutes:
         if length is None:
             await fallback()(scope, receive, send)
             return None
-        body, complete = await read_body(receive, length)
-        if not complete:
-            return None  # the client went away, or sent more than it announced: nothing to answer
-        doc, parsed = load_json(body)
-        if not parsed:
-            await fallback()(scope, Replay(body, receive), send)
+        got = await read_json(receive, length)
+        if got is not None and got[0] is NOT_JSON:
+            await fallback()(scope, Replay(got[1], receive), send)
             return None
-        return doc, body
+        return got
 
     async def _gossip_send(self, scope: Any, receive: Any, send: Any, fallback: Fallback) -> None:
         got = await self._body(scope, receive, send, fallback)
