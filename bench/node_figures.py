@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness import Cluster, node_config, wait_until  # noqa: E402
 
+from bench.procstat import rss_mib  # noqa: E402
+
 
 async def _dial_times(n: int, tmp: Path) -> list[float]:
     from libp2p.peer.peerinfo import PeerInfo
@@ -54,13 +56,6 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dials", type=int, default=20)
@@ -82,7 +77,7 @@ def main() -> int:
         for n in nodes:
             wait_until(lambda n=n: n.status()["live_peers"] >= len(nodes) - 1, 60, f"{n.name} to see all")
         time.sleep(5)  # settle: idle means after joins, with heartbeats running
-        rss = {n.name: _rss_mib(n.proc.pid) for n in nodes}
+        rss = {n.name: rss_mib(n.proc.pid) for n in nodes}
 
         sender = workers[0]
         interval = 1.0 / args.rate

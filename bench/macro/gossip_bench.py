@@ -45,10 +45,10 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:  # run as a script: testing/ is the checkout's, never installed
     sys.path.insert(0, str(ROOT))
 
+from bench import procstat  # noqa: E402
 from testing.interop import find_p2pd  # noqa: E402
 
 TOPIC = "bench/gossip"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 STACKS = ("ours", "stock", "go")
 WARM_UP_TRIAL = 1_000_000  # trial ids of warm-up rounds, apart from the measured ones
 
@@ -126,14 +126,10 @@ class Peer:
 
     def cpu(self) -> float:
         """CPU seconds (user + system) of the measured process so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return procstat.cpu_s(self.pid)
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return procstat.rss_mib(self.pid)
 
     def close(self) -> None:
         if self.proc.poll() is None:

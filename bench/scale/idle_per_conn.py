@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness import Cluster, NodeProcess, wait_until  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench.procstat import cpu_s, rss_mib  # noqa: E402
+
 FLAGS = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
 
 
@@ -46,18 +47,6 @@ def _config(role: str, settings: dict[str, Any]) -> dict[str, Any]:
         section, _, key = dotted.partition(".")
         config.setdefault(section, {})[key] = value
     return config
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _peer_count(node: NodeProcess) -> int:
@@ -85,12 +74,12 @@ def run_one(workdir: Path, peers: int, settle: float, window: float, settings: d
         before = _peer_count(measured)
         assert measured.proc is not None
         pid = measured.proc.pid
-        c0, t0 = _cpu_s(pid), time.monotonic()
+        c0, t0 = cpu_s(pid), time.monotonic()
         time.sleep(window)
-        c1, t1 = _cpu_s(pid), time.monotonic()
+        c1, t1 = cpu_s(pid), time.monotonic()
         after = _peer_count(measured)  # (M's first /v1 request was before the window: its API is built in both)
         return {"peers_asked": peers + 1, "peers_before": before, "peers_after": after,
-                "cpu_ms_per_s": round(1000 * (c1 - c0) / (t1 - t0), 3), "rss_mib": round(_rss_mib(pid), 1),
+                "cpu_ms_per_s": round(1000 * (c1 - c0) / (t1 - t0), 3), "rss_mib": round(rss_mib(pid), 1),
                 "load": round(os.getloadavg()[0], 1)}
     finally:
         cluster.close()

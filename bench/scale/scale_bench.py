@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from harness import Cluster, NodeProcess, wait_until  # noqa: E402
 
+from bench.procstat import CLK_TCK, cpu_ticks, rss_mib  # noqa: E402
 from testing.testbed._system import call_in_netns  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 AUTH_FAILURE = "Failed authentication"
 PING_CLOSE = "pings in a row"
 NETNS_SUBNET = "10.77.0.0/22"  # --netns: room for 1020 nodes
@@ -71,18 +71,6 @@ def tcp_counters(host: Any) -> dict[str, int]:
 
 def _role_config(role: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "node" / f"{role}.yaml").read_text())
-
-
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -378,12 +366,12 @@ def measure(workdir: Path, n: int, *, settle: float = 20.0, window: float = 20.0
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         msgs_before = [_presence_messages(nd) for nd in sampled]
         pruned_before = _pruned(nodes)
-        before = [_cpu_ticks(p) for p in pids]
+        before = [cpu_ticks(p) for p in pids]
         t_a = time.monotonic()
         time.sleep(window)
         elapsed = time.monotonic() - t_a
-        cpu = [100.0 * (_cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
-        rss = [_rss_mib(p) for p in pids]
+        cpu = [100.0 * (cpu_ticks(p) - b) / CLK_TCK / elapsed for p, b in zip(pids, before)]
+        rss = [rss_mib(p) for p in pids]
         msgs_after = [_presence_messages(nd) for nd in sampled]
         rates = [(a[0] - b[0]) / elapsed for a, b in zip(msgs_after, msgs_before)]
         out["presence_published_per_node_s"] = round(statistics.mean(

@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "bench" / "scale"))
 
-from scale_bench import CLK_TCK, Cluster, _cpu_ticks, _get, _role_config, _rss_mib, wait_until  # noqa: E402
+from scale_bench import Cluster, _get, _role_config, wait_until  # noqa: E402
+
+from bench.procstat import CLK_TCK, cpu_ticks, rss_mib  # noqa: E402
 
 FLAGS = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--http-listen", "127.0.0.1:0", "--console", "off"]
 
@@ -62,16 +64,16 @@ def main() -> None:
                             env={"P2P_FAST_LEAN_IMPORTS": lean}).start()
             pid = w.proc.pid  # type: ignore[union-attr]
             wait_until(lambda: w.runtime() is not None, 60, f"{w.name} to start", interval=0.02)
-            figures[lean]["cpu_s"].append(_cpu_ticks(pid) / CLK_TCK)
+            figures[lean]["cpu_s"].append(cpu_ticks(pid) / CLK_TCK)
             time.sleep(args.settle)
-            figures[lean]["rss_mib"].append(_rss_mib(pid))
+            figures[lean]["rss_mib"].append(rss_mib(pid))
             if args.status:
                 assert "peer_id" in _get(w, "/v1/status"), "GET /v1/status gave no status"
                 time.sleep(2.0)
-                figures[lean]["rss_v1_mib"].append(_rss_mib(pid))
+                figures[lean]["rss_v1_mib"].append(rss_mib(pid))
                 assert "tasks" in _get(w, "/v1/tasks"), "GET /v1/tasks gave no task list"
                 time.sleep(2.0)
-                figures[lean]["rss_app_mib"].append(_rss_mib(pid))
+                figures[lean]["rss_app_mib"].append(rss_mib(pid))
             w.stop()
     finally:
         cluster.close()

@@ -26,32 +26,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench_fair import TOKEN, function_network, noop  # noqa: E402
 from taskbench import load_average  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
+from bench import procstat  # noqa: E402
+from bench.procstat import children  # noqa: E402
 
 def cpu_s(pid: int) -> float:
     """utime + stime of ``pid`` in seconds (0 when it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return procstat.cpu_s(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
 
 
 def pool_counters(http: str) -> tuple[float, float]:

@@ -22,48 +22,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench_fair import TOKEN, function_network, noop  # noqa: E402
 from taskbench import pct  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _ticks(stat_path: str) -> int:
-    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass  # gone meanwhile
-    return out
-
-
-def _cpu(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            total += _ticks(f"/proc/{pid}/stat")
-        except OSError:
-            pass
-    return total
-
-
-def _threads(pid: int) -> dict[str, int]:
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        name = text[text.index("(") + 1:text.rindex(")")]
-        out[f"{name} {tid}"] = _ticks(f"/proc/{pid}/task/{tid}/stat")
-    return out
-
+from bench.procstat import CLK_TCK, children, thread_ticks, total_ticks  # noqa: E402
 
 def one_run(seconds: float) -> dict[str, object]:
     from p2p_fast.client import Client, gather
@@ -76,18 +40,18 @@ def one_run(seconds: float) -> dict[str, object]:
                 for i in range(200):
                     assert c.submit(noop, i).result() == i
                 nodes = {"submitter": net.boot.proc.pid, **{f"w{i}": w.proc.pid for i, w in enumerate(net.workers)}}
-                groups = {name: [pid, *_children(pid)] for name, pid in nodes.items()}
+                groups = {name: [pid, *children(pid)] for name, pid in nodes.items()}
                 groups["client"] = [os.getpid()]
-                before = {name: _cpu(pids) for name, pids in groups.items()}
-                threads_before = _threads(nodes["submitter"])
+                before = {name: total_ticks(pids) for name, pids in groups.items()}
+                threads_before = thread_ticks(nodes["submitter"])
                 lat = []
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
                     t = time.perf_counter()
                     assert c.submit(noop, 1).result() == 1
                     lat.append((time.perf_counter() - t) * 1000)
-                after = {name: _cpu(pids) for name, pids in groups.items()}
-                threads_after = _threads(nodes["submitter"])
+                after = {name: total_ticks(pids) for name, pids in groups.items()}
+                threads_after = thread_ticks(nodes["submitter"])
         finally:
             net.close()
             os.environ.pop("P2P_PSK", None)
