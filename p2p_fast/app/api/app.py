@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2p_fast import __version__
 from p2p_fast.app.api.front import readyz_answer
+from p2p_fast.app.api.lean import internal_error
 from p2p_fast.app.api.lean_routes import GOSSIP_LOG_MAX, GOSSIP_MAX_CHARS
 
 
@@ -107,7 +108,7 @@ def create_app(node: Node) -> Any:
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, "internal error", type(exc).__name__)
+        return JSONResponse(internal_error(exc), status_code=500)
 
     from p2p_fast.app.api.events import install_event_routes
     from p2p_fast.app.api.static import install_docs, install_ui

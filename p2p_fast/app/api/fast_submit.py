@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import trio
 
-from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, json_bytes, read_json, send_json
+from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, internal_error, json_bytes, read_json, send_json
 from p2p_fast.protocols.tasks.functions import FUNCTION_TYPE
 from p2p_fast.protocols.tasks.redundancy import MAX_REDUNDANCY
 from p2p_fast.protocols.tasks.spec import MAX_RETRIES, MAX_REWARD, MAX_TIMEOUT_S, TaskSpec, TaskSpecError
@@ -119,7 +119,7 @@ async def submit_specs(service: Any, tasks: list[Fields] | list[TaskSpec]) -> tu
         return exc.status, {"error": str(exc)}
     except Exception as exc:
         log.exception("submitting a batch failed")
-        return 500, {"error": "internal error", "detail": type(exc).__name__}
+        return 500, internal_error(exc)
     return 202, {"ids": ids}
 
 

@@ -90,6 +90,11 @@ async def read_json(receive: Any, length: int) -> tuple[Any, bytes] | None:
         return NOT_JSON, body
 
 
+def internal_error(exc: BaseException) -> dict[str, Any]:
+    """The JSON of an unexpected failure (status 500), as every route answers it: the exception's type only."""
+    return {"error": "internal error", "detail": type(exc).__name__}
+
+
 class Replay:
     """``receive`` for the full app after a lean route read the body: the body once, then the real ``receive``."""
 

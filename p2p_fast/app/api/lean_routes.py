@@ -19,7 +19,7 @@ import logging
 import re
 from typing import Any, Awaitable, Callable
 
-from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, json_bytes, read_json, send_json
+from p2p_fast.app.api.lean import NOT_JSON, Fallback, Gate, Replay, internal_error, json_bytes, read_json, send_json
 from p2p_fast.app.api.task_docs import limits_doc, lookup_doc, plain_lookup
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,12 @@ class LeanRoutes:
         if plain is None:
             plain = not scope.get("query_string")
         if plain and self.gate.authorized(scope["headers"]):
+            # Not plain JSON (the full app's encoder renders it), or the read failed: the full app answers that with
+            # its JSON 500 (a read changes nothing: asking twice is safe).
             try:
                 body = json_bytes(answer())
-            except Exception:  # not plain JSON (the full app's encoder renders it), or the read failed: the full
-                pass           # app answers that with its JSON 500 (a read changes nothing: asking twice is safe)
+            except Exception:
+                pass
             else:
                 self.answered += 1
                 await send_json(send, 200, body)
@@ -137,7 +139,7 @@ class LeanRoutes:
             return
         except Exception as exc:  # as the full app's handler of the unexpected answers
             log.exception("POST /v1/gossip failed")
-            await send_json(send, 500, json_bytes({"error": "internal error", "detail": type(exc).__name__}))
+            await send_json(send, 500, json_bytes(internal_error(exc)))
             return
         self.answered += 1
         await send_json(send, 202, json_bytes({"status": "sent"}))
