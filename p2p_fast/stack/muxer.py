@@ -66,6 +66,7 @@ from libp2p.stream_muxer.yamux.yamux import (
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
 from p2p_fast._ext import YAMUX_HEADER_SIZE, pack_yamux_header, unpack_yamux_header
+from p2p_fast.stack.eager_lock import EagerLock
 from p2p_fast.stack.libp2p_internals import drain_decrypted
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,8 @@ class FastYamux(Yamux):
         self._write_broken = False  # a frame write timed out part-way: nothing more may be written
         self._control: list[bytes] = []  # control frames queued by the reader (see _send_control)
         self._control_flushing = False
+        # Stock's frame lock, without the scheduler round a free trio.Lock costs each frame (eager_lock's doc).
+        self._write_lock = EagerLock()
 
     # -- writing --------------------------------------------------------------------------------------------------
     async def _write_frame(self, data: bytes) -> None:

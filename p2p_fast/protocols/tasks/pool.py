@@ -140,7 +140,8 @@ class PoolCall:
             self._done.set()
 
     async def result(self) -> bytes:
-        await self._done.wait()
+        if not self._done.is_set():  # a finished call's value at once: Event.wait would yield a scheduler round
+            await self._done.wait()
         if self._error is not None:
             raise self._error
         return self._value

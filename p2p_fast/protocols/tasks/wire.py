@@ -84,6 +84,11 @@ class FrameWriter:
 
     def __init__(self, stream: Any, max_frame: int) -> None:
         self.stream = stream
+        # Writes go to the muxed stream under a libp2p stream: ``NetStream.write`` only checks the stream's state
+        # under a trio.Lock first, a scheduler round before every frame of a lone request went out (bench/RESULTS.md,
+        # "Round trip: schedule points on the write path"). The muxer refuses a write on a closed or reset stream
+        # itself, and ``run`` turns its error into StreamClosed like any other.
+        self.out = getattr(stream, "muxed_stream", stream)
         self.max_frame = max_frame
         self.pending: list[bytes] = []
         self._wake = trio.Event()
@@ -114,7 +119,7 @@ class FrameWriter:
                 data = b"".join(self.pending)
                 self.pending = []
                 try:
-                    await self.stream.write(data)
+                    await self.out.write(data)
                 except Exception as exc:
                     raise StreamClosed(f"{type(exc).__name__}: {exc}") from None
         finally:

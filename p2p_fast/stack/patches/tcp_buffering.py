@@ -6,6 +6,10 @@ for its body, so every message costs two of them even when both parts arrived in
 of messages already in the kernel buffer is fetched a few bytes at a time. :class:`BufferedTCPStream` receives up
 to ``RECV_SIZE`` bytes at once and answers the following reads from that buffer without the lock or a syscall.
 
+Its locks are :class:`~p2p_fast.stack.eager_lock.EagerLock`: stock's ``async with self.write_lock`` cost every frame
+written a scheduler round before it reached the socket (and every read that finds the buffer empty one before its
+``receive_some``); ``send_all`` and ``receive_some`` still end with their own schedule point.
+
 Bytes come out exactly as stock's would (in order, never more than ``n`` per read, ``b""`` at EOF after the
 buffer is drained, the same errors). :func:`apply` points py-libp2p's TCP transport (and the shared-port listener) at the
 class, so every TCP connection of the process uses it.
@@ -23,6 +27,7 @@ import libp2p.transport.tcp.tcp as _tcp_mod
 import trio
 from libp2p.io.exceptions import ConnectionClosedError
 
+from p2p_fast.stack.eager_lock import EagerLock
 from p2p_fast.stack.patches._attrs import AttributePatch, Replacement
 
 RECV_SIZE = 65536
@@ -34,6 +39,8 @@ class BufferedTCPStream(STOCK_TCP_STREAM):  # type: ignore[valid-type,misc]
 
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
+        self.read_lock = EagerLock()  # stock's trio.Lock()s, without a scheduler round when free (see module doc)
+        self.write_lock = EagerLock()
         self._buf = b""
         self._pos = 0
 
