@@ -48,11 +48,14 @@ class TaskTable:
                  rec.result if what == "completed" else None)
 
     def finished(self, rec: TaskRecord) -> None:
-        """``rec`` reached its final state: journal it, count it, tell its waiter after the commit."""
+        """``rec`` reached its final state: its event, then journal it, count it, tell its waiter after the commit.
+        The event goes first: a client on the task lane has its result while the row is written (the event never
+        waited for the commit; a crash before it re-runs the task, as for any task not journaled as finished)."""
         self.active.pop(rec.id, None)
         self.recent[rec.id] = rec
         while len(self.recent) > RECENT_KEEP:
             self.recent.popitem(last=False)
+        self.emit(rec, rec.state)
         self.journal.finish(rec)
         self.totals[rec.state] = self.totals.get(rec.state, 0) + 1
         if rec.state == COMPLETED:
@@ -60,7 +63,6 @@ class TaskTable:
         elif rec.state == FAILED:
             metrics.FAILED.labels(rec.type).inc()
         metrics.LATENCY.observe(max(0.0, rec.finished - rec.created) if rec.finished else 0.0)
-        self.emit(rec, rec.state)
         event = self.waiters.pop(rec.id, None)
         if event is not None:
             self.db.after_commit(event.set)
