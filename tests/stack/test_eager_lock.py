@@ -211,3 +211,105 @@ async def test_frame_writer_on_the_muxed_stream_still_reports_a_dead_stream():
             with trio.fail_after(10), pytest.raises(StreamClosed):
                 await writer.run()
             assert writer.closed
+
+
+async def _sink_pair(a, b, into: bytearray):
+    """A stream from ``a`` to a SINK on ``b`` that appends what it reads to ``into``."""
+    async def sink(stream) -> None:
+        while True:
+            try:
+                data = await stream.read(65536)
+            except Exception:
+                return
+            if not data:
+                return
+            into.extend(data)
+
+    b.set_stream_handler(SINK, sink)
+    return await a.new_stream(b.get_id(), [SINK])
+
+
+async def _until(cond, what: str) -> None:
+    with trio.fail_after(10):
+        while not cond():
+            await trio.sleep(0.005)
+
+
+@in_trio
+async def test_flush_writes_from_the_caller_in_order_with_the_writer_task():
+    """Frames queued, flushed by the caller (one schedule point: send_all's), then more through the writer task:
+    the peer reads them all, in order."""
+    async with two_hosts() as (a, b):
+        got = bytearray()
+        stream = await _sink_pair(a, b, got)
+        writer = FrameWriter(stream, 1024)
+        async with trio.open_nursery() as nursery:
+            writer.send_raw(b"one,")
+            writer.send_raw(b"two,")
+            with yields_of_this_task() as c:
+                await writer.flush()
+            assert c.steps == 1 and not writer.pending
+            await _until(lambda: bytes(got) == b"one,two,", "the flushed frames")
+            nursery.start_soon(writer.run)
+            writer.send_raw(b"three")
+            await _until(lambda: bytes(got) == b"one,two,three", "the writer task's frame")
+            nursery.cancel_scope.cancel()
+        await stream.close()
+
+
+@in_trio
+async def test_flush_leaves_to_the_writer_task_what_does_not_fit_one_frame():
+    async with two_hosts() as (a, b):
+        got = bytearray()
+        stream = await _sink_pair(a, b, got)
+        writer = FrameWriter(stream, 1 << 20)
+        big = b"x" * 70000  # over one yamux frame: may need to wait for window, so not the caller's to write
+        writer.send_raw(big)
+        await writer.flush()
+        assert writer.pending == [big]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await _until(lambda: len(got) == len(big), "the writer task to send it")
+            nursery.cancel_scope.cancel()
+        await stream.close()
+
+
+@in_trio
+async def test_flush_by_a_cancelled_caller_still_sends_what_it_took():
+    """The frames leave the queue when a flush starts: a caller cancelled meanwhile must not lose them."""
+    async with two_hosts() as (a, b):
+        got = bytearray()
+        stream = await _sink_pair(a, b, got)
+        writer = FrameWriter(stream, 1024)
+        writer.send_raw(b"kept")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await writer.flush()
+        await _until(lambda: bytes(got) == b"kept", "the frame of the cancelled flush")
+        await stream.close()
+
+
+@in_trio
+async def test_a_failed_flush_ends_the_writer_task_not_the_caller():
+    async with two_hosts() as (a, b):
+        reset = trio.Event()
+
+        async def resetting_sink(stream) -> None:
+            await stream.read(64)
+            await stream.reset()
+            reset.set()
+
+        b.set_stream_handler(SINK, resetting_sink)
+        stream = await a.new_stream(b.get_id(), [SINK])
+        writer = FrameWriter(stream, 1024)
+        writer.send_raw(b"hello")
+        await writer.flush()
+        with trio.fail_after(10):
+            await reset.wait()
+        await _until(lambda: writer.out.closed, "the peer's reset to arrive")
+        writer.send_raw(b"lost")
+        await writer.flush()  # fails inside: no exception here
+        assert writer.failed is not None
+        with trio.fail_after(10), pytest.raises(StreamClosed):
+            await writer.run()
+        assert writer.closed

@@ -163,6 +163,7 @@ class Dispatcher:
             q = self.queues.get(cap)
             if q:
                 self._assign(cap, q)
+        await self.link_pool.flush()  # and send: the links' writer tasks would run after every other task's step
         return [r.id for r in records]
 
     # -- queues -----------------------------------------------------------------------------------------------------

@@ -147,6 +147,16 @@ class LinkPool:
         self.events = events
         self.links: dict[str, Link] = {}
         self.nursery: trio.Nursery | None = None
+        self.queued: set[Link] = set()  # links sent to since the last flush
+
+    async def flush(self) -> None:
+        """Write what was queued on the links from the calling task (``FrameWriter.flush``): the requests of a
+        submission leave before the submitter's other tasks run."""
+        queued, self.queued = self.queued, set()
+        for link in queued:
+            writer = link.writer
+            if writer is not None:
+                await writer.flush()
 
     def get(self, peer_id: str) -> Link | None:
         return self.links.get(peer_id)
@@ -167,6 +177,7 @@ class LinkPool:
         if link.writable:
             assert link.writer is not None
             link.writer.send(msg)
+            self.queued.add(link)
             return
         link.outbox.append(msg)
         if link.state is LinkState.CLOSED and self.nursery is not None:

@@ -18,6 +18,7 @@ from p2p_fast.core import metrics
 from p2p_fast.protocols.codec import DecodeError, Message, decode, encode
 from p2p_fast._ext import FrameDecoder, encode_uvarint
 from p2p_fast._ext import FrameError as ExtFrameError
+from p2p_fast.stack.muxer import MAX_FRAME_PAYLOAD
 
 log = logging.getLogger(__name__)
 FRAME_OVERHEAD = 64 * 1024  # room for the fields around a payload of max_payload_bytes
@@ -93,6 +94,8 @@ class FrameWriter:
         self.pending: list[bytes] = []
         self._wake = trio.Event()
         self.closed = False
+        self.writing = False  # a write (the writer task's or a flush) is in progress
+        self.failed: StreamClosed | None = None  # a flush's write failed: the writer task ends with it
 
     def send(self, msg: Message) -> None:
         if self.closed:
@@ -106,11 +109,39 @@ class FrameWriter:
         self.pending.append(data)
         self._wake.set()
 
+    async def flush(self) -> None:
+        """Write what is queued now, from the calling task, when the writer task is not writing and it fits one
+        frame the muxer sends at once (its send window has room). Why: the writer task runs a scheduler round
+        later, after every other runnable task of the node has had its step; a lone request waited that long
+        (bench/RESULTS.md, "Round trip: the request written by the task that submitted it"). Shielded: once out of
+        the queue the frames must reach the muxer whole, and a one-frame write is bounded by the muxer's own write
+        timeout. A write that fails ends the writer task (``run``) as its own failure would; the caller goes on."""
+        if self.writing or not self.pending or self.closed or self.failed is not None:
+            return
+        size = sum(map(len, self.pending))
+        if size > min(getattr(self.out, "send_window", 0), MAX_FRAME_PAYLOAD):
+            return  # the writer task's (it may wait for window)
+        data = b"".join(self.pending)
+        self.pending = []
+        self.writing = True
+        try:
+            with trio.CancelScope(shield=True):
+                await self.out.write(data)
+        except Exception as exc:
+            self.failed = StreamClosed(f"{type(exc).__name__}: {exc}")
+            self._wake.set()
+        finally:
+            self.writing = False
+            if self.pending:
+                self._wake.set()  # queued while we wrote: the writer task's now
+
     async def run(self) -> None:
         """Write until cancelled or the stream fails (then ``closed`` is set and the exception ends the task)."""
         try:
             while True:
-                if not self.pending:
+                if self.failed is not None:
+                    raise self.failed
+                if not self.pending or self.writing:
                     await self._wake.wait()
                     self._wake = trio.Event()
                     continue
@@ -118,9 +149,12 @@ class FrameWriter:
                 # while a write is in progress go out together in the next one.
                 data = b"".join(self.pending)
                 self.pending = []
+                self.writing = True
                 try:
                     await self.out.write(data)
                 except Exception as exc:
                     raise StreamClosed(f"{type(exc).__name__}: {exc}") from None
+                finally:
+                    self.writing = False
         finally:
             self.closed = True

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import trio
 from libp2p.abc import IHost
@@ -41,7 +41,39 @@ from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameError, FrameReade
 log = logging.getLogger(__name__)
 STATUS_NAMES = {TASK_OK: "ok", TASK_FAILED: "failed", TASK_REJECTED: "rejected", TASK_TIMED_OUT: "timeout",
                 TASK_BUSY: "busy", TASK_CANCELLED: "cancelled", TASK_INVALID: "invalid"}
-Reply = Callable[[TaskResponse], None]
+
+class Reply(Protocol):
+    """How a request is answered: ``reply(resp)`` queues the response; ``await reply.flush()`` writes what is
+    queued from the calling task (``FrameWriter.flush``)."""
+
+    def __call__(self, resp: TaskResponse) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class StreamReplies:
+    """The answers on one task stream: settles the submitter's credit for each and queues it on the writer."""
+
+    __slots__ = ("writer", "admitted", "credit", "submitter")
+
+    def __init__(self, writer: FrameWriter, admitted: dict[tuple[str, int], int], credit: Any, submitter: str) -> None:
+        self.writer = writer
+        self.admitted = admitted
+        self.credit = credit
+        self.submitter = submitter
+
+    def __call__(self, resp: TaskResponse) -> None:
+        reward = self.admitted.pop((resp.task_id, resp.attempt), None)
+        if reward is not None:
+            self.credit.settle(self.submitter, reward, ok=resp.status == TASK_OK)
+        if not self.writer.closed:
+            self.writer.send(resp)
+
+    async def flush(self) -> None:
+        """A finished task's answer leaves now instead of at the writer task's next step."""
+        await self.writer.flush()
+
+
 MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
 # A batch (requests run one after the other in one pool child, one pipe write for all): about this much of the
 # function's recent run time, at most BATCH_MAX requests. Short, so that the other slots share the queue and a
@@ -196,13 +228,7 @@ class Worker:
                     nursery: trio.Nursery) -> None:
         credit = self.ledger.credit
         submitter = str(remote)
-
-        def reply(resp: TaskResponse) -> None:
-            reward = admitted.pop((resp.task_id, resp.attempt), None)
-            if reward is not None:
-                credit.settle(submitter, reward, ok=resp.status == TASK_OK)
-            if not writer.closed:
-                writer.send(resp)
+        reply = StreamReplies(writer, admitted, self.ledger.credit, submitter)
 
         while True:
             for raw in await reader.read_frames():
@@ -332,6 +358,7 @@ class Worker:
         if scope.cancelled_caught:
             status, error, result = TASK_CANCELLED, "cancelled by the submitter", b""
         reply(self._response(req, status, error, result, time.monotonic() - start))
+        await reply.flush()
 
     def _batch_key(self, req: TaskRequest, t: TaskType) -> str | None:
         """What ``req``'s run time is learned under (its type; for a function, the function, when the client named
@@ -446,6 +473,7 @@ class Worker:
         if status == TASK_TIMED_OUT:
             log.info("task %s attempt %d timed out after %.1f s", req.task_id, req.attempt, req.timeout_s)
         reply(self._response(req, status, error, result, time.monotonic() - start if elapsed is None else elapsed))
+        await reply.flush()
 
     # -- receipts ---------------------------------------------------------------------------------------------------
     def on_receipt(self, receipt: TaskReceipt, remote: ID | None) -> None:
