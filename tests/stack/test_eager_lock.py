@@ -7,8 +7,8 @@ after its first is a resumption after a yield."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
 
 import pytest
 import trio
@@ -183,19 +183,24 @@ async def test_frame_write_yields_once_on_our_muxer():
     assert stock_direct > 1 and stock_net > stock_direct
 
 
+def serve_a_resetting_sink(host) -> trio.Event:
+    """SINK on ``host``: reads once, then resets the stream; the event is set once it has."""
+    reset = trio.Event()
+
+    async def resetting_sink(stream) -> None:
+        await stream.read(64)
+        await stream.reset()
+        reset.set()
+
+    host.set_stream_handler(SINK, resetting_sink)
+    return reset
+
 
 @in_trio
 async def test_frame_writer_on_the_muxed_stream_still_reports_a_dead_stream():
     """Writing below NetStream skips its state check: the muxer's own refusal must still end the writer."""
     async with two_hosts() as (a, b):
-        reset = trio.Event()
-
-        async def resetting_sink(stream) -> None:
-            await stream.read(64)
-            await stream.reset()
-            reset.set()
-
-        b.set_stream_handler(SINK, resetting_sink)
+        reset = serve_a_resetting_sink(b)
         for how in ("reset by the peer", "closed here"):
             stream = await a.new_stream(b.get_id(), [SINK])
             writer = FrameWriter(stream, 1024)
@@ -229,6 +234,20 @@ async def _sink_pair(a, b, into: bytearray):
     return await a.new_stream(b.get_id(), [SINK])
 
 
+@asynccontextmanager
+async def writer_to_a_sink(max_frame: int) -> AsyncIterator[tuple[FrameWriter, bytearray]]:
+    """A FrameWriter on a real stream to a sink, and the bytes the sink has read so far."""
+    async with two_hosts() as (a, b):
+        got = bytearray()
+        stream = await _sink_pair(a, b, got)
+        writer = FrameWriter(stream, max_frame)
+        await writer.out.write(b"warm")  # the stream's opening frames are out and acknowledged
+        await _until(lambda: len(got) == 4, "the warm-up bytes")
+        got.clear()
+        yield writer, got
+        await stream.close()
+
+
 async def _until(cond, what: str) -> None:
     with trio.fail_after(10):
         while not cond():
@@ -239,67 +258,46 @@ async def _until(cond, what: str) -> None:
 async def test_flush_writes_from_the_caller_in_order_with_the_writer_task():
     """Frames queued, flushed by the caller (one schedule point: send_all's), then more through the writer task:
     the peer reads them all, in order."""
-    async with two_hosts() as (a, b):
-        got = bytearray()
-        stream = await _sink_pair(a, b, got)
-        writer = FrameWriter(stream, 1024)
-        async with trio.open_nursery() as nursery:
-            writer.send_raw(b"one,")
-            writer.send_raw(b"two,")
-            with yields_of_this_task() as c:
-                await writer.flush()
-            assert c.steps == 1 and not writer.pending
-            await _until(lambda: bytes(got) == b"one,two,", "the flushed frames")
-            nursery.start_soon(writer.run)
-            writer.send_raw(b"three")
-            await _until(lambda: bytes(got) == b"one,two,three", "the writer task's frame")
-            nursery.cancel_scope.cancel()
-        await stream.close()
+    async with writer_to_a_sink(1024) as (writer, got), trio.open_nursery() as nursery:
+        writer.send_raw(b"one,")
+        writer.send_raw(b"two,")
+        with yields_of_this_task() as c:
+            await writer.flush()
+        assert c.steps == 1 and not writer.pending
+        await _until(lambda: bytes(got) == b"one,two,", "the flushed frames")
+        nursery.start_soon(writer.run)
+        writer.send_raw(b"three")
+        await _until(lambda: bytes(got) == b"one,two,three", "the writer task's frame")
+        nursery.cancel_scope.cancel()
 
 
 @in_trio
 async def test_flush_leaves_to_the_writer_task_what_does_not_fit_one_frame():
-    async with two_hosts() as (a, b):
-        got = bytearray()
-        stream = await _sink_pair(a, b, got)
-        writer = FrameWriter(stream, 1 << 20)
+    async with writer_to_a_sink(1 << 20) as (writer, got), trio.open_nursery() as nursery:
         big = b"x" * 70000  # over one yamux frame: may need to wait for window, so not the caller's to write
         writer.send_raw(big)
         await writer.flush()
         assert writer.pending == [big]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
-            await _until(lambda: len(got) == len(big), "the writer task to send it")
-            nursery.cancel_scope.cancel()
-        await stream.close()
+        nursery.start_soon(writer.run)
+        await _until(lambda: len(got) == len(big), "the writer task to send it")
+        nursery.cancel_scope.cancel()
 
 
 @in_trio
 async def test_flush_by_a_cancelled_caller_still_sends_what_it_took():
     """The frames leave the queue when a flush starts: a caller cancelled meanwhile must not lose them."""
-    async with two_hosts() as (a, b):
-        got = bytearray()
-        stream = await _sink_pair(a, b, got)
-        writer = FrameWriter(stream, 1024)
+    async with writer_to_a_sink(1024) as (writer, got):
         writer.send_raw(b"kept")
         with trio.CancelScope() as scope:
             scope.cancel()
             await writer.flush()
         await _until(lambda: bytes(got) == b"kept", "the frame of the cancelled flush")
-        await stream.close()
 
 
 @in_trio
 async def test_a_failed_flush_ends_the_writer_task_not_the_caller():
     async with two_hosts() as (a, b):
-        reset = trio.Event()
-
-        async def resetting_sink(stream) -> None:
-            await stream.read(64)
-            await stream.reset()
-            reset.set()
-
-        b.set_stream_handler(SINK, resetting_sink)
+        reset = serve_a_resetting_sink(b)
         stream = await a.new_stream(b.get_id(), [SINK])
         writer = FrameWriter(stream, 1024)
         writer.send_raw(b"hello")
