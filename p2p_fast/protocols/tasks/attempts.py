@@ -40,6 +40,22 @@ class AttemptOwner(Protocol):
         """A worker has room again: run an assignment round soon."""
 
 
+class LocalReplies:
+    """How the node's own worker answers its attempts (``worker.Reply``): straight to the runner, in this process,
+    so there is nothing to flush."""
+
+    __slots__ = ("deliver",)
+
+    def __init__(self, deliver: Callable[[TaskResponse], None]) -> None:
+        self.deliver = deliver
+
+    def __call__(self, resp: TaskResponse) -> None:
+        self.deliver(resp)
+
+    async def flush(self) -> None:
+        return None
+
+
 class AttemptRunner:
     def __init__(self, own_id: str, types: TaskTypes, active: Mapping[str, TaskRecord], worker: Worker,
                  local: Link, links: LinkPool, grace: float, max_payload_bytes: int,
@@ -55,6 +71,7 @@ class AttemptRunner:
         self.emit = emit
         self.owner = owner
         self.local_active: dict[tuple[str, int], trio.CancelScope] = {}  # this node's own attempts, cancellable
+        self.local_replies = LocalReplies(self._local_reply)
         self.nursery: trio.Nursery | None = None
         self._started = trio.Event()  # an attempt started: the idle watchdog wakes
 
@@ -83,7 +100,7 @@ class AttemptRunner:
                           rec.created)
         if link.local:
             assert self.nursery is not None
-            self.worker.execute(req, self._local_reply, self.local_active, self.nursery)
+            self.worker.execute(req, self.local_replies, self.local_active, self.nursery)
         else:
             self.links.send(link, req)
 
