@@ -71,7 +71,7 @@ class AttemptRunner:
         self.emit = emit
         self.owner = owner
         self.local_active: dict[tuple[str, int], trio.CancelScope] = {}  # this node's own attempts, cancellable
-        self.local_replies = LocalReplies(self._local_reply)
+        self.local_replies = LocalReplies(lambda resp: self.on_response(self.local, resp))
         self.nursery: trio.Nursery | None = None
         self._started = trio.Event()  # an attempt started: the idle watchdog wakes
 
@@ -103,9 +103,6 @@ class AttemptRunner:
             self.worker.execute(req, self.local_replies, self.local_active, self.nursery)
         else:
             self.links.send(link, req)
-
-    def _local_reply(self, resp: TaskResponse) -> None:
-        self.on_response(self.local, resp)
 
     def release(self, link: Link, rec: TaskRecord) -> bool:
         """Take ``rec`` off ``link``'s in-flight tasks (its window has room again)."""

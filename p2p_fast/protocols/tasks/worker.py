@@ -41,6 +41,16 @@ from p2p_fast.protocols.tasks.wire import FRAME_OVERHEAD, FrameError, FrameReade
 log = logging.getLogger(__name__)
 STATUS_NAMES = {TASK_OK: "ok", TASK_FAILED: "failed", TASK_REJECTED: "rejected", TASK_TIMED_OUT: "timeout",
                 TASK_BUSY: "busy", TASK_CANCELLED: "cancelled", TASK_INVALID: "invalid"}
+MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
+# A batch (requests run one after the other in one pool child, one pipe write for all): about this much of the
+# function's recent run time, at most BATCH_MAX requests. Short, so that the other slots share the queue and a
+# request cancelled after its batch went out (it still runs; its answer is dropped) wastes little.
+BATCH_TIME_S = 0.005
+BATCH_MAX = 32
+MIN_ELAPSED_S = 1e-4
+ELAPSED_WEIGHT = 0.2
+MAX_LEARNED = 1024  # run times kept (per type, and per function a client named)
+
 
 class Reply(Protocol):
     """How a request is answered: ``reply(resp)`` queues the response; ``await reply.flush()`` writes what is
@@ -72,17 +82,6 @@ class StreamReplies:
     async def flush(self) -> None:
         """A finished task's answer leaves now instead of at the writer task's next step."""
         await self.writer.flush()
-
-
-MAX_TIMEOUT_S = 86400.0  # what a submitter may ask for (the API's limit too)
-# A batch (requests run one after the other in one pool child, one pipe write for all): about this much of the
-# function's recent run time, at most BATCH_MAX requests. Short, so that the other slots share the queue and a
-# request cancelled after its batch went out (it still runs; its answer is dropped) wastes little.
-BATCH_TIME_S = 0.005
-BATCH_MAX = 32
-MIN_ELAPSED_S = 1e-4
-ELAPSED_WEIGHT = 0.2
-MAX_LEARNED = 1024  # run times kept (per type, and per function a client named)
 
 
 class BatchBudget:
@@ -228,7 +227,7 @@ class Worker:
                     nursery: trio.Nursery) -> None:
         credit = self.ledger.credit
         submitter = str(remote)
-        reply = StreamReplies(writer, admitted, self.ledger.credit, submitter)
+        reply = StreamReplies(writer, admitted, credit, submitter)
 
         while True:
             for raw in await reader.read_frames():
