@@ -1,4 +1,4 @@
-"""Where the CPU of a no-op function task goes: CPU time per task of every process of the network, summed.
+"""Where the CPU of a function task goes: CPU time per task of every process of the network, summed.
 
 Builds the network of ``bench_fair.py`` (1 bootstrap + 3 workers accepting functions, one PSK), submits ``--tasks``
 no-op functions at once ``--batches`` times, through :mod:`p2p_fast.client` to the bootstrap (``--via client``) or
@@ -7,7 +7,14 @@ from a capability-less node in a process of its own (``--via embedded``, as ``be
 children before and after. With ``--py-spy DIR`` it also records a py-spy profile (``--format raw``, collapsed
 stacks) of the submitting node (the bootstrap, or the embedded node) and of worker 0 during the batches.
 
-    python bench/tasks/cpu_per_task.py [--via client|embedded] [--tasks 3000] [--batches 3] [--slots 2] [--py-spy DIR]
+``--hash-rounds N`` (or ``--hash-rounds 50ms``: calibrated as ``bench_fair.py`` does) runs ``bench_fair.hash_work``
+instead of the no-op: the CPU-bound workload (c), where the question is how much CPU the nodes take beside the
+functions. ``--engine ray`` runs the same tasks on Ray (``num_cpus=3``, as in ``bench_fair.py``) and reports the CPU
+of the driver and of each of its descendant processes, so the two engines' overhead compare in the same terms. Both
+report the machine's idle share over the batches (``/proc/stat``): near 0 means the CPUs were saturated.
+
+    python bench/tasks/cpu_per_task.py [--via client|embedded] [--engine p2p-fast|ray] [--tasks 3000]
+        [--batches 3] [--slots 2] [--hash-rounds N|50ms] [--py-spy DIR]
 
 A measurement tool, not a benchmark with a table: on a shared machine give the load average with its figures.
 """
@@ -28,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench_fair import TOKEN, function_network, noop  # noqa: E402
+from bench_fair import TOKEN, calibrate, function_network, hash_work, noop  # noqa: E402
 from taskbench import load_average  # noqa: E402
 
 from bench import procstat  # noqa: E402
@@ -53,6 +60,53 @@ def pool_counters(http: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def idle_ticks() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of all CPUs so far (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[3] + v[4], sum(v)
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
+    except OSError:
+        return "?"
+
+
+def run_ray(args: argparse.Namespace, fn: Any, arg: Any) -> tuple[dict[str, float], float, float, int]:
+    """The same tasks on Ray: (CPU s per process group, wall s, idle share, tasks)."""
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        remote = ray.remote(fn)
+        ray.get([remote.remote(arg(i)) for i in range(300)])  # warm-up: workers started
+        procs = {"driver": os.getpid()}
+        for k in descendants(os.getpid()):
+            procs[f"{comm(k)}.{k}"] = k
+        before = {k: cpu_s(p) for k, p in procs.items()}
+        idle0 = idle_ticks()
+        t = time.perf_counter()
+        for _ in range(args.batches):
+            ray.get([remote.remote(arg(i)) for i in range(args.tasks)])
+        wall = time.perf_counter() - t
+        idle1 = idle_ticks()
+        used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
+    finally:
+        ray.shutdown()
+    return used, wall, (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1]), args.tasks * args.batches
+
+
 class Measure:
     """CPU of every process of the network, and py-spy recorders, around the measured batches."""
 
@@ -75,10 +129,13 @@ class Measure:
             time.sleep(1.0)
         self.load = load_average()
         self.before = {k: cpu_s(p) for k, p in self.procs.items()}
+        self.idle0 = idle_ticks()
         self.t = time.perf_counter()
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self.t
+        idle1 = idle_ticks()
+        self.idle = (idle1[0] - self.idle0[0]) / max(1, idle1[1] - self.idle0[1])
         self.after = {k: cpu_s(p) for k, p in self.procs.items()}
         self.pool = [pool_counters(w.runtime["http"]) for w in self.net.workers]
         for s in self.spies:
@@ -122,10 +179,39 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=3)
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--py-spy", help="record py-spy profiles of the submitting node and worker 0 into this directory")
+    ap.add_argument("--engine", choices=("p2p-fast", "ray"), default="p2p-fast")
+    ap.add_argument("--hash-rounds", default="0",
+                    help="run hash_work with this many sha256 rounds (or '50ms': calibrated) instead of the no-op")
     ap.add_argument("--embedded-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.embedded_child:
         embedded_child(args.embedded_child[0], args.embedded_child[1], args.tasks, args.batches)
+        return 0
+    if args.hash_rounds.endswith("ms"):
+        rounds = calibrate(float(args.hash_rounds[:-2]) / 1000)
+    else:
+        try:
+            rounds = int(args.hash_rounds)
+        except ValueError:
+            ap.error(f"--hash-rounds: {args.hash_rounds!r} is neither a number of rounds nor a time such as 50ms")
+        if rounds < 0:
+            ap.error(f"--hash-rounds must be 0 or more, got {rounds}")
+    if rounds and args.via == "embedded" and args.engine == "p2p-fast":
+        ap.error("--hash-rounds runs through the client (--via client) or on Ray (--engine ray)")
+    fn: Any = hash_work if rounds else noop
+    what = f"hash_work ({rounds} sha256 rounds)" if rounds else "no-op"
+
+    def arg(i: int) -> Any:
+        return (i, rounds) if rounds else i
+
+    if args.engine == "ray":
+        used, wall, idle, n = run_ray(args, fn, arg)
+        print(f"{n} {what} functions on Ray in {args.batches} batches: {n / wall:.1f} tasks/s; idle {idle:.1%} of "
+              f"the CPUs; load {load_average()} at the end")
+        print(f"CPU per task, all processes: {sum(used.values()) / n * 1e6:.0f} µs")
+        for k, v in sorted(used.items(), key=lambda kv: -kv[1]):
+            if v > 0:
+                print(f"  {k:28s} {v / n * 1e6:9.1f} µs")
         return 0
     from p2p_fast.client import Client, gather
 
@@ -137,7 +223,8 @@ def main() -> int:
                     gather([c.submit(noop, i) for i in range(300)])  # warm-up: pool children started, links open
                     m = Measure(net, {"client": os.getpid()}, args.py_spy)
                     for _ in range(args.batches):
-                        assert gather([c.submit(noop, i) for i in range(args.tasks)]) == list(range(args.tasks))
+                        out = gather([c.submit(fn, arg(i)) for i in range(args.tasks)])
+                        assert len(out) == args.tasks and (rounds or out == list(range(args.tasks)))
                     m.stop()
             else:
                 child = subprocess.Popen(
@@ -158,8 +245,8 @@ def main() -> int:
     n = args.tasks * args.batches
     procs, before, after, wall, load = m.procs, m.before, m.after, m.wall, m.load
     per = {k: (after[k] - before[k]) / n * 1e6 for k in procs}
-    print(f"{n} no-op functions through the {args.via} in {args.batches} batches: {n / wall:.0f} tasks/s; "
-          f"load {load} at the start, {load_average()} at the end")
+    print(f"{n} {what} functions through the {args.via} in {args.batches} batches: {n / wall:.1f} tasks/s; "
+          f"idle {m.idle:.1%} of the CPUs; load {load} at the start, {load_average()} at the end")
     print(f"CPU per task, all processes: {sum(per.values()):.0f} µs")
     for k, v in per.items():
         print(f"  {k:18s} {v:7.1f} µs")
