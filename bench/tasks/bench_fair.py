@@ -20,7 +20,20 @@ Ray: ``ray.init(num_cpus=3)``; Dask: ``LocalCluster(n_workers=3, threads_per_wor
 ``echo`` figures of p2p-fast (answered inside the worker's stream reader: no slot, no process, no function call) for
 what they are. Also reported: the client CPU time one ``submit`` costs the caller's thread (target <= 100 µs).
 
-    python bench/tasks/bench_fair.py [--runs 2] [--write]      # needs the "bench" extra: pip install -e .[bench]
+Two orders (``--order``):
+
+* ``interleaved`` (the default): the engines are visited in the order A B C D D C B A, each visit on an engine
+  started for it alone and stopped after it (nothing else of the race is up meanwhile). A visit runs half of (b)'s
+  round trips and all of (c)'s tasks at once; (a) and the client's own figures run in each engine's first visit.
+  Each engine's (b) pools the round trips of its two visits, its (c) is 2 x ``--cpu-tasks`` over the two walls.
+  Why: this machine's speed drifts by a third within minutes (the calibrated rounds of one run and the next), and
+  in sequential order each engine's (c) ran minutes apart from the others'; the mirrored order cancels a steady
+  drift and puts an engine's visits closer in time to every other engine's.
+* ``sequential``: the order of stops 26-30: one engine at a time, (a), (b), (c) each, started and stopped in
+  turn.
+
+    python bench/tasks/bench_fair.py [--runs 2] [--order interleaved|sequential] [--write]
+    # needs the "bench" extra: pip install -e .[bench]
 """
 
 from __future__ import annotations
@@ -203,6 +216,297 @@ def bench_dask(n: int, n_rt: int, n_cpu: int, rounds: int) -> dict[str, Any]:
                           lambda fn, x: client.submit(fn, x, pure=False).result(), n, n_rt, n_cpu, rounds)
 
 
+# -- interleaved order: every engine up at once ----------------------------------------------------------------------
+class Session:
+    """One engine, up: ``many(fn, xs) -> results``, ``one(fn, x) -> result``; (b) and (c) timed by ``round_trips``
+    and ``burst``. ``close`` takes it down."""
+
+    name = ""
+
+    def many(self, fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def one(self, fn: Callable[..., Any], x: Any) -> Any:
+        return self.many(fn, [x])[0]
+
+    def warm_up(self) -> None:
+        self.many(noop, list(range(30)))  # processes started, connections open
+        self.many(hash_work, [(i, 1000) for i in range(12)])  # every worker process has run a hash_work
+
+    def burst(self, fn: Callable[..., Any], xs: list[Any]) -> float:
+        """Wall seconds for ``xs`` submitted at once and gathered."""
+        t = time.perf_counter()
+        out = self.many(fn, xs)
+        wall = time.perf_counter() - t
+        assert len(out) == len(xs)
+        return wall
+
+    def round_trips(self, n_rt: int) -> list[float]:
+        return round_trips(self.one, n_rt)
+
+    def close(self) -> None:
+        pass
+
+
+class ClientSession(Session):
+    name = "p2p-fast client"
+
+    def __init__(self, net: Network) -> None:
+        from p2p_fast.client import Client
+
+        self.client = Client(net.http, token=TOKEN)
+
+    def many(self, fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+        from p2p_fast.client import gather
+
+        return gather([self.client.submit(fn, x) for x in xs])
+
+    def one(self, fn: Callable[..., Any], x: Any) -> Any:
+        return self.client.submit(fn, x).result()
+
+    def extras(self, n: int, n_rt: int) -> dict[str, Any]:
+        """The client's own figures: CPU per ``submit`` and the ``echo`` row."""
+        from p2p_fast.client import gather
+
+        c, doc = self.client, {}
+        gather([c.submit(noop, i) for i in range(200)])
+        t = time.thread_time()
+        futs = [c.submit(noop, i) for i in range(n)]
+        doc["submit_us"] = (time.thread_time() - t) / n * 1e6
+        gather(futs)
+        t = time.perf_counter()
+        gather([c.submit("echo", b"%d" % i) for i in range(n)])
+        doc["echo_thr"] = n / (time.perf_counter() - t)
+        lat = []
+        for _ in range(n_rt):
+            t = time.perf_counter()
+            c.submit("echo", b"x").result()
+            lat.append((time.perf_counter() - t) * 1000)
+        doc["echo_p50"], doc["echo_p99"] = pct(lat, 50), pct(lat, 99)
+        return doc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EmbeddedSession(Session):
+    """The embedded node in a process of its own (``--embedded ... --serve``), told what to run on its stdin; it
+    times each workload in its own trio loop and answers one JSON line."""
+
+    name = "p2p-fast embedded node"
+
+    def __init__(self, net: Network, root: Path) -> None:
+        import json
+        import subprocess
+
+        self.json = json
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--embedded", net.addr, "--embedded-dir",
+             str(root / f"emb-{time.monotonic_ns()}"), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, cwd=str(Path(__file__).resolve().parents[2]), env=dict(os.environ))
+        ready = self._answer()
+        assert ready == {"ready": True}, ready
+
+    def _answer(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"embedded node exited with {self.proc.wait(30)}")
+            if line.startswith("{"):
+                return self.json.loads(line)  # type: ignore[no-any-return]
+
+    def _ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def warm_up(self) -> None:
+        pass  # the child warmed up before it said ready
+
+    def many(self, fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+        raise NotImplementedError("the embedded node's workloads run in its own process")
+
+    def burst(self, fn: Callable[..., Any], xs: list[Any]) -> float:
+        rounds = xs[0][1] if fn is hash_work else 0
+        return float(self._ask(op="burst", fn=fn.__name__, n=len(xs), rounds=rounds)["wall"])
+
+    def round_trips(self, n_rt: int) -> list[float]:
+        return list(self._ask(op="rt", n=n_rt)["lat"])
+
+    def close(self) -> None:
+        try:
+            self._ask(op="quit")
+        except Exception:
+            pass
+        try:
+            self.proc.wait(60)
+        except Exception:
+            self.proc.kill()
+
+
+class RaySession(Session):
+    name = "Ray"
+
+    def __init__(self) -> None:
+        import ray
+
+        self.ray = ray
+        ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        self.remotes: dict[Any, Any] = {}
+
+    def _r(self, fn: Callable[..., Any]) -> Any:
+        return self.remotes.get(fn) or self.remotes.setdefault(fn, self.ray.remote(fn))
+
+    def many(self, fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+        return list(self.ray.get([self._r(fn).remote(x) for x in xs]))
+
+    def one(self, fn: Callable[..., Any], x: Any) -> Any:
+        return self.ray.get(self._r(fn).remote(x))
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+class DaskSession(Session):
+    name = "Dask"
+
+    def __init__(self) -> None:
+        from dask.distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None)
+        self.client = Client(self.cluster)
+
+    def many(self, fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
+        return list(self.client.gather(self.client.map(fn, xs, pure=False)))
+
+    def one(self, fn: Callable[..., Any], x: Any) -> Any:
+        return self.client.submit(fn, x, pure=False).result()
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+def start_session(engine: str, root: Path, slots: int) -> tuple[Session, Network | None]:
+    """Bring one engine up (p2p-fast: a network of its own, then the client or the embedded node) and warm it up."""
+    net = None
+    if engine in ("client", "embedded"):
+        net = function_network(root / f"net-{time.monotonic_ns()}", secrets.token_hex(32), slots)
+    try:
+        session: Session
+        if engine == "client":
+            assert net is not None
+            session = ClientSession(net)
+        elif engine == "embedded":
+            assert net is not None
+            session = EmbeddedSession(net, root)
+        elif engine == "ray":
+            session = RaySession()
+        else:
+            session = DaskSession()
+        session.warm_up()
+        return session, net
+    except BaseException:
+        if net is not None:
+            net.close()
+        raise
+
+
+def run_interleaved(engines: list[str], root: Path, n: int, n_rt: int, n_cpu: int, rounds: int,
+                    slots: int) -> dict[str, dict[str, Any]]:
+    """One run in the interleaved order (module docstring): the engines visited A B C D D C B A, each visit on an
+    engine started for it alone (nothing else of the race is up) and stopped after it; a visit runs half of (b)'s
+    round trips and (c); (a) and the client's own figures run in each engine's first visit."""
+    docs: dict[str, dict[str, Any]] = {}
+    lat: dict[str, list[float]] = {}
+    walls: dict[str, list[float]] = {}
+    for engine in engines + engines[::-1]:
+        session, net = start_session(engine, root, slots)
+        try:
+            name = session.name
+            first = name not in docs
+            doc = docs.setdefault(name, {})
+            if first:
+                doc["thr"] = n / session.burst(noop, list(range(n)))
+                if isinstance(session, ClientSession):
+                    doc.update(session.extras(n, n_rt))
+            lat.setdefault(name, []).extend(session.round_trips(n_rt // 2 if first else n_rt - n_rt // 2))
+            walls.setdefault(name, []).append(session.burst(hash_work, [(i, rounds) for i in range(n_cpu)]))
+        finally:
+            session.close()
+            if net is not None:
+                net.close()
+                os.environ.pop("P2P_PSK", None)
+    for name, doc in docs.items():
+        doc["p50"], doc["p99"] = pct(lat[name], 50), pct(lat[name], 99)
+        doc["cpu_thr"] = len(walls[name]) * n_cpu / sum(walls[name])
+        for i, w in enumerate(walls[name]):
+            doc[f"cpu_thr_{i + 1}"] = n_cpu / w
+    return docs
+
+
+def embedded_serve(boot_addr: str, data_dir: str) -> None:
+    """``--embedded ... --serve``: the embedded node for the interleaved order. Warms up, prints {"ready": true},
+    then runs what each stdin line asks (JSON: ``burst`` of ``noop`` or ``hash_work``, ``rt``, ``quit``), timed in
+    the node's own trio loop, and prints one JSON line per answer. Figures go on stdout, nothing else does."""
+    import json
+
+    import trio
+
+    from p2p_fast.protocols.tasks.spec import TaskSpec
+    from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
+
+    fns = {"noop": noop, "hash_work": hash_work}
+    blobs = {name: pickle_function(fn) for name, fn in fns.items()}
+
+    async def body(node: Any) -> dict[str, Any]:
+        async def many(name: str, xs: list[Any]) -> list[Any]:
+            ids = await node.tasks.submit_many([TaskSpec("function", encode(blobs[name], (x,))) for x in xs])
+            out = []
+            for i in ids:
+                rec = await node.tasks.dispatcher.wait(i)
+                assert rec is not None and rec.state == "completed", rec
+                out.append(decode_result(rec.result))
+            return out
+
+        def say(doc: dict[str, Any]) -> None:
+            sys.stdout.write(json.dumps(doc) + "\n")
+            sys.stdout.flush()
+
+        await many("noop", list(range(30)))
+        await many("hash_work", [(i, 1000) for i in range(12)])
+        say({"ready": True})
+        while True:
+            line = await trio.to_thread.run_sync(sys.stdin.readline)
+            if not line:
+                break
+            cmd = json.loads(line)
+            if cmd["op"] == "quit":
+                say({"bye": True})
+                break
+            if cmd["op"] == "burst":
+                xs = list(range(cmd["n"])) if cmd["fn"] == "noop" else [(i, cmd["rounds"]) for i in range(cmd["n"])]
+                t = time.perf_counter()
+                out = await many(cmd["fn"], xs)
+                wall = time.perf_counter() - t
+                assert len(out) == len(xs) and (cmd["fn"] != "noop" or out == xs)
+                say({"wall": wall})
+            elif cmd["op"] == "rt":
+                lat = []
+                for i in range(cmd["n"]):
+                    t = time.perf_counter()
+                    assert (await many("noop", [i])) == [i]
+                    lat.append((time.perf_counter() - t) * 1000)
+                say({"lat": lat})
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        return {}
+
+    run_embedded(boot_addr, data_dir, "functions", body)
+
+
 # -- main ------------------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,12 +519,22 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="write the table into bench/RESULTS.md")
     ap.add_argument("--embedded", help=argparse.SUPPRESS)
     ap.add_argument("--embedded-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
+                    help="interleaved: every engine up, (b) and (c) in the order A B C D D C B A (the default); "
+                         "sequential: one engine after the other")
     ap.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.embedded and args.serve:
+        embedded_serve(args.embedded, args.embedded_dir)
+        return 0
     if args.embedded:
         embedded_main(args.embedded, args.embedded_dir, args.tasks, args.round_trips, args.cpu_tasks, args.rounds)
         return 0
     engines = args.only or ["client", "embedded", "ray", "dask"]
+    unknown = sorted(set(engines) - {"client", "embedded", "ray", "dask"})
+    if unknown:
+        ap.error(f"--only: unknown engine {', '.join(map(repr, unknown))} (client, embedded, ray, dask)")
     rounds = calibrate()
     print(f"hash_work: {rounds} sha256 rounds ~ 50 ms here; load {os.getloadavg()}", flush=True)
     load_start = load_average()
@@ -232,6 +546,12 @@ def main() -> int:
 
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs}, load {os.getloadavg()}", flush=True)
+        if args.order == "interleaved":
+            with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
+                for name, doc in run_interleaved(engines, Path(tmp), args.tasks, args.round_trips, args.cpu_tasks,
+                                                 rounds, args.slots).items():
+                    record(name, doc)
+            continue
         if "client" in engines or "embedded" in engines:
             with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
                 net = function_network(Path(tmp), secrets.token_hex(32), args.slots)
@@ -258,7 +578,7 @@ def main() -> int:
         return summary([d[key] for d in res.get(name, []) if key in d], digits)
 
     lines = [
-        f"Command: `python bench/tasks/bench_fair.py --runs {args.runs} --slots {args.slots}` "
+        f"Command: `python bench/tasks/bench_fair.py --runs {args.runs} --slots {args.slots} --order {args.order}` "
         f"({args.tasks} no-op functions at once; "
         f"{args.round_trips} sequential round trips; {args.cpu_tasks} x ~50 ms of sha256 ({rounds} rounds) at once). "
         f"Median (min-max, runs); {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -277,6 +597,10 @@ def main() -> int:
                      f"{col(name, 'echo_thr')} | {col(name, 'echo_p50', 2)} | {col(name, 'echo_p99', 2)} | - |")
         lines += ["", f"Client CPU per `submit` of one function task (caller's thread, `time.thread_time`): "
                       f"{col(name, 'submit_us', 1)} µs."]
+    if args.order == "interleaved":
+        lines += ["", "Order: interleaved. The engines are visited A B C D D C B A, each visit on an engine started "
+                      "for it alone; a visit runs half of (b) and all of (c) ((a) in the first visit), and each "
+                      "engine's (b) and (c) pool its two visits."]
     text = "\n".join(lines)
     print()
     print(text)
