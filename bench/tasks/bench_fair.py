@@ -123,22 +123,30 @@ def bench_client(net: Network, n: int, n_rt: int, n_cpu: int, rounds: int) -> di
     with Client(net.http, token=TOKEN) as c:
         doc = run_engine(lambda fn, xs: gather([c.submit(fn, x) for x in xs]),
                          lambda fn, x: c.submit(fn, x).result(), n, n_rt, n_cpu, rounds)
-        # client CPU per submit, on the caller's thread (encoding, checks, queueing; the sending is on another)
-        gather([c.submit(noop, i) for i in range(200)])
-        t = time.thread_time()
-        futs = [c.submit(noop, i) for i in range(n)]
-        doc["submit_us"] = (time.thread_time() - t) / n * 1e6
-        gather(futs)
-        # echo through the client: answered in the worker's reader (no process, no function)
+        doc.update(client_extras(c, n, n_rt))
+    return doc
+
+
+def client_extras(c: Any, n: int, n_rt: int) -> dict[str, Any]:
+    """The client's own figures: CPU per ``submit`` on the caller's thread (encoding, checks, queueing; the sending
+    is on another), and the ``echo`` row (answered in the worker's reader: no process, no function)."""
+    from p2p_fast.client import gather
+
+    doc: dict[str, Any] = {}
+    gather([c.submit(noop, i) for i in range(200)])
+    t = time.thread_time()
+    futs = [c.submit(noop, i) for i in range(n)]
+    doc["submit_us"] = (time.thread_time() - t) / n * 1e6
+    gather(futs)
+    t = time.perf_counter()
+    gather([c.submit("echo", b"%d" % i) for i in range(n)])
+    doc["echo_thr"] = n / (time.perf_counter() - t)
+    lat = []
+    for _ in range(n_rt):
         t = time.perf_counter()
-        gather([c.submit("echo", b"%d" % i) for i in range(n)])
-        doc["echo_thr"] = n / (time.perf_counter() - t)
-        lat = []
-        for i in range(n_rt):
-            t = time.perf_counter()
-            c.submit("echo", b"x").result()
-            lat.append((time.perf_counter() - t) * 1000)
-        doc["echo_p50"], doc["echo_p99"] = pct(lat, 50), pct(lat, 99)
+        c.submit("echo", b"x").result()
+        lat.append((time.perf_counter() - t) * 1000)
+    doc["echo_p50"], doc["echo_p99"] = pct(lat, 50), pct(lat, 99)
     return doc
 
 
@@ -148,24 +156,31 @@ def bench_embedded(net: Network, root: Path, n: int, n_rt: int, n_cpu: int, roun
                       str(rounds)], 900, "embedded node")
 
 
+async def run_on_node(node: Any, blob: bytes, xs: list[Any]) -> list[Any]:
+    """The pickled function ``blob`` on each of ``xs`` through the embedded ``node``, submitted at once; the
+    results in order."""
+    from p2p_fast.protocols.tasks.spec import TaskSpec
+    from p2p_fast.protocols.tasks.functions import decode_result, encode
+
+    ids = await node.tasks.submit_many([TaskSpec("function", encode(blob, (x,))) for x in xs])
+    out = []
+    for i in ids:
+        rec = await node.tasks.dispatcher.wait(i)
+        assert rec is not None and rec.state == "completed", rec
+        out.append(decode_result(rec.result))
+    return out
+
+
 def embedded_main(boot_addr: str, data_dir: str, n: int, n_rt: int, n_cpu: int, rounds: int) -> None:
     import trio
 
-    from p2p_fast.protocols.tasks.spec import TaskSpec
-    from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
+    from p2p_fast.protocols.tasks.functions import pickle_function
 
     async def measure(node: Any) -> dict[str, Any]:
         blobs: dict[Any, bytes] = {}
 
         async def many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
-            blob = blobs.get(fn) or blobs.setdefault(fn, pickle_function(fn))
-            ids = await node.tasks.submit_many([TaskSpec("function", encode(blob, (x,))) for x in xs])
-            out = []
-            for i in ids:
-                rec = await node.tasks.dispatcher.wait(i)
-                assert rec is not None and rec.state == "completed", rec
-                out.append(decode_result(rec.result))
-            return out
+            return await run_on_node(node, blobs.get(fn) or blobs.setdefault(fn, pickle_function(fn)), xs)
 
         # run_engine is synchronous: drive it from a thread, each primitive hops back onto the node's loop
         def sync_many(fn: Callable[..., Any], xs: list[Any]) -> list[Any]:
@@ -265,25 +280,7 @@ class ClientSession(Session):
         return self.client.submit(fn, x).result()
 
     def extras(self, n: int, n_rt: int) -> dict[str, Any]:
-        """The client's own figures: CPU per ``submit`` and the ``echo`` row."""
-        from p2p_fast.client import gather
-
-        c, doc = self.client, {}
-        gather([c.submit(noop, i) for i in range(200)])
-        t = time.thread_time()
-        futs = [c.submit(noop, i) for i in range(n)]
-        doc["submit_us"] = (time.thread_time() - t) / n * 1e6
-        gather(futs)
-        t = time.perf_counter()
-        gather([c.submit("echo", b"%d" % i) for i in range(n)])
-        doc["echo_thr"] = n / (time.perf_counter() - t)
-        lat = []
-        for _ in range(n_rt):
-            t = time.perf_counter()
-            c.submit("echo", b"x").result()
-            lat.append((time.perf_counter() - t) * 1000)
-        doc["echo_p50"], doc["echo_p99"] = pct(lat, 50), pct(lat, 99)
-        return doc
+        return client_extras(self.client, n, n_rt)
 
     def close(self) -> None:
         self.client.close()
@@ -455,21 +452,14 @@ def embedded_serve(boot_addr: str, data_dir: str) -> None:
 
     import trio
 
-    from p2p_fast.protocols.tasks.spec import TaskSpec
-    from p2p_fast.protocols.tasks.functions import decode_result, encode, pickle_function
+    from p2p_fast.protocols.tasks.functions import pickle_function
 
     fns = {"noop": noop, "hash_work": hash_work}
     blobs = {name: pickle_function(fn) for name, fn in fns.items()}
 
     async def body(node: Any) -> dict[str, Any]:
         async def many(name: str, xs: list[Any]) -> list[Any]:
-            ids = await node.tasks.submit_many([TaskSpec("function", encode(blobs[name], (x,))) for x in xs])
-            out = []
-            for i in ids:
-                rec = await node.tasks.dispatcher.wait(i)
-                assert rec is not None and rec.state == "completed", rec
-                out.append(decode_result(rec.result))
-            return out
+            return await run_on_node(node, blobs[name], xs)
 
         def say(doc: dict[str, Any]) -> None:
             sys.stdout.write(json.dumps(doc) + "\n")
