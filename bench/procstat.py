@@ -1,4 +1,5 @@
-"""What the benchmarks read of a process from ``/proc``: its CPU time, its threads' CPU, its children, its RSS.
+"""What the benchmarks read from ``/proc``: a process's CPU time, its threads' CPU, its children and descendants,
+its program, its RSS; and how idle the machine's CPUs were.
 
 One reader for all of them, so every benchmark counts CPU the same way (utime + stime, fields 14 and 15 of
 ``stat``, read after the command name, which may hold spaces and parentheses). Linux only, as the benchmarks are.
@@ -60,6 +61,36 @@ def children(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 pass  # gone meanwhile
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every pid below ``pid`` now: its children, theirs, and so on."""
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def program(pid: int) -> str:
+    """The file name of the program ``pid`` runs (``cmdline``'s first word); "?" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
+    except OSError:
+        return "?"
+
+
+def idle_ticks() -> tuple[int, int]:
+    """(idle + iowait, total) ticks of all CPUs so far (the first line of ``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[3] + v[4], sum(v)
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the CPUs' time that was idle between two :func:`idle_ticks` readings."""
+    return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
 def rss_mib(pid: int) -> float:

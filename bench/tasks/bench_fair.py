@@ -12,9 +12,10 @@ Engines: p2p-fast, 1 bootstrap + 3 worker processes (``tasks.slots`` each: ``--s
 submissions going to the bootstrap, which has no task capability, so every task crosses the network to a worker:
 
 * ``p2p-fast client``: this process uses :mod:`p2p_fast.client` against the bootstrap's HTTP API;
-* ``p2p-fast embedded node``: a capability-less node in a process of its own (``node.tasks.submit_many``); (a)
-  and (c) are driven from a thread, as the other engines' drivers are, (b) is awaited in the node's trio loop, as
-  a program that embeds the node runs it (through the thread each round trip would add two thread hand-offs);
+* ``p2p-fast embedded node``: a capability-less node in a process of its own (``node.tasks.submit_many``); (b) is
+  awaited in the node's trio loop, as a program that embeds the node runs it (through a thread each round trip
+  would add two thread hand-offs). In sequential order (a) and (c) are driven from a thread, as the other engines'
+  drivers are; in interleaved order the process times them in its loop too (one hop per burst either way);
 
 Ray: ``ray.init(num_cpus=3)``; Dask: ``LocalCluster(n_workers=3, threads_per_worker=1)``. A separate row keeps the
 ``echo`` figures of p2p-fast (answered inside the worker's stream reader: no slot, no process, no function call) for
@@ -54,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from taskbench import Network, load_average, pct, run_child, run_embedded, summary, write_section  # noqa: E402
 
 TOKEN = "bench-fair-" + secrets.token_hex(8)
-HASH_ROUNDS = 0  # set by calibrate()
 
 
 def noop(i: int) -> int:

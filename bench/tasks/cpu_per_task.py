@@ -39,7 +39,7 @@ from bench_fair import TOKEN, calibrate, function_network, hash_work, noop  # no
 from taskbench import load_average  # noqa: E402
 
 from bench import procstat  # noqa: E402
-from bench.procstat import children  # noqa: E402
+from bench.procstat import children, descendants, idle_share, idle_ticks, program  # noqa: E402
 
 def cpu_s(pid: int) -> float:
     """utime + stime of ``pid`` in seconds (0 when it is gone)."""
@@ -60,29 +60,6 @@ def pool_counters(http: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def idle_ticks() -> tuple[int, int]:
-    """(idle + iowait, total) jiffies of all CPUs so far (``/proc/stat``)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[3] + v[4], sum(v)
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        out += kids
-        todo += kids
-    return out
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
-    except OSError:
-        return "?"
-
-
 def run_ray(args: argparse.Namespace, fn: Any, arg: Any) -> tuple[dict[str, float], float, float, int]:
     """The same tasks on Ray: (CPU s per process group, wall s, idle share, tasks)."""
     import ray
@@ -93,7 +70,7 @@ def run_ray(args: argparse.Namespace, fn: Any, arg: Any) -> tuple[dict[str, floa
         ray.get([remote.remote(arg(i)) for i in range(300)])  # warm-up: workers started
         procs = {"driver": os.getpid()}
         for k in descendants(os.getpid()):
-            procs[f"{comm(k)}.{k}"] = k
+            procs[f"{program(k)}.{k}"] = k
         before = {k: cpu_s(p) for k, p in procs.items()}
         idle0 = idle_ticks()
         t = time.perf_counter()
@@ -104,7 +81,7 @@ def run_ray(args: argparse.Namespace, fn: Any, arg: Any) -> tuple[dict[str, floa
         used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
     finally:
         ray.shutdown()
-    return used, wall, (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1]), args.tasks * args.batches
+    return used, wall, idle_share(idle0, idle1), args.tasks * args.batches
 
 
 class Measure:
@@ -134,8 +111,7 @@ class Measure:
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self.t
-        idle1 = idle_ticks()
-        self.idle = (idle1[0] - self.idle0[0]) / max(1, idle1[1] - self.idle0[1])
+        self.idle = idle_share(self.idle0, idle_ticks())
         self.after = {k: cpu_s(p) for k, p in self.procs.items()}
         self.pool = [pool_counters(w.runtime["http"]) for w in self.net.workers]
         for s in self.spies:
