@@ -5,8 +5,9 @@ everything queued, splits it into batches that fit ``http.max_body_bytes`` and t
 them: as ``submit`` frames on the node's task lane when it offers one (``_lane``: no HTTP request per batch), else
 (and while the lane is down) as ``POST /v1/tasks/batch``. While one batch is on the wire the next one fills up, so
 a burst costs few batches and a lone task goes out at once. Lone indeed: when the sender is idle on an open connection and nothing is queued,
-``submit`` writes the request itself (one ``send``, ~20 µs) and leaves the answer to the sender thread; waking that
-thread first cost every sequential round trip a thread switch before the task left. The completion thread resolves
+``submit`` writes the request itself (one ``send``, ~20 µs): waking the sender thread first would cost every
+sequential round trip a thread switch before the task left. On the lane nobody waits for that answer (the lane's
+reader maps the id, or fails the future); over HTTP the sender thread reads it. The completion thread resolves
 futures as the node finishes tasks (see ``_completion``). Futures are plain ``concurrent.futures.Future`` objects,
 resolved exactly once.
 """
@@ -34,6 +35,7 @@ FINAL = ("completed", "failed", "cancelled")
 EARLY_KEEP = 50_000
 DIRECT_MAX = 64 * 1024  # a task this small is written by the caller when the sender is idle (fits a socket buffer)
 IDLE, CALLER, SENDER = "idle", "caller", "sender"  # who has the sender's connection
+AWAITING = "awaiting"  # a caller's batch is on the lane; its answer (read by the lane's reader) gives it back
 
 
 class TaskFailed(Exception):
@@ -104,12 +106,14 @@ class HttpPoster:
 class LanePoster(HttpPoster):
     """Batches as ``submit`` frames on the task lane while it is open (``completion.lane``), over HTTP otherwise."""
 
-    def __init__(self, http: Http, completion: Any, timeout: float,
-                 accept: Callable[[list[Pending], list[str]], None]) -> None:
+    def __init__(self, http: Http, completion: Any, timeout: float, engine: "Engine") -> None:
         super().__init__(http)
         self.completion = completion
         self.timeout = timeout
-        self.accept = accept  # the engine's: match a batch's futures to its ids (the lane's reader calls it)
+        # The engine's: match a batch's futures to its ids (the lane's reader calls these), or fail them.
+        self.accept = engine.accept
+        self.accept_unwatched = engine.accept_unwatched
+        self.fail_unwatched = engine.fail_unwatched
         self.on_lane = 0  # batches sent on the lane
 
     @property
@@ -123,11 +127,29 @@ class LanePoster(HttpPoster):
             return lane.submit([p.spec for p in batch], lambda ids: self.accept(batch, ids))
         return super().post(batch)
 
+    def post_unwatched(self, batch: list[Pending]) -> LaneTicket | None:
+        """Write a batch on the lane when it is open, for nobody to wait on: the lane's reader maps the ids and a
+        failure fails the futures. None: the lane is down, post it the usual way."""
+        lane = self.completion.lane
+        if lane is None or lane.closed:
+            return None
+        self.on_lane += 1
+        return lane.submit([p.spec for p in batch], lambda ids: self.accept_unwatched(batch, ids),
+                           lambda err: self.fail_unwatched(batch, err))
+
     def answer(self, sent: Any) -> list[str] | None:
         if isinstance(sent, LaneTicket):
             sent.wait(self.timeout)  # raises what went wrong; the reader gave the ids to accept
             return None
         return super().answer(sent)
+
+
+def fail_batch(batch: list[Pending], exc: Exception) -> None:
+    """The node refused ``batch`` (all or none) or could not be reached: its futures fail with why."""
+    err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(err)
 
 
 @dataclass
@@ -166,13 +188,14 @@ class Engine:
         self.direct = 0  # submissions written by the caller's thread
         self.conn_owner = SENDER  # who writes batches now (see the module doc)
         self._direct: tuple[list[Pending], Any] | None = None
+        self._answered_early = False  # the lane's answer to a caller's batch came before the caller let go
         from p2p_fast.client._completion import Completion
 
         # Not behind https: the lane is plain TCP, and the token travels on it.
         lane_port = self.limits.task_lane_port if lane and not http.https else None
         self.completion = Completion(self, events, lane_port)
         self.poster = HttpPoster(http) if self.completion.lane_port is None else \
-            LanePoster(http, self.completion, timeout, self.accept)
+            LanePoster(http, self.completion, timeout, self)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
         self.sender.start()
         self.completion.start()  # returns once the event stream is up (or known to be unavailable)
@@ -231,19 +254,62 @@ class Engine:
                 if mine:
                     self.conn_owner = CALLER
             if mine:
-                sent: Any = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
-                try:
-                    sent = self.poster.post([p])
-                finally:  # whatever happened, the sender gets the connection back, and the answer (or error) to read
-                    with self.lock:
-                        self._direct = ([p], sent)
-                        self.conn_owner = SENDER
-                    self.wake.set()
+                self._write_alone(p)
                 self.direct += 1
                 return
         self.queue.append(p)
         if not self.wake.is_set():
             self.wake.set()
+
+    def _write_alone(self, p: Pending) -> None:
+        """Write ``p`` from the caller's thread (it owns the connection). On the lane nobody waits for the answer
+        (its reader maps the id), so the sender thread is not woken: a round trip then costs the client no thread
+        switch but the reader's and the caller's. Over HTTP the sender reads the answer."""
+        ticket: LaneTicket | None = None
+        sent: Any = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
+        try:
+            if isinstance(self.poster, LanePoster):
+                ticket = self.poster.post_unwatched([p])
+            if ticket is None:
+                sent = self.poster.post([p])
+        finally:  # whatever happened, the connection goes back, and the answer (or error) to whoever reads it
+            with self.lock:
+                if ticket is None:
+                    self._direct = ([p], sent)
+                    self.conn_owner = SENDER
+                    wake = True
+                elif self._answered_early:
+                    self._answered_early = False
+                    wake = self._give_back()
+                else:
+                    self.conn_owner = AWAITING
+                    wake = False
+            if wake:
+                self.wake.set()
+
+    def accept_unwatched(self, batch: list[Pending], ids: list[str]) -> None:
+        self.accept(batch, ids)
+        self._lane_answered()
+
+    def fail_unwatched(self, batch: list[Pending], exc: Exception) -> None:
+        fail_batch(batch, exc)
+        self._lane_answered()
+
+    def _lane_answered(self) -> None:
+        """The lane's reader has the answer to a caller's batch: the connection is free again (while that batch
+        is on the wire, later submissions queue up for the sender, so a burst still goes in batches)."""
+        with self.lock:
+            if self.conn_owner != AWAITING:  # the caller has not let go yet: it gives the connection back
+                self._answered_early = True
+                return
+            wake = self._give_back()
+        if wake:
+            self.wake.set()
+
+    def _give_back(self) -> bool:
+        """(Under ``lock``.) The connection goes to the sender when something is queued (True: wake it)."""
+        self.conn_owner = SENDER if self.queue else IDLE
+        return self.conn_owner == SENDER or self.closed
 
     # -- sender thread -----------------------------------------------------------------------------------------------
     def _take_batch(self) -> list[Pending]:
@@ -266,13 +332,13 @@ class Engine:
             while True:
                 with self.lock:
                     direct, self._direct = self._direct, None
-                    if direct is None and self.conn_owner != CALLER:
+                    if direct is None and self.conn_owner not in (CALLER, AWAITING):
                         self.conn_owner = SENDER if self.queue else IDLE
                     owner = self.conn_owner
                 if direct is not None:
                     self._answered(poster, *direct)
                     continue
-                if owner != SENDER:  # idle, or a caller is writing (it wakes us when its request is out)
+                if owner != SENDER:  # idle, or a caller's request is out (we are woken when it is answered)
                     if owner == IDLE and self.closed:
                         return
                     self.wake.wait()
@@ -291,10 +357,7 @@ class Engine:
         try:
             ids = poster.answer(sent)
         except Exception as exc:  # the node refused the batch (all or none) or is unreachable
-            err = exc if isinstance(exc, NodeError) else NodeError(f"submitting failed: {exc}")
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(err)
+            fail_batch(batch, exc)
             return
         if ids is not None:
             self.accept(batch, ids)

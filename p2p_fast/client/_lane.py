@@ -33,15 +33,18 @@ class LaneDown(NodeError):
 class LaneTicket:
     """A submission written on the lane; :meth:`wait` gives the node's answer (``{"ids": [...]}``)."""
 
-    __slots__ = ("_done", "doc", "error", "on_ids")
+    __slots__ = ("_done", "doc", "error", "on_error", "on_ids")
 
-    def __init__(self, on_ids: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(self, on_ids: Callable[[list[str]], None] | None = None,
+                 on_error: Callable[[NodeError], None] | None = None) -> None:
         self._done = threading.Event()
         self.doc: dict[str, Any] | None = None
         self.error: NodeError | None = None
         # Called by the reader with the ids before it reads on: the events that came in the same write as the
         # answer find their futures at once (no hop to the thread that waits for the ticket).
         self.on_ids = on_ids
+        # Called with the error when the batch fails: a ticket nobody waits for still fails its futures.
+        self.on_error = on_error
 
     def settle(self, doc: dict[str, Any] | None, error: NodeError | None = None) -> None:
         if doc is not None and self.on_ids is not None:
@@ -51,6 +54,8 @@ class LaneTicket:
                 doc, error = None, NodeError(f"the node's answer on the task lane: {type(exc).__name__}: {exc}")
         self.doc, self.error = doc, error
         self._done.set()
+        if error is not None and self.on_error is not None:
+            self.on_error(error)
 
     def wait(self, timeout: float) -> dict[str, Any]:
         if not self._done.wait(timeout):
@@ -97,21 +102,27 @@ class LaneConnection:
         return hello
 
     def submit(self, specs: list[dict[str, Any]],
-               on_ids: Callable[[list[str]], None] | None = None) -> LaneTicket:
+               on_ids: Callable[[list[str]], None] | None = None,
+               on_error: Callable[[NodeError], None] | None = None) -> LaneTicket:
         """Write one batch; its ticket fails with :class:`LaneDown` when the lane is (or goes) down first.
-        ``on_ids``: called by the reader thread with the node's ids, before it reads on."""
+        ``on_ids``: called by the reader thread with the node's ids, before it reads on; ``on_error`` with the
+        error when the batch fails (the node refused it, or the lane went down first)."""
         data = _frame({"op": "submit", "tasks": specs})
-        ticket = LaneTicket(on_ids)
+        ticket = LaneTicket(on_ids, on_error)
+        failed: list[LaneTicket] = []
         with self.wlock:
             if self.closed:
-                ticket.settle(None, LaneDown(f"the task lane {self.where} is closed"))
-                return ticket
-            self.waiting.append(ticket)
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                self._fail(f"writing to the task lane {self.where} failed: {exc}")
-        self.submitted += 1
+                failed = [ticket]
+                why = f"the task lane {self.where} is closed"
+            else:
+                self.waiting.append(ticket)
+                try:
+                    self.sock.sendall(data)
+                    self.submitted += 1
+                except OSError as exc:
+                    why = f"writing to the task lane {self.where} failed: {exc}"
+                    failed = self._shut()
+        self._settle_down(failed, why if failed else "")
         return ticket
 
     def run(self, on_event: Callable[[dict[str, Any]], None]) -> None:
@@ -163,20 +174,26 @@ class LaneConnection:
             raise ConnectionError(f"the task lane {self.where} closed")
         self.buf += chunk
 
-    def _fail(self, why: str) -> None:
-        """Close (under ``wlock``) and fail every submission waiting for an answer."""
+    def _shut(self) -> list[LaneTicket]:
+        """Mark the lane closed and wake the reader (under ``wlock``); the submissions still waiting for an answer,
+        which the caller fails with :meth:`_settle_down` once it has let go of the lock (their callbacks may
+        submit again)."""
         self.closed = True
         waiting, self.waiting = list(self.waiting), collections.deque()
-        for t in waiting:
-            t.settle(None, LaneDown(why + " before the node answered (the batch may or may not have been "
-                                          "submitted; not sent again, so that nothing runs twice)"))
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
         except OSError:
             pass
+        return waiting
+
+    @staticmethod
+    def _settle_down(tickets: list[LaneTicket], why: str) -> None:
+        for t in tickets:
+            t.settle(None, LaneDown(why + " before the node answered (the batch may or may not have been "
+                                          "submitted; not sent again, so that nothing runs twice)"))
 
     def close(self) -> None:
         with self.wlock:
-            if not self.closed:
-                self._fail(f"the task lane {self.where} closed")
+            waiting = [] if self.closed else self._shut()
+        self._settle_down(waiting, f"the task lane {self.where} closed")
         self.sock.close()

@@ -124,7 +124,8 @@ def test_map_2000_in_order_and_as_completed_once(client: Client) -> None:
 
 def test_lone_submissions_are_written_by_the_caller(client: Client) -> None:
     """One task at a time: each is written by the submitting thread (no wait for the sender thread to wake), its
-    answer read by the sender; the futures resolve as always."""
+    answer read by the sender (HTTP) or by the lane's reader (the sender is not woken at all); the futures resolve
+    as always, and a burst after them still goes in batches."""
     engine = client._engine
     client.submit(square, 0).result(timeout=30)  # the sender's connection is open
     before = engine.direct
