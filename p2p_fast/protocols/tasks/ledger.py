@@ -167,6 +167,9 @@ class Ledger:
         self.rep = Reputation(db, cfg)
         self.credit = CreditBook(db, own_id, cfg)
         self._flushed = 0.0
+        # The gauge's children bound once: ``labels()`` takes a lock and checks the names on every
+        # call (~0.8 µs each, three per receipt).
+        self._gauges = tuple(metrics.CREDITS.labels(kind) for kind in ("earned", "spent", "balance"))
         self._owe_last_moments()
         self._publish_gauges()
 
@@ -184,9 +187,10 @@ class Ledger:
             self.db.touch(lazy=True)
 
     def _publish_gauges(self) -> None:
-        metrics.CREDITS.labels("earned").set(self.earned)
-        metrics.CREDITS.labels("spent").set(self.spent)
-        metrics.CREDITS.labels("balance").set(self.earned - self.spent)
+        earned, spent, balance = self._gauges
+        earned.set(self.earned)
+        spent.set(self.spent)
+        balance.set(self.earned - self.spent)
 
     # -- entries ----------------------------------------------------------------------------------------------------
     def record_spent(self, receipt: TaskReceipt, own_key: bytes) -> bool:
