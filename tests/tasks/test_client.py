@@ -179,10 +179,16 @@ def test_functions_fail_fast_where_no_worker_accepts_them(tmp_path: Path) -> Non
 
 def test_functions_need_the_api_token(net: dict[str, Any], transport: str) -> None:
     with open_client(net["workers"][0].http, transport) as tokenless:  # a worker's API has no token
+        engine = tokenless._engine
+        wait_until(lambda: engine.conn_owner == "idle", 10, "the sender to be idle")
         with pytest.raises(NodeError, match="API token") as info:
             tokenless.submit(square, 2).result(timeout=30)
         assert info.value.status == 403
+        # Both written by this thread: the refusal (read by the lane's reader, or the sender over HTTP) failed the
+        # future and gave the connection back.
+        wait_until(lambda: engine.conn_owner == "idle", 10, "the connection to be given back")
         assert tokenless.submit("echo", "still fine").result(timeout=30) == b"still fine"
+        assert engine.direct == 2
 
 
 def _wheel(tmp: Path, module: str, body: str) -> Path:
