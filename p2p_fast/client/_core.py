@@ -106,14 +106,12 @@ class HttpPoster:
 class LanePoster(HttpPoster):
     """Batches as ``submit`` frames on the task lane while it is open (``completion.lane``), over HTTP otherwise."""
 
-    def __init__(self, http: Http, completion: Any, timeout: float, engine: "Engine") -> None:
+    def __init__(self, http: Http, completion: Any, timeout: float,
+                 accept: Callable[[list[Pending], list[str]], None]) -> None:
         super().__init__(http)
         self.completion = completion
         self.timeout = timeout
-        # The engine's: match a batch's futures to its ids (the lane's reader calls these), or fail them.
-        self.accept = engine.accept
-        self.accept_unwatched = engine.accept_unwatched
-        self.fail_unwatched = engine.fail_unwatched
+        self.accept = accept  # the engine's: match a batch's futures to its ids (the lane's reader calls it)
         self.on_lane = 0  # batches sent on the lane
 
     @property
@@ -127,15 +125,15 @@ class LanePoster(HttpPoster):
             return lane.submit([p.spec for p in batch], lambda ids: self.accept(batch, ids))
         return super().post(batch)
 
-    def post_unwatched(self, batch: list[Pending]) -> LaneTicket | None:
-        """Write a batch on the lane when it is open, for nobody to wait on: the lane's reader maps the ids and a
-        failure fails the futures. None: the lane is down, post it the usual way."""
+    def post_unwatched(self, batch: list[Pending], on_ids: Callable[[list[str]], None],
+                       on_error: Callable[[NodeError], None]) -> LaneTicket | None:
+        """Write a batch on the lane when it is open, for nobody to wait on: the lane's reader calls ``on_ids`` or
+        ``on_error`` with its answer. None: the lane is down, post it the usual way."""
         lane = self.completion.lane
         if lane is None or lane.closed:
             return None
         self.on_lane += 1
-        return lane.submit([p.spec for p in batch], lambda ids: self.accept_unwatched(batch, ids),
-                           lambda err: self.fail_unwatched(batch, err))
+        return lane.submit([p.spec for p in batch], on_ids, on_error)
 
     def answer(self, sent: Any) -> list[str] | None:
         if isinstance(sent, LaneTicket):
@@ -195,7 +193,7 @@ class Engine:
         lane_port = self.limits.task_lane_port if lane and not http.https else None
         self.completion = Completion(self, events, lane_port)
         self.poster = HttpPoster(http) if self.completion.lane_port is None else \
-            LanePoster(http, self.completion, timeout, self)
+            LanePoster(http, self.completion, timeout, self.accept)
         self.sender = threading.Thread(target=self._send_loop, name="p2p-client-submit", daemon=True)
         self.sender.start()
         self.completion.start()  # returns once the event stream is up (or known to be unavailable)
@@ -269,7 +267,8 @@ class Engine:
         sent: Any = Sent("POST", BATCH_PATH, None, {}, None, error=RuntimeError("interrupted while writing"))
         try:
             if isinstance(self.poster, LanePoster):
-                ticket = self.poster.post_unwatched([p])
+                ticket = self.poster.post_unwatched([p], lambda ids: self._accept_unwatched([p], ids),
+                                                    lambda err: self._fail_unwatched([p], err))
             if ticket is None:
                 sent = self.poster.post([p])
         finally:  # whatever happened, the connection goes back, and the answer (or error) to whoever reads it
@@ -287,11 +286,11 @@ class Engine:
             if wake:
                 self.wake.set()
 
-    def accept_unwatched(self, batch: list[Pending], ids: list[str]) -> None:
+    def _accept_unwatched(self, batch: list[Pending], ids: list[str]) -> None:
         self.accept(batch, ids)
         self._lane_answered()
 
-    def fail_unwatched(self, batch: list[Pending], exc: Exception) -> None:
+    def _fail_unwatched(self, batch: list[Pending], exc: Exception) -> None:
         fail_batch(batch, exc)
         self._lane_answered()
 

@@ -110,6 +110,7 @@ class LaneConnection:
         data = _frame({"op": "submit", "tasks": specs})
         ticket = LaneTicket(on_ids, on_error)
         failed: list[LaneTicket] = []
+        why = ""
         with self.wlock:
             if self.closed:
                 failed = [ticket]
@@ -122,7 +123,7 @@ class LaneConnection:
                 except OSError as exc:
                     why = f"writing to the task lane {self.where} failed: {exc}"
                     failed = self._shut()
-        self._settle_down(failed, why if failed else "")
+        self._settle_down(failed, why)
         return ticket
 
     def run(self, on_event: Callable[[dict[str, Any]], None]) -> None:
